@@ -1,0 +1,93 @@
+"""The broker between web and workers: Redis in production, SQLite embedded by default.
+
+Both processes build their Celery app here, from plain values, so that the web process
+can publish without importing the workers. Delivery is at least once either way; the
+records (outbox, claims, leases) make it effectively once.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+from kombu import Queue
+
+# Task names are the contract between publisher and worker; keep them stable.
+PROCESS_JOB = "rollhook.process_job"
+RUN_TARGET = "rollhook.run_target"
+NOTIFY = "rollhook.notify"
+DISPATCH_OUTBOX = "rollhook.dispatch_outbox"
+RECOVER = "rollhook.recover"
+HOUSEKEEPING = "rollhook.housekeeping"
+
+DEPLOY_QUEUE = "deploy"
+NOTIFY_QUEUE = "notify"
+HOUSEKEEPING_QUEUE = "housekeeping"
+
+
+def prepare_embedded(path: Path) -> None:
+    """Create the embedded broker's SQLite file in WAL mode before kombu opens it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path, timeout=30) as conn:
+        conn.execute("PRAGMA journal_mode=WAL")
+
+
+def purge_consumed(path: Path) -> int:
+    """kombu's SQLAlchemy transport keeps consumed messages (visible=0); delete them."""
+    if not path.exists():
+        return 0
+    with sqlite3.connect(path, timeout=30) as conn:
+        try:
+            return conn.execute("DELETE FROM kombu_message WHERE visible = 0").rowcount
+        except sqlite3.OperationalError:  # kombu has not created its tables yet
+            return 0
+
+
+def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Celery:
+    if broker_url.startswith("sqla+sqlite:///"):
+        prepare_embedded(Path(broker_url.removeprefix("sqla+sqlite:///")))
+        transport_options: dict[str, Any] = {
+            "polling_interval": 0.2,
+            "connect_args": {"timeout": 30},
+        }
+    else:
+        # Redis: a deployment task may run for longer than the default visibility
+        # timeout; recovery comes from the records' leases, never from redelivery.
+        transport_options = {"visibility_timeout": 4 * 3600, "socket_timeout": 5}
+    app = Celery(name, broker=broker_url, set_as_current=False)
+    app.conf.update(
+        broker_transport_options=transport_options,
+        broker_connection_retry_on_startup=True,
+        broker_connection_timeout=3,
+        task_serializer="json",
+        accept_content=["json"],
+        result_backend=None,
+        task_ignore_result=True,
+        task_acks_late=False,
+        worker_prefetch_multiplier=1,
+        worker_hijack_root_logger=False,
+        task_default_queue=DEPLOY_QUEUE,
+        task_queues=[Queue(DEPLOY_QUEUE), Queue(NOTIFY_QUEUE), Queue(HOUSEKEEPING_QUEUE)],
+        task_routes={
+            PROCESS_JOB: {"queue": DEPLOY_QUEUE},
+            RUN_TARGET: {"queue": DEPLOY_QUEUE},
+            NOTIFY: {"queue": NOTIFY_QUEUE},
+            DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},
+            RECOVER: {"queue": HOUSEKEEPING_QUEUE},
+            HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE},
+        },
+        **conf,
+    )
+    return app
+
+
+def publish_job(app: Celery, job_json: str) -> None:
+    """Hand one job to the broker; raises if the broker cannot take it right now."""
+    app.send_task(
+        PROCESS_JOB,
+        args=[job_json],
+        retry=True,
+        retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
+    )

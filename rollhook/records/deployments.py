@@ -1,0 +1,179 @@
+"""Deployment records: created queued, run under a target's lease, ended once.
+
+Writes made while a deployment runs are fenced by the lease token it was started with;
+a record is final once its status is terminal and is never changed after that.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlalchemy import Connection, select, update
+
+from rollhook.ids import new_id
+from rollhook.jobs import Job
+from rollhook.records.schema import TERMINAL_STATUSES, deployments, row_dict, utcnow
+
+LOG_TAIL_CHARS = 64_000
+
+
+def create_queued(conn: Connection, job: Job) -> str:
+    deployment_id = new_id("d")
+    requested: dict[str, Any] = {"job_id": job.id, "manual": job.manual}
+    if job.ref:
+        requested["ref"] = job.ref
+    if job.image:
+        requested["image"] = job.image.model_dump()
+    if job.action == "rollback":
+        requested["rollback_to"] = job.rollback_to
+        requested["restore_data"] = job.restore_data
+    conn.execute(
+        deployments.insert().values(
+            id=deployment_id,
+            target=job.target,
+            kind=job.action,
+            status="queued",
+            trigger=job.trigger.model_dump(),
+            requested=requested,
+            images={},
+            steps=[],
+            log="",
+            children=[],
+            attempt=0,
+            created_at=utcnow(),
+        )
+    )
+    return deployment_id
+
+
+def queued(conn: Connection, target: str) -> list[dict[str, Any]]:
+    """Queued deployments of a target, oldest first."""
+    rows = conn.execute(
+        select(deployments)
+        .where(deployments.c.target == target, deployments.c.status == "queued")
+        .order_by(deployments.c.created_at, deployments.c.id)
+    )
+    return [row_dict(r) for r in rows]
+
+
+def running(conn: Connection, target: str) -> list[dict[str, Any]]:
+    rows = conn.execute(
+        select(deployments).where(deployments.c.target == target, deployments.c.status == "running")
+    )
+    return [row_dict(r) for r in rows]
+
+
+def targets_with_queued(conn: Connection) -> list[str]:
+    rows = conn.execute(
+        select(deployments.c.target).where(deployments.c.status == "queued").distinct()
+    )
+    return [name for (name,) in rows]
+
+
+def supersede(conn: Connection, ids: list[str], by: str) -> None:
+    if ids:
+        conn.execute(
+            update(deployments)
+            .where(deployments.c.id.in_(ids), deployments.c.status == "queued")
+            .values(
+                status="superseded",
+                superseded_by=by,
+                reason=f"coalesced into {by}",
+                finished_at=utcnow(),
+            )
+        )
+
+
+def start(conn: Connection, deployment_id: str, token: int, requested: dict[str, Any]) -> bool:
+    """queued -> running under the given lease token (or resume a running one)."""
+    started = conn.execute(
+        update(deployments)
+        .where(deployments.c.id == deployment_id, deployments.c.status.in_(["queued", "running"]))
+        .values(
+            status="running",
+            lease_token=token,
+            requested=requested,
+            started_at=utcnow(),
+            attempt=deployments.c.attempt + 1,
+        )
+    ).rowcount
+    return bool(started)
+
+
+def update_fenced(conn: Connection, deployment_id: str, token: int, **values: Any) -> bool:
+    """Change a running deployment, only while its lease token is still ours."""
+    changed = conn.execute(
+        update(deployments)
+        .where(
+            deployments.c.id == deployment_id,
+            deployments.c.lease_token == token,
+            deployments.c.status == "running",
+        )
+        .values(**values)
+    ).rowcount
+    return bool(changed)
+
+
+def finish(
+    conn: Connection,
+    deployment_id: str,
+    token: int,
+    status: str,
+    reason: str | None,
+    **values: Any,
+) -> bool:
+    if status not in TERMINAL_STATUSES:
+        raise ValueError(f"not a final status: {status}")
+    return update_fenced(
+        conn, deployment_id, token, status=status, reason=reason, finished_at=utcnow(), **values
+    )
+
+
+def finish_unstarted(conn: Connection, deployment_id: str, status: str, reason: str) -> None:
+    """End a queued deployment that never ran (paused target, unknown target...)."""
+    conn.execute(
+        update(deployments)
+        .where(deployments.c.id == deployment_id, deployments.c.status == "queued")
+        .values(status=status, reason=reason, finished_at=utcnow())
+    )
+
+
+def get(conn: Connection, deployment_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(deployments).where(deployments.c.id == deployment_id)).first()
+    return None if row is None else row_dict(row)
+
+
+def history(conn: Connection, target: str | None, limit: int) -> list[dict[str, Any]]:
+    query = select(deployments).order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
+    if target is not None:
+        query = query.where(deployments.c.target == target)
+    return [row_dict(r) for r in conn.execute(query.limit(limit))]
+
+
+def last_with_status(
+    conn: Connection, target: str, statuses: tuple[str, ...], before: str | None = None
+) -> dict[str, Any] | None:
+    query = (
+        select(deployments)
+        .where(deployments.c.target == target, deployments.c.status.in_(statuses))
+        .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
+    )
+    if before is not None:
+        query = query.where(deployments.c.id < before)
+    row = conn.execute(query.limit(1)).first()
+    return None if row is None else row_dict(row)
+
+
+def for_event(conn: Connection, deployment_ids: list[str]) -> list[dict[str, Any]]:
+    if not deployment_ids:
+        return []
+    rows = conn.execute(
+        select(
+            deployments.c.id,
+            deployments.c.target,
+            deployments.c.status,
+            deployments.c.reason,
+            deployments.c.superseded_by,
+        ).where(deployments.c.id.in_(deployment_ids))
+    )
+    return [row_dict(r) for r in rows]

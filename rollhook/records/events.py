@@ -1,0 +1,176 @@
+"""Accepted events and their outbox of jobs.
+
+An event and its jobs are committed in one transaction before the webhook is answered.
+The same delivery (same dedup key) is one event however often it arrives: the second
+insert does nothing and the caller learns the first event's id. Jobs leave through the
+outbox: marked dispatched once the broker took them, consumed exactly once by a worker.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from rollhook.jobs import Job
+from rollhook.records.schema import events, jobs, row_dict, utcnow
+
+
+@dataclass
+class NewEvent:
+    id: str
+    source: str
+    dedup_key: str
+    kind: str
+    summary: dict[str, Any]
+    received_at: datetime
+    delivery_id: str | None = None
+    actor: str | None = None
+    jobs: list[Job] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class Stored:
+    event_id: str
+    duplicate: bool
+    jobs: tuple[Job, ...] = ()
+
+
+def _insert_ignoring_duplicates(conn: Connection) -> Any:
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    return dialect.insert(events).on_conflict_do_nothing(index_elements=["dedup_key"])
+
+
+def store_events(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
+    """Insert events and their jobs; duplicates (by dedup key) insert nothing.
+
+    Runs inside the caller's transaction so that a batch is committed at once.
+    """
+    results: list[Stored] = []
+    insert_event = _insert_ignoring_duplicates(conn)
+    for item in batch:
+        inserted = conn.execute(
+            insert_event.values(
+                id=item.id,
+                source=item.source,
+                dedup_key=item.dedup_key,
+                delivery_id=item.delivery_id,
+                kind=item.kind,
+                actor=item.actor,
+                summary=item.summary,
+                received_at=item.received_at,
+            )
+        ).rowcount
+        if not inserted:
+            first = conn.execute(
+                select(events.c.id).where(events.c.dedup_key == item.dedup_key)
+            ).scalar_one()
+            results.append(Stored(first, duplicate=True))
+            continue
+        if item.jobs:
+            conn.execute(
+                jobs.insert(),
+                [
+                    {
+                        "id": job.id,
+                        "event_id": item.id,
+                        "target": job.target,
+                        "payload": job.to_json(),
+                        "created_at": item.received_at,
+                        "dispatch_attempts": 0,
+                    }
+                    for job in item.jobs
+                ],
+            )
+        results.append(Stored(item.id, duplicate=False, jobs=tuple(item.jobs)))
+    return results
+
+
+def mark_dispatched(conn: Connection, job_ids: list[str]) -> None:
+    if job_ids:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(job_ids), jobs.c.dispatched_at.is_(None))
+            .values(dispatched_at=utcnow())
+        )
+
+
+def note_dispatch_failure(conn: Connection, job_ids: list[str]) -> None:
+    if job_ids:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(job_ids))
+            .values(dispatch_attempts=jobs.c.dispatch_attempts + 1)
+        )
+
+
+def undispatched(conn: Connection, older_than: timedelta, limit: int = 500) -> list[Job]:
+    """Jobs the broker never took (it was down, or the web process died before sending)."""
+    cutoff = utcnow() - older_than
+    rows = conn.execute(
+        select(jobs.c.payload)
+        .where(jobs.c.dispatched_at.is_(None), jobs.c.created_at <= cutoff)
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+    )
+    return [Job.from_json(payload) for (payload,) in rows]
+
+
+def claim_job(conn: Connection, job_id: str) -> bool:
+    """Claim a job for processing; False when another delivery of it got there first."""
+    now = utcnow()
+    claimed = conn.execute(
+        update(jobs)
+        .where(jobs.c.id == job_id, jobs.c.consumed_at.is_(None))
+        .values(consumed_at=now, dispatched_at=func.coalesce(jobs.c.dispatched_at, now))
+    ).rowcount
+    return bool(claimed)
+
+
+def link_deployment(conn: Connection, job_id: str, deployment_id: str) -> None:
+    conn.execute(update(jobs).where(jobs.c.id == job_id).values(deployment_id=deployment_id))
+
+
+def outbox_backlog(conn: Connection) -> int:
+    return int(
+        conn.execute(
+            select(func.count()).select_from(jobs).where(jobs.c.dispatched_at.is_(None))
+        ).scalar_one()
+    )
+
+
+def get_event(conn: Connection, event_id: str) -> dict[str, Any] | None:
+    row = conn.execute(select(events).where(events.c.id == event_id)).first()
+    if row is None:
+        return None
+    event = row_dict(row)
+    event["jobs"] = [
+        row_dict(j)
+        for j in conn.execute(
+            select(
+                jobs.c.id,
+                jobs.c.target,
+                jobs.c.dispatched_at,
+                jobs.c.consumed_at,
+                jobs.c.deployment_id,
+            )
+            .where(jobs.c.event_id == event_id)
+            .order_by(jobs.c.target)
+        )
+    ]
+    return event
+
+
+def purge_events(conn: Connection, older_than: timedelta) -> int:
+    """Forget events (and so their dedup keys) older than the retention period.
+
+    Jobs that were never consumed are kept with their events: work is never dropped.
+    """
+    cutoff = utcnow() - older_than
+    pending = select(jobs.c.event_id).where(jobs.c.consumed_at.is_(None))
+    old = select(events.c.id).where(events.c.received_at < cutoff, events.c.id.not_in(pending))
+    conn.execute(delete(jobs).where(jobs.c.event_id.in_(old)))
+    return conn.execute(delete(events).where(events.c.id.in_(old))).rowcount

@@ -1,0 +1,173 @@
+"""The records database: events, the outbox of jobs, deployments, targets, notifications.
+
+SQLite by default (its own file, WAL), PostgreSQL by URL. Alembic migrations in
+``rollhook/records/migrations`` create and evolve these tables; this module is their
+single description.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    Boolean,
+    Column,
+    DateTime,
+    Dialect,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    TypeDecorator,
+)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware UTC datetimes on every backend (SQLite stores them naive)."""
+
+    impl = DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to the records database")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        return None if value is None else value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+metadata = MetaData(
+    naming_convention={
+        "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+        "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+# One row per accepted delivery. ``dedup_key`` makes the same delivery one event.
+events = Table(
+    "events",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("source", String(16), nullable=False),
+    Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("delivery_id", String(200)),
+    Column("kind", String(40), nullable=False),
+    Column("actor", String(200)),
+    Column("summary", JSON, nullable=False),  # what the hint said; never the raw body
+    Column("received_at", UTCDateTime, nullable=False, index=True),
+)
+
+# The outbox: one job per (event, target), committed with its event. ``dispatched_at``
+# is set once the broker took it; ``consumed_at`` once a worker claimed it (exactly once).
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("event_id", String(40), ForeignKey("events.id", ondelete="CASCADE"), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("payload", Text, nullable=False),  # Job.to_json()
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("dispatched_at", UTCDateTime),
+    Column("dispatch_attempts", Integer, nullable=False, default=0),
+    Column("consumed_at", UTCDateTime),
+    Column("deployment_id", String(40)),
+    Index("ix_jobs_undispatched", "dispatched_at", "created_at"),
+    Index("ix_jobs_event", "event_id"),
+)
+
+targets = Table(
+    "targets",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("paused", Boolean, nullable=False, default=False),
+    Column("paused_reason", String(200)),
+    Column("paused_at", UTCDateTime),
+    # Set by a manual rollback: automatic deployments wait for a new event or a resume.
+    Column("held", Boolean, nullable=False, default=False),
+    Column("current_deployment_id", String(40)),  # what runs now, as far as we know
+    Column("last_good_deployment_id", String(40)),
+    Column("pins", JSON, nullable=False, default=dict),  # service -> pin
+    Column("failed_fingerprint", String(80)),  # a desired state that failed: not retried
+    Column("lease_owner", String(120)),
+    Column("lease_token", Integer, nullable=False, default=0),  # fencing token
+    Column("lease_expires_at", UTCDateTime),
+    Column("updated_at", UTCDateTime),
+)
+
+deployments = Table(
+    "deployments",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("target", String(64), nullable=False),
+    Column("kind", String(16), nullable=False, default="deploy"),  # deploy | rollback
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("trigger", JSON, nullable=False),
+    Column("requested", JSON, nullable=False, default=dict),  # ref, pins, rollback_to ...
+    Column("commit", String(64)),
+    Column("commit_info", JSON),  # message, author, url
+    Column("images", JSON, nullable=False, default=dict),  # service -> {old, new}
+    Column("config_hash", String(80)),
+    Column("fingerprint", String(80)),
+    Column("previous_deployment_id", String(40)),
+    Column("backup_id", String(80)),
+    Column("superseded_by", String(40)),
+    Column("steps", JSON, nullable=False, default=list),
+    Column("log", Text, nullable=False, default=""),
+    Column("lease_token", Integer),
+    Column("attempt", Integer, nullable=False, default=0),
+    Column("children", JSON, nullable=False, default=list),  # process groups to end on recovery
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("started_at", UTCDateTime),
+    Column("finished_at", UTCDateTime),
+    Index("ix_deployments_target_created", "target", "created_at"),
+    Index("ix_deployments_status", "status"),
+)
+
+# Delivery state per (deployment, channel): what was sent, its external id, attempts.
+notifications = Table(
+    "notifications",
+    metadata,
+    Column("id", String(40), primary_key=True),
+    Column("deployment_id", String(40), nullable=False),
+    Column("target", String(64), nullable=False),
+    Column("channel", String(24), nullable=False),  # slack | slack_webhook | email | github
+    Column("status", String(16), nullable=False),  # pending | delivered | failed | skipped
+    Column("attempts", Integer, nullable=False, default=0),
+    Column("external", JSON, nullable=False, default=dict),  # e.g. slack channel id + ts
+    Column("history", JSON, nullable=False, default=list),  # each attempt and its outcome
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime),
+    Index("ix_notifications_deployment", "deployment_id", "channel"),
+)
+
+# Per (target, channel) memory for "still failing, n times" and recovery messages,
+# and per channel rate limiting across processes.
+notify_state = Table(
+    "notify_state",
+    metadata,
+    Column("key", String(120), primary_key=True),
+    Column("value", JSON, nullable=False, default=dict),
+    Column("updated_at", UTCDateTime),
+)
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rolled_back", "no_op", "superseded"})
+STATUSES = TERMINAL_STATUSES | {"queued", "running"}
+
+
+def row_dict(row: Any) -> dict[str, Any]:
+    return dict(row._mapping)

@@ -1,0 +1,134 @@
+"""Per-target state: pause and hold, what runs, pins, the failed desired state, the lease.
+
+The lease makes "one deployment at a time per target" hold across processes and hosts:
+taking it bumps a fencing token, and every write a deployment makes is conditional on
+that token, so a worker that lost its lease (it stalled past expiry and somebody else
+took over) can no longer change the record.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from sqlalchemy import Connection, or_, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from rollhook.records.schema import row_dict, targets, utcnow
+
+
+def ensure(conn: Connection, names: list[str]) -> None:
+    """Create state rows for configured targets (idempotent)."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    for name in names:
+        conn.execute(
+            dialect.insert(targets)
+            .values(name=name, paused=False, held=False, pins={}, lease_token=0)
+            .on_conflict_do_nothing(index_elements=["name"])
+        )
+
+
+def get(conn: Connection, name: str) -> dict[str, Any] | None:
+    row = conn.execute(select(targets).where(targets.c.name == name)).first()
+    return None if row is None else row_dict(row)
+
+
+def all_states(conn: Connection) -> dict[str, dict[str, Any]]:
+    return {row.name: row_dict(row) for row in conn.execute(select(targets))}
+
+
+def set_paused(conn: Connection, name: str, paused: bool, reason: str | None) -> None:
+    values: dict[str, Any] = {"paused": paused, "updated_at": utcnow()}
+    if paused:
+        values |= {"paused_reason": reason, "paused_at": utcnow()}
+    else:
+        values |= {"paused_reason": None, "paused_at": None, "held": False}
+    conn.execute(update(targets).where(targets.c.name == name).values(**values))
+
+
+def set_held(conn: Connection, name: str, held: bool) -> None:
+    conn.execute(
+        update(targets).where(targets.c.name == name).values(held=held, updated_at=utcnow())
+    )
+
+
+def record_outcome(
+    conn: Connection,
+    name: str,
+    token: int,
+    *,
+    current: str | None = None,
+    good: str | None = None,
+    pins: dict[str, Any] | None = None,
+    failed_fingerprint: str | None = None,
+    clear_failed: bool = False,
+) -> bool:
+    """Write what a deployment ended with, fenced by its lease token."""
+    values: dict[str, Any] = {"updated_at": utcnow()}
+    if current is not None:
+        values["current_deployment_id"] = current
+    if good is not None:
+        values["last_good_deployment_id"] = good
+    if pins is not None:
+        values["pins"] = pins
+    if failed_fingerprint is not None:
+        values["failed_fingerprint"] = failed_fingerprint
+    elif clear_failed:
+        values["failed_fingerprint"] = None
+    changed = conn.execute(
+        update(targets)
+        .where(targets.c.name == name, targets.c.lease_token == token)
+        .values(**values)
+    ).rowcount
+    return bool(changed)
+
+
+# -- the lease ----------------------------------------------------------------------
+
+
+def acquire_lease(conn: Connection, name: str, owner: str, ttl: float) -> int | None:
+    """Take the target's lease if it is free or expired; return the new fencing token."""
+    now = utcnow()
+    taken = conn.execute(
+        update(targets)
+        .where(
+            targets.c.name == name,
+            or_(targets.c.lease_owner.is_(None), targets.c.lease_expires_at < now),
+        )
+        .values(
+            lease_owner=owner,
+            lease_token=targets.c.lease_token + 1,
+            lease_expires_at=now + timedelta(seconds=ttl),
+        )
+    ).rowcount
+    if not taken:
+        return None
+    token = conn.execute(select(targets.c.lease_token).where(targets.c.name == name)).scalar_one()
+    return int(token)
+
+
+def renew_lease(conn: Connection, name: str, token: int, ttl: float) -> bool:
+    renewed = conn.execute(
+        update(targets)
+        .where(targets.c.name == name, targets.c.lease_token == token)
+        .values(lease_expires_at=utcnow() + timedelta(seconds=ttl))
+    ).rowcount
+    return bool(renewed)
+
+
+def release_lease(conn: Connection, name: str, token: int) -> None:
+    conn.execute(
+        update(targets)
+        .where(targets.c.name == name, targets.c.lease_token == token)
+        .values(lease_owner=None, lease_expires_at=None)
+    )
+
+
+def expired_leases(conn: Connection) -> list[str]:
+    """Targets whose lease holder stopped renewing (its worker died or hung)."""
+    rows = conn.execute(
+        select(targets.c.name).where(
+            targets.c.lease_owner.is_not(None), targets.c.lease_expires_at < utcnow()
+        )
+    )
+    return [name for (name,) in rows]

@@ -1,0 +1,145 @@
+"""rollhook's settings: one typed class, read from the environment once per process.
+
+Every secret may also be given as ``NAME_FILE`` (a path), as Docker and Kubernetes
+secrets are mounted. A secret that is set but empty is a configuration error: it stops
+start-up with one line that names the setting, because an empty webhook secret would
+otherwise switch verification off without anyone noticing.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SECRET_NAMES = (
+    "github_secret",
+    "gitlab_token",
+    "registry_token",
+    "dockerhub_token",
+    "harbor_token",
+    "api_token",
+    "metrics_token",
+    "git_token",
+    "git_ssh_key",
+    "github_token",
+    "slack_token",
+    "slack_webhook_url",
+    "smtp_url",
+    "redis_url",
+    "database_url",
+)
+
+
+class ConfigError(Exception):
+    """The operator's configuration is wrong; the message is one line naming the setting."""
+
+
+def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
+    """Fill ``ROLLHOOK_X`` from ``ROLLHOOK_X_FILE`` where only the file is given."""
+    values: dict[str, str] = {}
+    for name in SECRET_NAMES:
+        env = f"ROLLHOOK_{name.upper()}"
+        path = environ.get(f"{env}_FILE")
+        if path is None:
+            continue
+        if env in environ:
+            raise ConfigError(f"{env} and {env}_FILE are both set; set only one")
+        try:
+            values[env] = Path(path).read_text().strip()
+        except OSError as exc:
+            raise ConfigError(f"{env}_FILE: cannot read {path}: {exc.strerror}") from exc
+    return values
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="ROLLHOOK_", extra="ignore")
+
+    config: Path = Path("rollhook.yml")
+    data_dir: Path = Path("data")
+
+    github_secret: SecretStr | None = None
+    gitlab_token: SecretStr | None = None
+    registry_token: SecretStr | None = None
+    dockerhub_token: SecretStr | None = None
+    harbor_token: SecretStr | None = None
+    api_token: SecretStr | None = None
+    metrics_token: SecretStr | None = None
+
+    redis_url: SecretStr | None = None
+    database_url: SecretStr | None = None
+
+    max_body_bytes: int = Field(default=5 * 1024 * 1024, gt=0)
+    trusted_proxies: str = ""
+
+    git_token: SecretStr | None = None
+    git_ssh_key: SecretStr | None = None
+
+    github_token: SecretStr | None = None
+    github_api_url: str = "https://api.github.com"
+
+    slack_token: SecretStr | None = None
+    slack_channel: str | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_webhook_url: SecretStr | None = None
+
+    smtp_url: SecretStr | None = None
+    email_from: str | None = None
+    email_to: str | None = None
+
+    # Operations knobs: sensible defaults, tunable for tests and unusual hosts.
+    lease_seconds: float = Field(default=30.0, gt=1)
+    event_retention_days: float = Field(default=30.0, gt=1)
+    auth_failures_allowed: int = Field(default=10, gt=0)
+    auth_failure_window: float = Field(default=60.0, gt=0)
+    worker_concurrency: int = Field(default=4, gt=0)
+
+    @field_validator(*SECRET_NAMES)
+    @classmethod
+    def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            raise ValueError("is set but empty")
+        return value
+
+    # -- derived values -------------------------------------------------------------
+
+    def github_secrets(self) -> list[bytes]:
+        """All GitHub/Gitea secrets: several, comma-separated, during a rotation."""
+        if self.github_secret is None:
+            return []
+        raw = self.github_secret.get_secret_value()
+        return [part.strip().encode() for part in raw.split(",") if part.strip()]
+
+    def records_url(self) -> str:
+        if self.database_url is not None:
+            return self.database_url.get_secret_value()
+        return f"sqlite:///{(self.data_dir / 'records.sqlite').resolve()}"
+
+    def broker_url(self) -> str:
+        if self.redis_url is not None:
+            return self.redis_url.get_secret_value()
+        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+
+    @property
+    def embedded_broker(self) -> bool:
+        return self.redis_url is None
+
+    def email_recipients(self) -> list[str]:
+        return [a.strip() for a in (self.email_to or "").split(",") if a.strip()]
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read the environment once; raise ConfigError with one line naming the setting."""
+    try:
+        init: dict[str, Any] = {
+            key.removeprefix("ROLLHOOK_").lower(): value
+            for key, value in _read_secret_files(dict(os.environ)).items()
+        }
+        return Settings(**(init | overrides))
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        field = str(error["loc"][0]) if error["loc"] else "settings"
+        raise ConfigError(f"ROLLHOOK_{field.upper()}: {error['msg']}") from None

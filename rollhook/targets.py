@@ -1,0 +1,295 @@
+"""The targets file (``ROLLHOOK_CONFIG``): what rollhook deploys, from where, and how.
+
+Loading validates everything up front; each problem is explained in one line that
+names the target and the key, which is what ``rollhook check-config`` prints.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import re
+from datetime import timedelta
+from pathlib import Path, PurePosixPath
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import yaml
+from packaging.specifiers import InvalidSpecifier, SpecifierSet
+from packaging.version import InvalidVersion, Version
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+from rollhook.images import ImageRef, ReferenceError, parse_reference
+from rollhook.settings import ConfigError
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+
+
+def parse_duration(value: Any) -> float:
+    """``180s``, ``3m``, ``1.5h``, ``500ms`` or a bare number of seconds -> seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    elif isinstance(value, timedelta):
+        seconds = value.total_seconds()
+    elif isinstance(value, str) and (match := _DURATION.match(value)):
+        seconds = float(match.group(1)) * _UNITS[match.group(2)]
+    else:
+        raise ValueError(f"not a duration: {value!r} (use e.g. 10s, 3m, 1h)")
+    if seconds < 0:
+        raise ValueError("a duration cannot be negative")
+    return seconds
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+class TagPolicy:
+    """Which pushed tags a target follows: ``exact:1.16.1``, ``glob:1.*``, ``semver:>=1.16,<2``."""
+
+    def __init__(self, text: str) -> None:
+        kind, sep, pattern = text.partition(":")
+        if not sep or kind not in {"exact", "glob", "semver"}:
+            kind, pattern = "glob", text
+        if not pattern:
+            raise ValueError(f"empty tag policy {text!r}")
+        self.kind, self.pattern, self.text = kind, pattern, text
+        self._spec: SpecifierSet | None = None
+        if kind == "semver":
+            try:
+                self._spec = SpecifierSet(pattern)
+            except InvalidSpecifier as exc:
+                raise ValueError(f"invalid semver range {pattern!r}") from exc
+
+    def allows(self, tag: str) -> bool:
+        if self.kind == "exact":
+            return tag == self.pattern
+        if self.kind == "glob":
+            return fnmatch.fnmatchcase(tag, self.pattern)
+        try:
+            version = Version(tag.removeprefix("v"))
+        except InvalidVersion:
+            return False
+        return self._spec is not None and self._spec.contains(version, prereleases=False)
+
+    def __repr__(self) -> str:
+        return f"TagPolicy({self.text!r})"
+
+
+class Health(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    url: str | None = None
+    timeout: Duration = 180.0
+    settle: Duration = 10.0
+    interval: Duration = 0.5
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is not None and urlsplit(value).scheme not in {"http", "https"}:
+            raise ValueError("must be an http:// or https:// URL")
+        return value
+
+
+class Backup(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    keep: int = Field(default=5, ge=1)
+    enabled: bool = True
+
+
+class Notify(BaseModel):
+    """Which deployment results notify a channel (per target)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    on: list[Literal["succeeded", "failed", "rolled_back", "no_op", "recovered"]] = [
+        "succeeded",
+        "failed",
+        "rolled_back",
+        "recovered",
+    ]
+    slack: bool = True
+    email: bool = True
+    commit_status: bool = False
+
+
+class Target(BaseModel):
+    model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
+
+    name: str
+    repo: str
+    branch: str = "main"
+    path: str = "."
+    compose_file: str = "docker-compose.yml"
+    project: str
+    service: str
+    env_files: list[Path] = []
+    images: list[str] = []
+    tags: str = "glob:*"
+    health: Health = Health()
+    backup: Backup = Backup()
+    strategy: Literal["recreate"] = "recreate"
+    notify: Notify = Notify()
+    deploy_timeout: Duration = 1800.0
+    stop_timeout: Duration = 30.0
+
+    @field_validator("name", "project")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use lowercase letters, digits, '-' and '_' (max 63)")
+        return value
+
+    @field_validator("repo")
+    @classmethod
+    def _repo_url(cls, value: str) -> str:
+        scheme = urlsplit(value).scheme
+        if scheme not in {"https", "http", "ssh", "git", "file"} and not re.match(
+            r"^[\w.-]+@[\w.-]+:", value
+        ):
+            raise ValueError("must be a git URL (https://, ssh://, git@host:path or file://)")
+        return value
+
+    @field_validator("path")
+    @classmethod
+    def _relative_path(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if path.is_absolute() or ".." in path.parts:
+            raise ValueError("must be a path inside the repository (no leading '/', no '..')")
+        return str(path)
+
+    @field_validator("env_files")
+    @classmethod
+    def _absolute(cls, value: list[Path]) -> list[Path]:
+        for path in value:
+            if not path.is_absolute():
+                raise ValueError(f"{path} must be an absolute host path")
+        return value
+
+    @field_validator("images")
+    @classmethod
+    def _images(cls, value: list[str]) -> list[str]:
+        for text in value:
+            ref = parse_reference(text)
+            if ref.tag or ref.digest:
+                raise ValueError(f"{text}: list repositories without a tag or digest")
+        return value
+
+    @field_validator("tags")
+    @classmethod
+    def _tags(cls, value: str) -> str:
+        TagPolicy(value)
+        return value
+
+    @model_validator(mode="after")
+    def _health_fits(self) -> Target:
+        if self.health.settle >= self.health.timeout:
+            raise ValueError("health.settle must be shorter than health.timeout")
+        return self
+
+    # -- derived ----------------------------------------------------------------------
+
+    @property
+    def tag_policy(self) -> TagPolicy:
+        return TagPolicy(self.tags)
+
+    @property
+    def image_refs(self) -> list[ImageRef]:
+        return [parse_reference(text) for text in self.images]
+
+    def watches_image(self, ref: ImageRef) -> bool:
+        return any(own.name == ref.name for own in self.image_refs)
+
+    def watches_path(self, changed: str) -> bool:
+        """Whether a changed repository file lies under this target's folder."""
+        if self.path == ".":
+            return True
+        return PurePosixPath(changed).is_relative_to(PurePosixPath(self.path))
+
+    @property
+    def repo_key(self) -> str:
+        return repo_key(self.repo)
+
+
+def repo_key(url: str) -> str:
+    """A clone URL reduced to ``host/owner/name`` so https and ssh forms compare equal."""
+    text = url.strip()
+    if m := re.match(r"^[\w.-]+@([\w.-]+):(.+)$", text):
+        host, path = m.group(1), m.group(2)
+    else:
+        parts = urlsplit(text)
+        host, path = (parts.hostname or ""), parts.path
+        if parts.port and parts.scheme in {"http", "https"}:
+            host = f"{host}:{parts.port}"
+    path = path.strip("/").removesuffix(".git").lower()
+    return f"{host.lower()}/{path}" if host else path
+
+
+def _explain(name: str, exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors():
+        where = ".".join(str(p) for p in error["loc"])
+        prefix = f"targets.{name}" + (f".{where}" if where else "")
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required"
+        lines.append(f"{prefix}: {message}")
+    return lines
+
+
+def parse_targets(text: str) -> tuple[dict[str, Target], list[str]]:
+    """Parse the targets file; return the targets and a list of one-line problems."""
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        return {}, [f"config: not valid YAML{where}: {getattr(exc, 'problem', exc)}"]
+    if not isinstance(doc, dict) or not isinstance(doc.get("targets"), dict):
+        return {}, ["config: expected a mapping with a 'targets:' mapping"]
+    unknown = set(doc) - {"targets"}
+    problems = [f"config.{key}: unknown key" for key in sorted(unknown)]
+    targets: dict[str, Target] = {}
+    for name, body in doc["targets"].items():
+        if not isinstance(body, dict):
+            problems.append(f"targets.{name}: expected a mapping")
+            continue
+        try:
+            targets[name] = Target(name=str(name), **body)
+        except ValidationError as exc:
+            problems.extend(_explain(str(name), exc))
+        except (ReferenceError, ValueError) as exc:
+            problems.append(f"targets.{name}: {exc}")
+    projects: dict[str, str] = {}
+    for target in targets.values():
+        if target.project in projects:
+            problems.append(
+                f"targets.{target.name}.project: {target.project!r} is also used by "
+                f"{projects[target.project]}"
+            )
+        projects[target.project] = target.name
+    return targets, problems
+
+
+def load_targets(path: Path) -> dict[str, Target]:
+    """Load and validate the targets file, or raise ConfigError with every problem."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"ROLLHOOK_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    targets, problems = parse_targets(text)
+    if problems:
+        raise ConfigError("; ".join(problems))
+    return targets
