@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     email_from: str | None = None
     email_to: str | None = None
 
+    # The usual meanings, without our prefix.
+    docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")
+    port: int = Field(default=8000, validation_alias="PORT")
+
     # Operations knobs: sensible defaults, tunable for tests and unusual hosts.
     lease_seconds: float = Field(default=30.0, gt=1)
     event_retention_days: float = Field(default=30.0, gt=1)
@@ -142,4 +146,4 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "settings"
-        raise ConfigError(f"ROLLHOOK_{field.upper()}: {error['msg']}") from None
+        raise ConfigError(f"ROLLHOOK_{field.upper()}: {error['msg'].removeprefix('Value error, ')}") from None
