@@ -1,0 +1,45 @@
+"""Free loopback ports for the harness's servers and the tests' own listeners."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+
+_given: set[int] = set()
+_lock = threading.Lock()
+
+
+def free_port() -> int:
+    """A TCP port that is free on 127.0.0.1 now and was not handed out before in this process.
+
+    The kernel picks the port (bind to 0); remembering what we gave away keeps two servers
+    of one session from receiving the same port before either of them has bound it.
+    """
+    with _lock:
+        for _ in range(100):
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                sock.bind(("127.0.0.1", 0))
+                port: int = sock.getsockname()[1]
+            if port not in _given:
+                _given.add(port)
+                return port
+    raise RuntimeError("no free port on 127.0.0.1")
+
+
+def port_open(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on host:port."""
+    try:
+        with socket.create_connection((host, port), timeout=0.5):
+            return True
+    except OSError:
+        return False
+
+
+def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> None:
+    """Wait until host:port accepts connections, or raise TimeoutError."""
+    deadline = time.monotonic() + timeout
+    while not port_open(port, host):
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
+        time.sleep(0.05)

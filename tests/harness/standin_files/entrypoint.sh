@@ -1,0 +1,100 @@
+#!/bin/sh
+# The stand-in for anything-llm's docker-entrypoint.sh, in busybox sh.
+#
+# Like the real app it migrates its storage forward before it serves (prisma migrate
+# deploy), refuses storage that a newer version migrated (forward-only migrations: a
+# rollback without a data restore must fail loudly), writes SIG_KEY into its runtime .env
+# when missing, keeps a live "database" file growing, and serves /api/ping and
+# /api/utils/metrics on 127.0.0.1:$SERVER_PORT.
+#
+# Baked into each image: STANDIN_VERSION (schema version, an integer), STANDIN_APP_VERSION
+# (what /api/utils/metrics reports), STANDIN_VARIANT (good | slow | never-healthy | crash)
+# and BOOT_DELAY (seconds, overridable at run time).
+
+port="${SERVER_PORT:-3001}"
+storage="${STORAGE_DIR:-/app/server/storage}"
+version="${STANDIN_VERSION:?}"
+app="${STANDIN_APP_VERSION:?}"
+variant="${STANDIN_VARIANT:-good}"
+envfile=/app/server/.env
+db="$storage/anythingllm.db"
+
+log() { echo "[anythingllm-standin $app] $*"; }
+
+# PID 1 gets no default signal handling: without this trap `docker stop` would wait out
+# its timeout and SIGKILL us. `wait` returns as soon as a trapped signal arrives.
+children=""
+stop() {
+    log "received a stop signal, shutting down"
+    [ -n "$children" ] && kill $children 2>/dev/null
+    exit 0
+}
+trap stop TERM INT
+
+# --- "prisma migrate deploy" ------------------------------------------------------------
+mkdir -p "$storage/documents" "$storage/lancedb" "$storage/vector-cache" || exit 1
+current=0
+if [ -s "$storage/schema_version" ]; then
+    current="$(cat "$storage/schema_version")"
+fi
+if [ "$current" -gt "$version" ]; then
+    log "storage was migrated by a newer version (schema $current; this image knows $version)" >&2
+    exit 3
+fi
+if [ "$current" -lt "$version" ]; then
+    log "migrating storage from schema $current to $version"
+fi
+echo "$version" > "$storage/schema_version"
+echo "migrated $current -> $version by $app" >> "$db"
+
+# --- the runtime .env (anything-llm's EncryptionManager) --------------------------------
+if [ -d "$envfile" ]; then
+    # Docker made a directory because the bind-mounted file did not exist on the host.
+    log "WARNING: $envfile is a directory; settings and SIG_KEY will not persist" >&2
+elif ! grep -q '^SIG_KEY=' "$envfile" 2>/dev/null; then
+    if [ -s "$envfile" ] && [ -n "$(tail -c 1 "$envfile")" ]; then
+        echo >> "$envfile"
+    fi
+    # Appending (not replacing) keeps the inode: the file is usually a bind mount.
+    echo "SIG_KEY='$(head -c 24 /dev/urandom | od -An -tx1 | tr -d ' \n')'" >> "$envfile"
+    log "self-assigned SIG_KEY in $envfile"
+fi
+
+# --- a live database: writes keep coming while the app runs -----------------------------
+(
+    trap 'exit 0' TERM
+    i=0
+    while :; do
+        i=$((i + 1))
+        echo "$app write $i" >> "$db"
+        usleep 200000
+    done
+) &
+children="$children $!"
+
+# --- boot --------------------------------------------------------------------------------
+if [ "$variant" = crash ]; then
+    sleep 0.5 &
+    children="$children $!"
+    wait $!
+    log "fatal: crashed while booting" >&2
+    exit 1
+fi
+sleep "${BOOT_DELAY:-0}" &
+children="$children $!"
+wait $!
+
+mkdir -p /tmp/www/api/utils
+echo "{\"online\":true,\"appVersion\":\"$app\",\"schemaVersion\":$version}" \
+    > /tmp/www/api/utils/metrics
+if [ "$variant" != never-healthy ]; then
+    echo '{"online":true}' > /tmp/www/api/ping
+fi
+httpd -f -p "127.0.0.1:$port" -h /tmp/www &
+httpd_pid=$!
+children="$children $httpd_pid"
+log "Primary server in HTTP mode listening on port $port"
+wait $httpd_pid
+status=$?
+log "httpd exited with $status (port $port taken?)" >&2
+exit "$status"
