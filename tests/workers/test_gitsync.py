@@ -1,0 +1,175 @@
+"""The infra repository adapter, against real git repositories served over HTTP."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import subprocess
+import uuid
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from workers.errors import OperatorError
+from workers.gitsync import GitRepo, scrub
+from workers.procs import ProcessGroup
+
+COMPOSE = "services:\n  app:\n    image: example.test/app:1\n"
+
+
+def _mirror(tmp_path: Path, url: str, **kwargs: Any) -> GitRepo:
+    return GitRepo(url, tmp_path / "mirror.git", timeout=30, **kwargs)
+
+
+def _name(label: str) -> str:
+    """The git server lives for the whole session: every repository needs its own name."""
+    return f"gitsync-{label}-{uuid.uuid4().hex[:8]}"
+
+
+def test_scrub_removes_secrets_and_url_credentials() -> None:
+    text = "fatal: https://bot:s3cr3t-token@git.example/x.git said s3cr3t-token twice"
+    out = scrub(text, ["s3cr3t-token", ""])
+    assert "s3cr3t" not in out
+    assert "https://***@git.example/x.git" in out
+
+
+def test_fetch_resolve_and_export(git_server: Any, tmp_path: Path) -> None:
+    repo = git_server.create_repo(_name("infra"))
+    first = repo.commit({"prod/app/docker-compose.yml": COMPOSE, "README": "x"}, "first")
+    second = repo.commit({"prod/app/.env": "TAG=2\n"}, "second: add env\n\nbody")
+    git = _mirror(tmp_path, repo.url)
+
+    assert git.fetch("main") == second
+    assert git.resolve("main", "main") == second
+    assert git.resolve(first[:8], "main") == first
+    info = git.commit_info(second)
+    assert (info.sha, info.message, info.author) == (second, "second: add env", "Test")
+    assert datetime.fromisoformat(info.date).tzinfo is not None
+
+    dest = tmp_path / "releases" / second
+    assert git.export(second, "prod/app", dest) == dest
+    assert sorted(p.name for p in dest.iterdir()) == [".env", "docker-compose.yml"]
+    assert (dest / "docker-compose.yml").read_text() == COMPOSE
+    assert [p.name for p in dest.parent.iterdir()] == [second]  # no temp dir left behind
+    # Idempotent: an existing release is never rewritten (a running stack may use it).
+    (dest / ".env").write_text("TAG=local\n")
+    git.export(second, "prod/app", dest)
+    assert (dest / ".env").read_text() == "TAG=local\n"
+
+    with pytest.raises(OperatorError, match="not a folder"):
+        git.export(first, "prod/missing", tmp_path / "releases" / "other")
+
+
+def test_refs_outside_the_branch_are_refused(git_server: Any, tmp_path: Path) -> None:
+    repo = git_server.create_repo(_name("refs"))
+    sha = repo.commit({"a": "1"}, "one")
+    git = _mirror(tmp_path, repo.url)
+    git.fetch("main")
+    with pytest.raises(OperatorError, match="not in the history of main"):
+        git.resolve("0" * 40, "main")
+    with pytest.raises(OperatorError, match="neither the branch"):
+        git.resolve("--upload-pack=evil", "main")
+    with pytest.raises(OperatorError, match="couldn't find remote ref"):
+        git.fetch("no-such-branch")
+    assert git.resolve(sha, "main") == sha
+
+
+def test_force_push_is_followed_and_the_old_commit_refused(git_server: Any, tmp_path: Path) -> None:
+    repo = git_server.create_repo(_name("forced"))
+    base = repo.commit({"env/docker-compose.yml": COMPOSE}, "base")
+    old = repo.commit({"env/docker-compose.yml": COMPOSE + "#old\n"}, "to be dropped")
+    git = _mirror(tmp_path, repo.url)
+    assert git.fetch("main") == old
+
+    repo.force_push_reset(base)
+    new = repo.commit({"env/.env": "TAG=3\n"}, "rewritten history")
+    assert git.fetch("main") == new  # not a fast-forward: only a forced fetch gets here
+    with pytest.raises(OperatorError, match="not in the history of main"):
+        git.resolve(old, "main")
+    assert git.resolve(base, "main") == base
+    # The dropped commit's objects are still here, so the diff is exact, not "unknown".
+    assert sorted(git.changed_paths(old, new) or []) == ["env/.env", "env/docker-compose.yml"]
+
+
+def test_changed_paths(git_server: Any, tmp_path: Path) -> None:
+    repo = git_server.create_repo(_name("diffs"))
+    one = repo.commit({"prod/a.yml": "a", "staging/b.yml": "b"}, "one")
+    two = repo.commit({"staging/b.yml": "b2", "prod/a.yml": None, "prod/c.yml": "a"}, "two")
+    git = _mirror(tmp_path, repo.url)
+    git.fetch("main")
+    assert sorted(git.changed_paths(one, two) or []) == [
+        "prod/a.yml",
+        "prod/c.yml",
+        "staging/b.yml",
+    ]
+    assert git.changed_paths(two, two) == []
+    assert git.changed_paths(None, two) is None
+    assert git.changed_paths("f" * 40, two) is None  # never fetched here: assume changed
+
+
+def test_token_travels_only_in_the_environment(git_server: Any, tmp_path: Path) -> None:
+    token = "tok-3e7b9c1d5a"
+    repo = git_server.create_repo(_name("private"), token=token)
+    sha = repo.commit({"docker-compose.yml": COMPOSE}, "private")
+    cmdlines: list[bytes] = []
+
+    def spy(group: ProcessGroup) -> None:
+        with contextlib.suppress(OSError):  # git may be done already
+            cmdlines.append(Path(f"/proc/{group.pgid}/cmdline").read_bytes())
+
+    with pytest.raises(OperatorError) as refused:
+        _mirror(tmp_path / "anon", repo.url).fetch("main")
+    wrong = "wrong-token-0123"
+    with pytest.raises(OperatorError) as bad:
+        _mirror(tmp_path / "bad", repo.url, token=wrong).fetch("main")
+    assert wrong not in str(bad.value)
+    assert "ROLLHOOK_GIT_TOKEN" in str(refused.value)
+
+    git = _mirror(tmp_path, repo.url, token=token, on_spawn=spy)
+    assert git.fetch("main") == sha
+    assert cmdlines
+    assert not any(token.encode() in line for line in cmdlines)
+    mirror_files = [p for p in (tmp_path / "mirror.git").rglob("*") if p.is_file()]
+    assert not any(token.encode() in p.read_bytes() for p in mirror_files)
+
+
+def test_ssh_key_is_a_private_file_for_one_command(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A stand-in `ssh` on PATH records how git called it, then serves the repo locally."""
+    bare = tmp_path / "remote.git"
+    work = tmp_path / "work"
+    subprocess.run(["git", "init", "-q", "--bare", "-b", "main", str(bare)], check=True)
+    subprocess.run(["git", "init", "-q", "-b", "main", str(work)], check=True)
+    (work / "f").write_text("x")
+    git = ["git", "-C", str(work), "-c", "user.name=T", "-c", "user.email=t@example.test"]
+    subprocess.run([*git, "add", "f"], check=True)
+    subprocess.run([*git, "commit", "-q", "-m", "m"], check=True)
+    subprocess.run([*git, "push", "-q", str(bare), "HEAD:main"], check=True)
+
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "ssh-calls"
+    fake = bindir / "ssh"
+    fake.write_text(
+        "#!/bin/sh\n"
+        f'echo "$@" >> {record}\n'
+        'while [ $# -gt 1 ]; do\n  if [ "$1" = -i ]; then stat -c %a "$2" >> '
+        f'{record}; cat "$2" >> {record}; fi\n  shift\ndone\n'
+        'exec sh -c "$1"\n'
+    )
+    fake.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+
+    key = "-----BEGIN OPENSSH PRIVATE KEY-----\nAAAAfake\n-----END OPENSSH PRIVATE KEY-----"
+    mirror = _mirror(tmp_path, f"ssh://git@git.invalid{bare}", ssh_key=key)
+    assert len(mirror.fetch("main")) == 40
+    calls = record.read_text()
+    assert "IdentitiesOnly=yes" in calls
+    assert "\n600\n" in calls
+    assert key + "\n" in calls  # written with the trailing newline ssh insists on
+    words = calls.split()
+    key_path = words[words.index("-i") + 1]
+    assert not Path(key_path).exists()

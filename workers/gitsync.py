@@ -1,0 +1,220 @@
+"""The infra repository: a bare mirror per target, fetched with force, exported by commit.
+
+Only plain ``git`` processes (through :mod:`workers.procs`) touch the mirror: they get
+deadlines and process groups, and a long-running worker keeps no repository objects.
+Credentials never reach argv, the remote URL, the mirror's config or a message: the token
+travels as an HTTP header in git's environment-only config, the SSH key as a 0600 file that
+lives for one command.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import re
+import shlex
+import shutil
+import tarfile
+import tempfile
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from urllib.parse import urlsplit
+
+from workers import procs
+from workers.errors import InfrastructureError, OperatorError
+
+_SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
+_USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
+_AUTH = re.compile(
+    r"could not read (username|password)|authentication failed|permission denied \(publickey",
+    re.IGNORECASE,
+)
+# git's words for "your repo, branch or credentials are wrong", as opposed to "the network".
+_OPERATOR = re.compile(
+    r"couldn't find remote ref|repository .* not found|not found|authentication failed|"
+    r"could not read (username|password)|permission denied|does not appear to be a git "
+    r"repository|invalid username or password|access denied|403",
+    re.IGNORECASE,
+)
+
+
+@dataclass(frozen=True)
+class CommitInfo:
+    sha: str
+    message: str  # first line
+    author: str
+    date: str  # authored, ISO 8601 with the author's offset (JSON-ready for the record)
+
+
+def scrub(text: str, secrets: list[str]) -> str:
+    """Remove every secret (and any user:password@ in URLs) from a message."""
+    for secret in sorted(filter(None, secrets), key=len, reverse=True):
+        text = text.replace(secret, "***")
+    return _USERINFO.sub("***@", text)
+
+
+class GitRepo:
+    def __init__(
+        self,
+        url: str,
+        mirror_dir: Path,
+        *,
+        token: str | None = None,
+        ssh_key: str | None = None,
+        timeout: float = 120.0,
+        on_spawn: Callable[[procs.ProcessGroup], None] | None = None,
+    ) -> None:
+        self.url, self.mirror_dir, self.timeout, self.on_spawn = url, mirror_dir, timeout, on_spawn
+        self._token, self._ssh_key = token, ssh_key
+        self._secrets = [token or "", ssh_key or ""]
+        if token:
+            # "user:token" for servers that want a real user name; GitHub/Gitea take any.
+            user, _, password = token.rpartition(":")
+            pair = f"{user or 'x-access-token'}:{password}".encode()
+            self._header = f"Authorization: Basic {base64.b64encode(pair).decode()}"
+            self._secrets.append(self._header.split()[-1])
+
+    # -- verbs ------------------------------------------------------------------------
+
+    def fetch(self, branch: str) -> str:
+        """Bring the mirror's copy of ``branch`` to the remote's (force-pushes included)."""
+        if not (self.mirror_dir / "HEAD").exists():
+            self.mirror_dir.mkdir(parents=True, exist_ok=True)
+            self._git("init", "--bare", "--quiet", ".")
+        refspec = f"+refs/heads/{branch}:refs/heads/{branch}"
+        self._git("fetch", "--quiet", "--no-tags", "--force", self.url, refspec, remote=True)
+        return self._git("rev-parse", "--verify", f"refs/heads/{branch}^{{commit}}")
+
+    def resolve(self, ref: str, branch: str) -> str:
+        """The full sha of ``ref`` (the branch name, or a full or short sha in its history)."""
+        head = f"refs/heads/{branch}"
+        if ref in {branch, head}:
+            return self._git("rev-parse", "--verify", f"{head}^{{commit}}")
+        if not _SHA.match(ref):
+            raise OperatorError(f"ref {ref!r} is neither the branch {branch!r} nor a commit sha")
+        sha = self._ask("rev-parse", "--verify", "--quiet", f"{ref}^{{commit}}")
+        if not sha or self._ask("merge-base", "--is-ancestor", sha, head) is None:
+            raise OperatorError(f"commit {ref} is not in the history of {branch}")
+        return sha
+
+    def commit_info(self, sha: str) -> CommitInfo:
+        out = self._git("log", "-1", "--format=%H%x00%s%x00%an%x00%aI", _sha(sha), "--")
+        full, message, author, date = out.split("\x00")
+        return CommitInfo(full, message, author, date)
+
+    def export(self, sha: str, subdir: str, dest: Path) -> Path:
+        """Write the files of ``subdir`` at ``sha`` to ``dest``, all at once or not at all."""
+        if dest.exists():
+            return dest
+        tree = _sha(sha) if subdir in {"", "."} else f"{_sha(sha)}:{PurePosixPath(subdir)}"
+        if self._ask("cat-file", "-t", tree) != "tree":
+            raise OperatorError(f"{subdir} is not a folder at commit {sha[:12]}")
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
+        archive = tmp.with_name(f"{tmp.name}.tar")
+        try:
+            self._git("archive", "--format=tar", f"--output={archive}", tree)
+            with tarfile.open(archive) as tar:
+                # The "data" filter refuses links and paths that would escape the folder.
+                tar.extractall(tmp, filter="data")
+            tmp.chmod(0o755)
+            try:
+                tmp.rename(dest)
+            except OSError:
+                if not dest.exists():
+                    raise
+        except tarfile.FilterError as exc:
+            raise OperatorError(f"{subdir} at {sha[:12]}: {exc} (links must stay inside)") from exc
+        except (OSError, tarfile.TarError) as exc:
+            raise InfrastructureError(f"cannot export {subdir} at {sha[:12]}: {exc}") from exc
+        finally:
+            archive.unlink(missing_ok=True)
+            shutil.rmtree(tmp, ignore_errors=True)
+        return dest
+
+    def changed_paths(self, old: str | None, new: str) -> list[str] | None:
+        """Files changed between two commits; None when ``old`` is unknown here."""
+        if (
+            not old
+            or not _SHA.match(old)
+            or self._ask("cat-file", "-e", f"{old}^{{commit}}") is None
+        ):
+            return None
+        # --no-renames: a moved file counts under both its old and its new path.
+        names = ["diff", "--name-only", "--no-renames", "-z", old, _sha(new), "--"]
+        out = self._git(*names, strip=False)
+        return [path for path in out.split("\x00") if path]
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _git(self, *args: str, remote: bool = False, strip: bool = True) -> str:
+        """Run git in the mirror; its output, or the project's error (scrubbed)."""
+        result = self._run(args, remote)
+        if result.returncode == 0:
+            stdout = result.stdout.decode(errors="replace")
+            return stdout.strip() if strip else stdout
+        message = scrub(result.stderr.decode(errors="replace").strip(), self._secrets)
+        message = message.splitlines()[-1] if message else f"exit code {result.returncode}"
+        what = f"git {args[0]} {scrub(self.url, self._secrets) if remote else ''}".strip()
+        if remote and _AUTH.search(message):
+            message += " (check ROLLHOOK_GIT_TOKEN or ROLLHOOK_GIT_SSH_KEY)"
+        if remote and _OPERATOR.search(message):
+            raise OperatorError(f"{what}: {message}")
+        raise InfrastructureError(f"{what}: {message}")
+
+    def _ask(self, *args: str) -> str | None:
+        """A local question whose failure means "no": its output, or None."""
+        result = self._run(args, remote=False)
+        return result.stdout.decode(errors="replace").strip() if result.returncode == 0 else None
+
+    def _run(self, args: tuple[str, ...], remote: bool) -> procs.Completed:
+        with self._environment(remote) as env:
+            return procs.run(
+                ["git", "-C", str(self.mirror_dir), *args],
+                env=env,
+                timeout=self.timeout,
+                on_spawn=self.on_spawn,
+            )
+
+    @contextlib.contextmanager
+    def _environment(self, remote: bool) -> Iterator[dict[str, str]]:
+        env = procs.child_env(GIT_TERMINAL_PROMPT="0")
+        parts = urlsplit(self.url)
+        if remote and self._token and parts.scheme in {"http", "https"}:
+            # Config from the environment only (never argv, never the mirror's config), and
+            # scoped to the repository's origin so that a redirect elsewhere never carries it.
+            origin = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
+            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0=f"http.{origin}/.extraHeader")
+            env["GIT_CONFIG_VALUE_0"] = self._header
+        if not (remote and self._ssh_key):
+            yield env
+            return
+        keydir = Path(tempfile.mkdtemp(prefix="rollhook-ssh-"))
+        try:
+            key = keydir / "id"
+            fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as handle:
+                handle.write(self._ssh_key.strip() + "\n")  # ssh rejects a key without it
+            # Trust on first use, remembered per mirror: a changed host key is then refused.
+            known = self.mirror_dir / "known_hosts"
+            options = [
+                "IdentitiesOnly=yes",
+                "BatchMode=yes",
+                "StrictHostKeyChecking=accept-new",
+                f"UserKnownHostsFile={known}",
+                "ConnectTimeout=30",
+            ]
+            ssh = ["ssh", "-i", str(key), *(arg for o in options for arg in ("-o", o))]
+            env["GIT_SSH_COMMAND"] = shlex.join(ssh)
+            yield env
+        finally:
+            shutil.rmtree(keydir, ignore_errors=True)
+
+
+def _sha(value: str) -> str:
+    """A commit id we were given; checked so that it can never be read as an option."""
+    if not _SHA.match(value):
+        raise OperatorError(f"{value!r} is not a commit sha")
+    return value
