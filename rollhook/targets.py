@@ -121,6 +121,11 @@ class Notify(BaseModel):
     slack: bool = True
     email: bool = True
     commit_status: bool = False
+    # Per channel, a list that replaces ``on`` for that channel: {email: [failed, rolled_back]}.
+    channels: dict[
+        Literal["slack", "email"],
+        list[Literal["succeeded", "failed", "rolled_back", "no_op", "recovered"]],
+    ] = {}
 
 
 class Target(BaseModel):

@@ -1,0 +1,99 @@
+"""Commit statuses on GitHub (or GitHub Enterprise): ``pending`` while deploying, then
+``success`` or ``failure``, under the context ``rollhook/<target>``.
+
+``POST {api}/repos/{owner}/{repo}/statuses/{sha}``. GitHub caps the description at 140
+characters and refuses longer ones (422), so it is cut here. A 403 or 429 with rate-limit
+headers is GitHub asking us to wait; other 4xx answers are configuration problems.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Literal
+
+import httpx
+
+from rollhook.targets import repo_key
+from workers.notify.errors import PermanentError, TransientError
+
+State = Literal["pending", "success", "failure", "error"]
+DESCRIPTION_CHARS = 140
+
+
+def github_repo(repo_url: str) -> tuple[str, str] | None:
+    """``https://github.com/acme/llm-infra.git`` -> ``("acme", "llm-infra")``."""
+    parts = repo_key(repo_url).split("/")
+    if len(parts) != 3 or not all(parts):
+        return None
+    return parts[1], parts[2]
+
+
+def _wait_hint(response: httpx.Response) -> float | None:
+    if "retry-after" in response.headers:
+        try:
+            return float(response.headers["retry-after"])
+        except ValueError:
+            return None
+    if response.headers.get("x-ratelimit-remaining") == "0":
+        try:
+            return max(1.0, float(response.headers["x-ratelimit-reset"]) - time.time())
+        except (KeyError, ValueError):
+            return None
+    return None
+
+
+class CommitStatuses:
+    """Set a commit's status for one context."""
+
+    def __init__(self, token: str, api_url: str, timeout: float = 10.0) -> None:
+        self._api = api_url.rstrip("/")
+        self._headers = {
+            "Authorization": f"Bearer {token}",
+            "Accept": "application/vnd.github+json",
+            "X-GitHub-Api-Version": "2022-11-28",
+            "User-Agent": "rollhook",
+        }
+        self._timeout = timeout
+
+    def set(
+        self,
+        owner: str,
+        repo: str,
+        sha: str,
+        *,
+        state: State,
+        description: str,
+        context: str,
+        target_url: str | None = None,
+    ) -> None:
+        url = f"{self._api}/repos/{owner}/{repo}/statuses/{sha}"
+        body: dict[str, str] = {
+            "state": state,
+            "description": description[:DESCRIPTION_CHARS],
+            "context": context,
+        }
+        if target_url:
+            body["target_url"] = target_url
+        try:
+            with httpx.Client(timeout=self._timeout) as client:
+                response = client.post(url, json=body, headers=self._headers)
+        except httpx.HTTPError as exc:
+            raise TransientError(f"github status: {type(exc).__name__}") from exc
+        if response.status_code in (200, 201):
+            return
+        message = _message(response)
+        what = f"github status: HTTP {response.status_code} {message}"
+        wait = _wait_hint(response)
+        if response.status_code == 429 or (response.status_code == 403 and wait is not None):
+            raise TransientError(what, wait)
+        if response.status_code >= 500:
+            raise TransientError(what)
+        raise PermanentError(what)
+
+
+def _message(response: httpx.Response) -> str:
+    try:
+        data = response.json()
+    except ValueError:
+        return response.text[:120]
+    return str(data.get("message", ""))[:120] if isinstance(data, dict) else ""

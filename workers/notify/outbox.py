@@ -1,0 +1,210 @@
+"""Scheduling notifications: the rows ``announce`` and ``report`` write for ``deliver``.
+
+Both run inside the rollout's own transaction (the caller commits, then publishes a
+``rollhook.notify`` task per returned id), touch only the records database (no network,
+so they never slow a deployment) and never raise: a notification problem is logged and
+the deployment goes on. Their writes sit in a savepoint, so a failure here leaves the
+caller's transaction as it was. Calling either twice for one deployment changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+from sqlalchemy import Connection, insert, select, update
+
+from rollhook.ids import new_id
+from rollhook.records import deployments
+from rollhook.records.schema import TERMINAL_STATUSES, notifications, utcnow
+from rollhook.targets import Target
+from workers.notify import policy, rows
+from workers.notify.channels import Channel, Notifiers
+from workers.notify.github import github_repo
+from workers.notify.report import build_report
+
+logger = logging.getLogger("rollhook.notify")
+
+
+def _record(conn: Connection, deployment: Mapping[str, Any] | str) -> dict[str, Any] | None:
+    if isinstance(deployment, str):
+        return deployments.get(conn, deployment)
+    return dict(deployment)
+
+
+def _existing(conn: Connection, deployment_id: str) -> dict[str, Any]:
+    query = select(notifications).where(notifications.c.deployment_id == deployment_id)
+    return {row.channel: row for row in conn.execute(query)}
+
+
+def _arm(
+    conn: Connection, record: Mapping[str, Any], channel: Channel, spec: dict[str, Any]
+) -> str:
+    """Create the row, or move it on to a later phase; the same spec twice is a no-op."""
+    row = _existing(conn, record["id"]).get(channel)
+    if row is None:
+        notification_id = new_id("n")
+        conn.execute(
+            insert(notifications).values(
+                id=notification_id,
+                deployment_id=record["id"],
+                target=record["target"],
+                channel=channel,
+                status="pending",
+                attempts=0,
+                external={"spec": spec, "rev": 1},
+                history=[],
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+        return notification_id
+    external = dict(row.external or {})
+    if external.get("spec") == spec or external.get("spec", {}).get("phase") == "final":
+        return str(row.id)  # never back from the final phase to "running"
+    external.update(spec=spec, rev=int(external.get("rev", 0)) + 1)
+    # A new phase is new news: it gets its own attempts, even if the first phase failed.
+    conn.execute(
+        update(notifications)
+        .where(notifications.c.id == row.id)
+        .values(status="pending", attempts=0, external=external, updated_at=utcnow())
+    )
+    return str(row.id)
+
+
+def _skip(conn: Connection, record: Mapping[str, Any], channel: Channel, reason: str) -> None:
+    if channel not in _existing(conn, record["id"]):
+        conn.execute(
+            insert(notifications).values(
+                id=new_id("n"),
+                deployment_id=record["id"],
+                target=record["target"],
+                channel=channel,
+                status="skipped",
+                attempts=0,
+                external={},
+                history=[rows.entry(0, "skipped", reason)],
+                created_at=utcnow(),
+                updated_at=utcnow(),
+            )
+        )
+
+
+def _github_spec(target: Target, state: str) -> dict[str, Any]:
+    return {
+        "phase": "running" if state == "pending" else "final",
+        "state": state,
+        "repo": list(github_repo(target.repo) or ("", "")),
+        "service": target.service,
+    }
+
+
+def announce(
+    conn: Connection, deployment: Mapping[str, Any] | str, target: Target, notifiers: Notifiers
+) -> list[str]:
+    """The plan shows a real change: post the Slack message, set the commit pending."""
+    try:
+        with conn.begin_nested():
+            record = _record(conn, deployment)
+            if record is None:
+                return []
+            ids = []
+            if notifiers.slack is not None and policy.announces(
+                target, policy.load_streak(conn, target.name)
+            ):
+                spec = {"phase": "running", "service": target.service}
+                ids.append(_arm(conn, record, "slack", spec))
+            if notifiers.github is not None and policy.commit_status_applies(target, record):
+                ids.append(_arm(conn, record, "github", _github_spec(target, "pending")))
+            return ids
+    except Exception:
+        logger.exception("notify: announce failed for %s; the deployment goes on", deployment)
+        return []
+
+
+def report(
+    conn: Connection, deployment: Mapping[str, Any] | str, target: Target, notifiers: Notifiers
+) -> list[str]:
+    """The record is final: schedule what each channel should say, per policy."""
+    try:
+        with conn.begin_nested():
+            record = _record(conn, deployment)
+            if record is None or record.get("status") not in TERMINAL_STATUSES:
+                return []
+            return _schedule(conn, record, target, notifiers)
+    except Exception:
+        logger.exception("notify: report failed for %s; the deployment goes on", deployment)
+        return []
+
+
+def _schedule(
+    conn: Connection, record: dict[str, Any], target: Target, notifiers: Notifiers
+) -> list[str]:
+    built = build_report(record, target.service)
+    view, streak = policy.advance(conn, built)
+    result = policy.result_of(built, view)
+    existing = _existing(conn, record["id"])
+    spec: dict[str, Any] = {
+        "phase": "final",
+        "mode": view.mode,
+        "count": view.count,
+        "first": view.first_deployment_id,
+        "service": target.service,
+    }
+    repeat = view.mode == "repeat"
+    ids: list[str] = []
+    for channel in notifiers.configured():
+        if channel == "github":
+            if "github" in existing or (
+                policy.commit_status_applies(target, record) and result not in (None, "no_op")
+            ):
+                state = "success" if record["status"] in ("succeeded", "no_op") else "failure"
+                ids.append(_arm(conn, record, "github", _github_spec(target, state)))
+            continue
+        if channel == "slack_webhook" and notifiers.slack is not None:
+            continue  # the bot is configured: it tells the story, the webhook would repeat it
+        # A message posted at the start is always finished, whatever the policy says:
+        # it must not go on saying "deploying" for ever.
+        announced = channel == "slack" and "slack" in existing
+        if not announced and not policy.wants(target, channel, result):
+            continue
+        if channel == "slack":
+            anchor = (streak.get("anchors") or {}).get("slack") if repeat else None
+            notification_id = _arm(conn, record, "slack", {**spec, "anchor": anchor})
+            if built.failed and view.mode == "normal":
+                policy.remember_anchor(conn, target.name, "slack", notification_id)
+            ids.append(notification_id)
+        elif repeat:
+            _skip(
+                conn,
+                record,
+                channel,
+                f"the same failure again ({view.count} times): "
+                "only the first one is sent on this channel",
+            )
+        else:
+            ids.append(_arm(conn, record, channel, spec))
+    return ids
+
+
+def pending(conn: Connection, older_than: float = 60.0) -> list[str]:
+    """Rows still owed and not touched for ``older_than`` seconds, for beat to re-publish.
+
+    A row waiting out its retry delay, or being sent right now, is left alone.
+    """
+    now = time.time()
+    query = select(notifications.c.id, notifications.c.external).where(
+        notifications.c.status == "pending",
+        notifications.c.updated_at < rows.stale_cutoff(older_than),
+    )
+    owed = []
+    for notification_id, raw in conn.execute(query.order_by(notifications.c.created_at)):
+        external = raw or {}
+        if float(external.get("lease_until") or 0) > now:
+            continue
+        if float(external.get("retry_at") or 0) + older_than > now:
+            continue
+        owed.append(str(notification_id))
+    return owed

@@ -1,0 +1,131 @@
+"""Slack, behind two small interfaces: the Web API with a bot token, and an incoming webhook.
+
+Slack answers many failures with HTTP 200 and ``{"ok": false, "error": ...}``; slack-sdk
+raises for those and we sort them into "retrying will not help" (a wrong token or
+channel, a malformed message) and "try again later" (Slack's own trouble, 429 with
+``Retry-After``). The SDK's own retry handlers are switched off on purpose: retrying is
+the delivery's job, where each attempt is recorded on the notification row and a 429's
+back-off is shared with every process through the records database (a worker sleeping
+inside the SDK would hold a Celery slot and ignore the other processes' spacing).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from slack_sdk import WebClient
+from slack_sdk.errors import SlackApiError, SlackClientError
+from slack_sdk.web import SlackResponse
+from slack_sdk.webhook import WebhookClient
+
+from workers.notify.errors import MessageGone, PermanentError, TransientError
+
+# Errors that mean Slack itself is struggling; anything else unknown is treated as
+# permanent so that a misconfiguration shows up as "failed" instead of looping.
+_TRANSIENT = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+_GONE = frozenset({"message_not_found", "cant_update_message", "edit_window_closed"})
+
+
+def _retry_after(headers: Any) -> float | None:
+    for name in ("Retry-After", "retry-after"):
+        value = (headers or {}).get(name)
+        if isinstance(value, list):
+            value = value[0] if value else None
+        if value is not None:
+            try:
+                return max(0.0, float(value))
+            except (TypeError, ValueError):
+                return None
+    return None
+
+
+@dataclass(frozen=True)
+class Posted:
+    channel: str  # the channel ID Slack answered with: chat.update needs the ID, not a name
+    ts: str
+
+
+class SlackBot:
+    """The Web API with a bot token: post a message (or a thread reply), update one."""
+
+    def __init__(self, token: str, channel: str, base_url: str, timeout: float = 10.0) -> None:
+        self.channel = channel
+        self._client = WebClient(
+            token=token, base_url=base_url, timeout=int(max(1, timeout)), retry_handlers=[]
+        )
+
+    def post(
+        self, text: str, blocks: list[dict[str, Any]], *, thread_ts: str | None = None
+    ) -> Posted:
+        kwargs: dict[str, Any] = {"channel": self.channel, "text": text, "blocks": blocks}
+        if thread_ts:
+            kwargs["thread_ts"] = thread_ts
+        response = self._call("chat.postMessage", lambda: self._client.chat_postMessage(**kwargs))
+        return Posted(channel=str(response["channel"]), ts=str(response["ts"]))
+
+    def update(self, channel: str, ts: str, text: str, blocks: list[dict[str, Any]]) -> None:
+        self._call(
+            "chat.update",
+            lambda: self._client.chat_update(channel=channel, ts=ts, text=text, blocks=blocks),
+        )
+
+    def _call(self, method: str, request: Callable[[], SlackResponse]) -> dict[str, Any]:
+        try:
+            response = request()
+        except SlackApiError as exc:
+            status = exc.response.status_code
+            error = str(exc.response.get("error") or f"HTTP {status}")
+            if status == 429 or error == "ratelimited":
+                raise TransientError(
+                    f"slack {method}: rate limited", _retry_after(exc.response.headers)
+                ) from exc
+            if error in _GONE:
+                raise MessageGone(f"slack {method}: {error}") from exc
+            if error in _TRANSIENT or status >= 500:
+                raise TransientError(f"slack {method}: {error}") from exc
+            raise PermanentError(f"slack {method}: {error}") from exc
+        except (OSError, SlackClientError) as exc:
+            raise TransientError(f"slack {method}: {type(exc).__name__}: {_reason(exc)}") from exc
+        data = response.data
+        return data if isinstance(data, dict) else {}
+
+
+def _reason(exc: BaseException) -> str:
+    # URLError wraps the socket error; its text names the failure, never the URL.
+    reason = getattr(exc, "reason", None)
+    return str(reason if reason is not None else exc)[:200]
+
+
+class SlackWebhook:
+    """An incoming webhook: one fixed channel, no ``ts`` back, so no updates or threads."""
+
+    def __init__(self, url: str, timeout: float = 10.0) -> None:
+        # slack-sdk debug-logs the request URL, which for a webhook is the secret: its
+        # logger is held at INFO whatever the process's log level.
+        quiet = logging.getLogger("rollhook.notify.slack_webhook")
+        quiet.setLevel(logging.INFO)
+        self._client = WebhookClient(
+            url, timeout=int(max(1, timeout)), retry_handlers=[], logger=quiet
+        )
+        # The URL is a secret: the rate-limit slot is keyed by a digest of it.
+        self.key = "webhook-" + hashlib.sha256(url.encode()).hexdigest()[:16]
+
+    def send(self, text: str, blocks: list[dict[str, Any]]) -> None:
+        try:
+            response = self._client.send(text=text, blocks=blocks)
+        except (OSError, SlackClientError) as exc:
+            raise TransientError(f"slack webhook: {type(exc).__name__}: {_reason(exc)}") from exc
+        status, body = response.status_code, (response.body or "").strip()[:200]
+        if status == 200:
+            return
+        if status == 429:
+            raise TransientError("slack webhook: rate limited", _retry_after(response.headers))
+        if status >= 500:
+            raise TransientError(f"slack webhook: HTTP {status} {body}")
+        raise PermanentError(f"slack webhook: HTTP {status} {body}")
