@@ -51,6 +51,7 @@ class Job(BaseModel):
     image: ImageHint | None = None
     rollback_to: str | None = None  # a deployment id; None means the last good one
     restore_data: bool | None = None  # rollback only: None means "when needed"
+    restore_backup: str | None = None  # rollback only: restore this backup (`rollhook restore`)
     manual: bool = False  # a person asked: a failed desired state may be retried
 
     def to_json(self) -> str:

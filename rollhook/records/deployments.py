@@ -8,13 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, func, select, update
 
 from rollhook.ids import new_id
 from rollhook.jobs import Job
 from rollhook.records.schema import TERMINAL_STATUSES, deployments, row_dict, utcnow
-
-LOG_TAIL_CHARS = 64_000
 
 
 def create_queued(conn: Connection, job: Job) -> str:
@@ -27,6 +25,7 @@ def create_queued(conn: Connection, job: Job) -> str:
     if job.action == "rollback":
         requested["rollback_to"] = job.rollback_to
         requested["restore_data"] = job.restore_data
+        requested["restore_backup"] = job.restore_backup
     conn.execute(
         deployments.insert().values(
             id=deployment_id,
@@ -93,7 +92,7 @@ def start(conn: Connection, deployment_id: str, token: int, requested: dict[str,
             status="running",
             lease_token=token,
             requested=requested,
-            started_at=utcnow(),
+            started_at=func.coalesce(deployments.c.started_at, utcnow()),
             attempt=deployments.c.attempt + 1,
         )
     ).rowcount
@@ -161,6 +160,24 @@ def last_with_status(
     if before is not None:
         query = query.where(deployments.c.id < before)
     row = conn.execute(query.limit(1)).first()
+    return None if row is None else row_dict(row)
+
+
+def replaced(conn: Connection, deployment_id: str) -> dict[str, Any] | None:
+    """The deployment that replaced this one for good.
+
+    Its backup holds the data as this deployment left it, which a rollback to this
+    deployment restores.
+    """
+    row = conn.execute(
+        select(deployments)
+        .where(
+            deployments.c.previous_deployment_id == deployment_id,
+            deployments.c.status == "succeeded",
+        )
+        .order_by(deployments.c.created_at.desc())
+        .limit(1)
+    ).first()
     return None if row is None else row_dict(row)
 
 

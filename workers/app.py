@@ -1,0 +1,97 @@
+"""The Celery app for the worker and beat processes: ``celery -A workers.app worker|beat``.
+
+The environment is read once, here; tasks are thin wrappers that hand JSON arguments to
+plain functions. Deployment tasks are acked when received (not late): a deployment is
+made safe to re-run by its lease and journal, and recovery comes from the records,
+never from broker redelivery.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from celery import signals
+
+from rollhook import broker
+from rollhook.settings import load_settings
+from workers import housekeeping
+from workers.context import build_context
+from workers.intake import take_job
+from workers.notify import RetryLater, deliver, pending
+from workers.outbox import dispatch_outbox, kick_targets
+from workers.runner import run_target
+
+logger = logging.getLogger("rollhook.worker")
+
+settings = load_settings()
+app = broker.make_celery(
+    settings.broker_url(),
+    beat_schedule_filename=str(settings.data_dir / "celerybeat-schedule"),
+    beat_schedule={
+        "dispatch-outbox": {"task": broker.DISPATCH_OUTBOX, "schedule": 2.0},
+        "housekeeping": {"task": broker.HOUSEKEEPING, "schedule": 300.0},
+    },
+    worker_concurrency=settings.worker_concurrency,
+)
+
+
+def _send(name: str, args: list[Any]) -> None:
+    app.send_task(name, args=args, retry=True, retry_policy={"max_retries": 2})
+
+
+ctx = build_context(settings, _send)
+
+
+@signals.worker_process_init.connect
+def _after_fork(**_: Any) -> None:
+    # Connections must not cross a fork; each prefork child also names itself as owner.
+    ctx.records.dispose(close=False)
+    ctx.refresh_owner()
+
+
+@signals.worker_ready.connect
+def _on_worker_start(**_: Any) -> None:
+    """Recovery at start: finish what a dead worker left, dispatch what waits."""
+    try:
+        dispatch_outbox(ctx)
+        kick_targets(ctx)
+    except Exception:
+        logger.exception("start-up recovery failed; beat will try again")
+
+
+@app.task(name=broker.PROCESS_JOB, ignore_result=True)
+def process_job(job_json: str) -> None:
+    target = take_job(ctx, job_json)
+    if target is not None:
+        run_target(ctx, target)
+
+
+@app.task(name=broker.RUN_TARGET, ignore_result=True)
+def run(target: str) -> None:
+    run_target(ctx, target)
+
+
+# Delivery is idempotent (a lease on the row, progress committed after every network
+# call), so a notification may be acked late and re-run after a worker dies.
+@app.task(name=broker.NOTIFY, bind=True, ignore_result=True, max_retries=8, acks_late=True)
+def notify(self: Any, notification_id: str) -> None:
+    try:
+        deliver(ctx.records, ctx.notifiers, notification_id)
+    except RetryLater as exc:
+        raise self.retry(countdown=exc.seconds) from exc
+
+
+@app.task(name=broker.DISPATCH_OUTBOX, ignore_result=True)
+def dispatch() -> None:
+    dispatch_outbox(ctx)
+    kick_targets(ctx)
+    with ctx.records.begin() as conn:
+        waiting = pending(conn, older_than=60.0)
+    for notification_id in waiting:
+        _send(broker.NOTIFY, [notification_id])
+
+
+@app.task(name=broker.HOUSEKEEPING, ignore_result=True)
+def tidy() -> None:
+    housekeeping.run(ctx)

@@ -1,0 +1,65 @@
+"""What a worker process needs, built once from the settings and passed down as plain values."""
+
+from __future__ import annotations
+
+import os
+import socket
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import Engine
+
+from rollhook.records import targets as target_state
+from rollhook.records.db import make_engine, migrate
+from rollhook.settings import Settings
+from rollhook.targets import Target, load_targets
+from workers.compose import find_compose
+from workers.notify import build_notifiers
+
+
+@dataclass
+class WorkerContext:
+    records: Engine
+    data_dir: Path
+    targets: dict[str, Target]
+    docker_host: str | None
+    lease_seconds: float
+    send: Callable[[str, list[Any]], None]  # publish a task by name
+    git_token: str | None = None
+    git_ssh_key: str | None = None
+    compose_argv: list[str] = field(default_factory=list)
+    notifiers: Any = None
+    broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
+    event_retention_days: float = 30.0
+    owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+
+    def refresh_owner(self) -> None:
+        """Prefork children inherit the parent's context; each names itself."""
+        self.owner = f"{socket.gethostname()}:{os.getpid()}"
+
+
+def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) -> WorkerContext:
+    """Read everything a worker needs from the settings, once; migrate the records."""
+    records = make_engine(settings.records_url())
+    migrate(records, settings.data_dir)
+    targets = load_targets(settings.config)
+    with records.begin() as conn:
+        target_state.ensure(conn, list(targets))
+    return WorkerContext(
+        records=records,
+        data_dir=settings.data_dir.resolve(),
+        targets=targets,
+        docker_host=settings.docker_host,
+        lease_seconds=settings.lease_seconds,
+        send=send,
+        git_token=settings.git_token.get_secret_value() if settings.git_token else None,
+        git_ssh_key=settings.git_ssh_key.get_secret_value() if settings.git_ssh_key else None,
+        compose_argv=find_compose(),
+        notifiers=build_notifiers(settings),
+        broker_file=(settings.data_dir / "broker.sqlite").resolve()
+        if settings.embedded_broker
+        else None,
+        event_retention_days=settings.event_retention_days,
+    )

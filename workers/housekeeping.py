@@ -1,0 +1,129 @@
+"""Beat's retention: what the embedded broker consumed, old events, and per target the
+backups, releases and images that no rollback can need any more.
+
+A rollback can go back to any of a target's last ``backup.keep`` good deployments, so
+those keep their release folder, their override file, their images, and the backup that
+holds the data as each left it. Everything older goes. A target is tidied only while
+its lease is free, never under a running deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+from rollhook.broker import purge_consumed
+from rollhook.records import deployments, events
+from rollhook.records import targets as target_state
+from rollhook.targets import Target
+from workers.backup import BackupStore
+from workers.context import WorkerContext
+from workers.engine import Engine
+from workers.layout import TargetDirs
+
+logger = logging.getLogger("rollhook.housekeeping")
+
+HISTORY_SCAN = 500
+
+
+def run(ctx: WorkerContext) -> None:
+    if ctx.broker_file is not None:
+        purged = purge_consumed(ctx.broker_file)
+        if purged:
+            logger.info("embedded broker: purged %d consumed message(s)", purged)
+    with ctx.records.begin() as conn:
+        forgotten = events.purge_events(conn, timedelta(days=ctx.event_retention_days))
+    if forgotten:
+        logger.info("forgot %d event(s) older than %g days", forgotten, ctx.event_retention_days)
+    for target in ctx.targets.values():
+        try:
+            tidy_target(ctx, target)
+        except Exception:
+            logger.exception("%s: housekeeping failed; will try again", target.name)
+
+
+def tidy_target(ctx: WorkerContext, target: Target) -> None:
+    with ctx.records.begin() as conn:
+        token = target_state.acquire_lease(conn, target.name, f"{ctx.owner}/tidy", 300)
+    if token is None:
+        return  # a deployment runs; tidy next time
+    try:
+        _tidy(ctx, target)
+    finally:
+        with ctx.records.begin() as conn:
+            target_state.release_lease(conn, target.name, token)
+
+
+def _needed(
+    ctx: WorkerContext, target: Target
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(records a rollback may need, every record scanned)."""
+    with ctx.records.begin() as conn:
+        history = deployments.history(conn, target.name, HISTORY_SCAN)
+        state = target_state.get(conn, target.name) or {}
+    good = [r for r in history if r["status"] == "succeeded"][: target.backup.keep]
+    current = state.get("current_deployment_id")
+    keep = {r["id"]: r for r in good}
+    for record in history:
+        if record["id"] == current or record["status"] in {"queued", "running"}:
+            keep[record["id"]] = record
+    return list(keep.values()), history
+
+
+def _tidy(ctx: WorkerContext, target: Target) -> None:
+    dirs = TargetDirs(ctx.data_dir, target.name)
+    needed, history = _needed(ctx, target)
+    needed_ids = {r["id"] for r in needed}
+    # The data as a needed deployment left it sits in the backup of its successor.
+    protect = {
+        r["backup_id"]
+        for r in history
+        if r.get("backup_id")
+        and (r.get("previous_deployment_id") in needed_ids or r["status"] in {"queued", "running"})
+    }
+    if dirs.backups.exists():
+        removed = BackupStore(dirs.backups).prune(target.backup.keep, protect)
+        if removed:
+            logger.info("%s: pruned backups %s", target.name, ", ".join(removed))
+    commits = {r["commit"] for r in needed if r.get("commit")}
+    _remove_unlisted(dirs.root / "releases", commits)
+    _remove_unlisted(dirs.root / "deployments", needed_ids)
+    _prune_images(ctx, target, needed, history)
+
+
+def _remove_unlisted(folder: Path, keep: set[str]) -> None:
+    if not folder.exists():
+        return
+    for entry in folder.iterdir():
+        if entry.name not in keep and not entry.name.startswith("."):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _images_of(records: list[dict[str, Any]]) -> set[str]:
+    found: set[str] = set()
+    for record in records:
+        for change in (record.get("images") or {}).values():
+            found.update(v for v in (change.get("old"), change.get("new")) if v and "@" in v)
+    return found
+
+
+def _prune_images(
+    ctx: WorkerContext, target: Target, needed: list[dict[str, Any]], history: list[dict[str, Any]]
+) -> None:
+    """Remove images rollhook deployed for this target that no kept record names.
+
+    Only digest references rollhook itself recorded are considered, and the engine
+    refuses any image a container (running or stopped) still uses.
+    """
+    keep = {change.get("new") for r in needed for change in (r.get("images") or {}).values()}
+    candidates = _images_of(history) - keep
+    if not candidates:
+        return
+    with Engine(ctx.docker_host) as engine:
+        running = {c.image for c in engine.containers(target.project)}
+        for image in sorted(candidates - running):
+            if engine.remove_image(image):
+                logger.info("%s: removed image %s (no rollback needs it)", target.name, image)

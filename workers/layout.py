@@ -1,0 +1,70 @@
+"""Where one target's files live under the data directory, and the compose spec built from them.
+
+```
+targets/<name>/mirror.git         bare clone of the infra repo
+targets/<name>/releases/<sha>/    the target's folder exported at that commit
+targets/<name>/deployments/<id>/  override.yml: digests and labels of one deployment
+targets/<name>/work/              the stable project directory (./storage, ./.env)
+backups/<name>/<backup id>/       data backups
+locks/<name>.lock                 the host lock held while a deployment runs
+```
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from rollhook.targets import Target
+from workers.compose import ComposeSpec
+
+
+@dataclass(frozen=True)
+class TargetDirs:
+    data_dir: Path
+    name: str
+
+    @property
+    def root(self) -> Path:
+        return self.data_dir / "targets" / self.name
+
+    @property
+    def mirror(self) -> Path:
+        return self.root / "mirror.git"
+
+    @property
+    def work(self) -> Path:
+        return self.root / "work"
+
+    @property
+    def backups(self) -> Path:
+        return self.data_dir / "backups" / self.name
+
+    @property
+    def lock(self) -> Path:
+        return self.data_dir / "locks" / f"{self.name}.lock"
+
+    def release(self, commit: str) -> Path:
+        return self.root / "releases" / commit
+
+    def override(self, deployment_id: str) -> Path:
+        return self.root / "deployments" / deployment_id / "override.yml"
+
+
+def compose_spec(
+    target: Target, dirs: TargetDirs, commit: str, deployment_id: str | None
+) -> ComposeSpec:
+    """The compose invocation for a release, with a deployment's override when given."""
+    release = dirs.release(commit)
+    files = [release / target.compose_file]
+    if deployment_id is not None:
+        files.append(dirs.override(deployment_id))
+    compose_env = release / ".env"
+    env_files = ([compose_env] if compose_env.is_file() else []) + list(target.env_files)
+    return ComposeSpec(
+        project=target.project,
+        project_dir=dirs.work,
+        files=files,
+        env_files=env_files,
+        release_dir=release,
+    )

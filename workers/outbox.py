@@ -1,0 +1,62 @@
+"""Beat's dispatcher: jobs the broker never took, and targets with work nobody is doing.
+
+The web process publishes right after its commit; when the broker was down, or the
+process died in between, the job waits here. A target with queued work or a running
+deployment but no live lease (its worker died) gets a ``run_target`` kick, which is also
+how recovery starts: run_target adopts the orphaned deployment.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import timedelta
+
+from sqlalchemy import select
+
+from rollhook.broker import PROCESS_JOB, RUN_TARGET
+from rollhook.records import events
+from rollhook.records.schema import deployments, targets, utcnow
+from workers.context import WorkerContext
+
+logger = logging.getLogger("rollhook.outbox")
+
+GRACE = timedelta(seconds=2)  # the web process publishes by itself within this
+
+
+def dispatch_outbox(ctx: WorkerContext) -> int:
+    with ctx.records.begin() as conn:
+        waiting = events.undispatched(conn, GRACE)
+    sent: list[str] = []
+    try:
+        for job in waiting:
+            ctx.send(PROCESS_JOB, [job.to_json()])
+            sent.append(job.id)
+    except Exception:  # noqa: BLE001 - kombu and redis raise many types; all mean "not now"
+        logger.warning("broker unavailable; %d job(s) stay in the outbox", len(waiting) - len(sent))
+        with ctx.records.begin() as conn:
+            events.note_dispatch_failure(conn, [j.id for j in waiting if j.id not in sent])
+    with ctx.records.begin() as conn:
+        events.mark_dispatched(conn, sent)
+    if sent:
+        logger.info("outbox: dispatched %d job(s)", len(sent))
+    return len(sent)
+
+
+def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
+    now = utcnow()
+    with ctx.records.begin() as conn:
+        busy = select(deployments.c.target).where(deployments.c.status.in_(["queued", "running"]))
+        rows = conn.execute(
+            select(targets.c.name).where(
+                targets.c.name.in_(busy),
+                (targets.c.lease_owner.is_(None)) | (targets.c.lease_expires_at < now),
+            )
+        )
+        return [name for (name,) in rows]
+
+
+def kick_targets(ctx: WorkerContext) -> list[str]:
+    names = targets_needing_a_worker(ctx)
+    for name in names:
+        ctx.send(RUN_TARGET, [name])
+    return names

@@ -1,0 +1,150 @@
+"""Planning a deployment: the compose file at a commit, the pins, every image as a digest.
+
+The normalised compose config holds interpolated secrets, so it lives only in memory
+here: what leaves this module (the record, the override file, logs) names images,
+services, paths and hashes, never config values.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+from rollhook.images import ImageRef, ReferenceError, parse_reference
+from rollhook.targets import Target
+from workers.compose import config_hash
+from workers.errors import OperatorError
+
+
+class Resolver(Protocol):
+    def resolve(self, ref: ImageRef) -> str: ...
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """Where the gated service keeps data on the host: backed up before every change."""
+
+    name: str  # "volume:<name>" or "bind:<host path>"
+    path: Path | None  # None: a named volume that does not exist yet (first deployment)
+
+
+@dataclass
+class Plan:
+    commit: str
+    images: dict[str, str]  # service -> repo:tag@digest (what will run)
+    pins: dict[str, dict[str, Any]]  # service -> pin, as persisted once this succeeds
+    config_hash: str
+    fingerprint: str  # commit + config hash: the desired state, remembered when it fails
+    sources: list[DataSource] = field(default_factory=list)
+    services: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+
+def _image_of(config: dict[str, Any], service: str) -> str:
+    spec = config["services"][service]
+    image = spec.get("image")
+    if not image:
+        raise OperatorError(
+            f"service {service!r} has no image: rollhook deploys images and never builds"
+        )
+    return str(image)
+
+
+def effective_pins(
+    config: dict[str, Any],
+    persisted: dict[str, dict[str, Any]],
+    hints: list[dict[str, Any]],
+    deployment_id: str,
+) -> tuple[dict[str, dict[str, Any]], list[str]]:
+    """The pins this deployment runs with, and notes on pins dropped or unmatched.
+
+    A persisted pin holds while the service's image line in Git is the one it was pinned
+    against; when a newer commit changes that line, Git moved on and the pin is dropped.
+    """
+    notes: list[str] = []
+    pins: dict[str, dict[str, Any]] = {}
+    for service, pin in persisted.items():
+        if service not in config["services"]:
+            notes.append(f"pin on {service} dropped: the service is gone from the compose file")
+        elif _image_of(config, service) != pin.get("image_line"):
+            notes.append(f"pin on {service} ({pin['ref']}) dropped: Git changed its image line")
+        else:
+            pins[service] = pin
+    for hint in hints:
+        repository, tag = hint["repository"], hint.get("tag")
+        matched = False
+        for service in config["services"]:
+            line = _image_of(config, service)
+            try:
+                ref = parse_reference(line)
+            except ReferenceError:
+                continue
+            if ref.name == repository:
+                matched = True
+                pins[service] = {
+                    "image_line": line,
+                    "ref": f"{repository}:{tag or ref.tag or 'latest'}",
+                    "deployment": deployment_id,
+                }
+        if not matched:
+            notes.append(f"image {repository} is not used by any service; the push is ignored")
+    return pins, notes
+
+
+def data_sources(config: dict[str, Any], service: str, volume_path: Any) -> list[DataSource]:
+    """The gated service's bind mounts and named volumes, as host paths."""
+    sources: list[DataSource] = []
+    for mount in config["services"][service].get("volumes") or []:
+        kind = mount.get("type")
+        if kind == "bind":
+            path = Path(mount["source"])
+            sources.append(DataSource(f"bind:{path}", path))
+        elif kind == "volume" and mount.get("source"):
+            declared = (config.get("volumes") or {}).get(mount["source"]) or {}
+            name = declared.get("name") or mount["source"]
+            sources.append(DataSource(f"volume:{name}", volume_path(name)))
+    return sources
+
+
+def make_plan(
+    *,
+    target: Target,
+    commit: str,
+    config: dict[str, Any],
+    persisted_pins: dict[str, dict[str, Any]],
+    hints: list[dict[str, Any]],
+    deployment_id: str,
+    registry: Resolver,
+    volume_path: Any,
+) -> Plan:
+    if target.service not in config.get("services", {}):
+        raise OperatorError(
+            f"the compose file has no service {target.service!r} (targets.{target.name}.service)"
+        )
+    pins, notes = effective_pins(config, persisted_pins, hints, deployment_id)
+    images: dict[str, str] = {}
+    for service in sorted(config["services"]):
+        line = _image_of(config, service)
+        text = pins[service]["ref"] if service in pins else line
+        try:
+            ref = parse_reference(text)
+        except ReferenceError as exc:
+            raise OperatorError(f"service {service}: {exc}") from exc
+        # A persisted pin keeps its digest; a new one (this push) is resolved now.
+        digest = pins.get(service, {}).get("digest") or ref.digest or registry.resolve(ref)
+        images[service] = str(ref.with_digest(digest))
+        if service in pins:
+            pins[service] = {**pins[service], "digest": digest}
+    digest_hash = config_hash(config, images)
+    return Plan(
+        commit=commit,
+        images=images,
+        pins=pins,
+        config_hash=digest_hash,
+        fingerprint=hashlib.sha256(f"{commit}\n{digest_hash}".encode()).hexdigest()[:40],
+        sources=data_sources(config, target.service, volume_path),
+        services=sorted(config["services"]),
+        notes=notes,
+    )

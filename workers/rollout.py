@@ -1,0 +1,481 @@
+"""One deployment, start to finish: sync, plan, preflight, backup, apply, gate, roll back.
+
+The pipeline takes its adapters (:class:`Tools`) and a journal, and returns an
+:class:`Outcome`; recording the final status and notifying happen around it (runner.py).
+The order is chosen for the data: nothing stops before the new images are pulled and
+the first backup pass is done; the final backup pass runs in the short window while the
+app is stopped; the new version never starts before its backup is complete; and from
+the moment it starts, any failure rolls back to the previous images and config with
+the data as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from rollhook.images import short_digest
+from rollhook.targets import Target
+from workers.backup import BackupStore, Source
+from workers.compose import Compose, ComposeSpec, write_override
+from workers.engine import Engine
+from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
+from workers.gitsync import GitRepo
+from workers.health import GateResult, gate
+from workers.journal import Journal
+from workers.layout import TargetDirs, compose_spec
+from workers.plan import Plan, make_plan
+
+MIN_FREE_IMAGE_BYTES = 1 << 30
+BACKUP_MARGIN_BYTES = 256 << 20
+
+
+@dataclass
+class Tools:
+    git: GitRepo
+    compose: Compose
+    engine: Engine
+    backups: BackupStore
+
+
+@dataclass
+class Outcome:
+    status: str  # succeeded | failed | rolled_back | no_op
+    reason: str | None = None
+    plan: Plan | None = None
+    commit: str | None = None
+    commit_info: dict[str, Any] | None = None
+    images: dict[str, dict[str, str | None]] = field(default_factory=dict)
+    backup_id: str | None = None
+    changed: bool = False  # the app was touched (for notifications)
+    rollback_failed: bool = False
+
+
+@dataclass
+class Previous:
+    """What ran before this deployment, to roll back to."""
+
+    deployment_id: str | None
+    commit: str | None
+    images: dict[str, str]  # service -> image as the containers run it
+
+
+class Rollout:
+    def __init__(
+        self,
+        *,
+        target: Target,
+        record: dict[str, Any],
+        state: dict[str, Any],
+        previous: Previous,
+        journal: Journal,
+        tools: Tools,
+        dirs: TargetDirs,
+        announce: Callable[[Outcome], None],
+        cancelled: Callable[[], bool],
+    ) -> None:
+        self.target = target
+        self.record = record
+        self.state = state
+        self.previous = previous
+        self.journal = journal
+        self.tools = tools
+        self.dirs = dirs
+        self.announce = announce
+        self.cancelled = cancelled
+        self.deadline = time.monotonic() + target.deploy_timeout
+        self.outcome = Outcome(status="failed")
+
+    # -- the two kinds of deployment ---------------------------------------------------
+
+    def deploy(self) -> Outcome:
+        requested = self.record["requested"]
+        commit = self._sync(requested.get("ref"))
+        if commit is None:
+            return self.outcome
+        plan = self._plan(commit, requested.get("images") or [], self.state.get("pins") or {})
+        if plan is None:
+            return self.outcome
+        return self._roll_out(plan, restore_from=None)
+
+    def rollback(self, to: dict[str, Any], restore_from: str | None) -> Outcome:
+        """Go back to a recorded good deployment, with the data it left when asked."""
+        commit = to["commit"]
+        self.journal.skip("sync", f"rolling back to {to['id']} at {commit[:12]}")
+        pins = {
+            service: {"ref": image.split("@", 1)[0], "digest": image.split("@", 1)[1]}
+            for service, image in ((s, v["new"]) for s, v in (to["images"] or {}).items())
+            if image and "@" in image
+        }
+        plan = self._plan(commit, [], pins, forced=True, data_change=restore_from is not None)
+        if plan is None:
+            return self.outcome
+        return self._roll_out(plan, restore_from=restore_from)
+
+    # -- steps -------------------------------------------------------------------------
+
+    def _sync(self, ref: str | None) -> str | None:
+        target, git = self.target, self.tools.git
+        with self.journal.step("sync") as step:
+            head = git.fetch(target.branch)
+            commit = git.resolve(ref, target.branch) if ref else head
+            info = git.commit_info(commit)
+            self.outcome.commit = commit
+            self.outcome.commit_info = {
+                "sha": info.sha,
+                "message": info.message,
+                "author": info.author,
+                "date": info.date,
+            }
+            self.journal.update(commit=commit, commit_info=self.outcome.commit_info)
+            step["detail"] = f"{target.branch} at {commit[:12]}: {info.message}"
+            self.journal.log(f"sync: {step['detail']}")
+            manual = self.record["requested"].get("manual", False)
+            wanted_images = self.record["requested"].get("images")
+            if self.previous.commit and not manual and not wanted_images:
+                changed = git.changed_paths(self.previous.commit, commit)
+                if changed is not None and not any(target.watches_path(p) for p in changed):
+                    self.outcome.status = "no_op"
+                    self.outcome.reason = (
+                        f"no watched path changed under {target.path} since "
+                        f"{self.previous.commit[:12]}"
+                    )
+                    step["detail"] = self.outcome.reason
+                    return None
+            git.export(commit, target.path, self.dirs.release(commit))
+        return commit
+
+    def _plan(
+        self,
+        commit: str,
+        hints: list[dict[str, Any]],
+        pins: dict[str, dict[str, Any]],
+        *,
+        forced: bool = False,
+        data_change: bool = False,
+    ) -> Plan | None:
+        tools, target = self.tools, self.target
+        with self.journal.step("plan") as step:
+            spec = compose_spec(target, self.dirs, commit, None)
+            self.dirs.work.mkdir(parents=True, exist_ok=True)
+            config = tools.compose.config(spec)
+            if forced:  # a rollback pins every service as the recorded deployment ran it
+                pins = {
+                    s: {**p, "image_line": config["services"].get(s, {}).get("image")}
+                    for s, p in pins.items()
+                }
+            plan = make_plan(
+                target=target,
+                commit=commit,
+                config=config,
+                persisted_pins=pins,
+                hints=hints,
+                deployment_id=self.record["id"],
+                registry=tools.engine,
+                volume_path=tools.engine.volume_path,
+            )
+            del config  # holds interpolated secrets; nothing below needs it
+            for note in plan.notes:
+                self.journal.log(f"plan: {note}")
+            self.outcome.plan = plan
+            self.outcome.images = {
+                service: {"old": self.previous.images.get(service), "new": image}
+                for service, image in plan.images.items()
+            }
+            self.journal.update(
+                images=self.outcome.images,
+                config_hash=plan.config_hash,
+                fingerprint=plan.fingerprint,
+                requested={**self.record["requested"], "pins": plan.pins},
+            )
+            if not data_change and self._runs_already(plan):
+                self.outcome.status = "no_op"
+                self.outcome.reason = "what runs already matches the desired state"
+                step["detail"] = self.outcome.reason
+                return None
+            failed = self.state.get("failed_fingerprint")
+            if failed == plan.fingerprint and not self.record["requested"].get("manual"):
+                self.outcome.status = "no_op"
+                self.outcome.reason = (
+                    "this desired state failed before and is not retried automatically; "
+                    "push a new commit or image, or deploy it by hand"
+                )
+                step["detail"] = self.outcome.reason
+                return None
+            step["detail"] = ", ".join(
+                f"{s}: {short_digest(self.previous.images.get(s, '').partition('@')[2])}"
+                f" -> {short_digest(i.partition('@')[2])}"
+                for s, i in plan.images.items()
+            )
+            self.journal.log(f"plan: {step['detail']}")
+        return plan
+
+    def _runs_already(self, plan: Plan) -> bool:
+        """The gated service carries the plan's hash and every service is running."""
+        running = {
+            c.service: c for c in self.tools.engine.containers(self.target.project) if c.running
+        }
+        gated = running.get(self.target.service)
+        return (
+            gated is not None
+            and gated.labels.get("rollhook.config-hash") == plan.config_hash
+            and all(service in running for service in plan.services)
+        )
+
+    def _prepare_bind_files(self, plan: Plan) -> None:
+        """Create a missing bind-mounted ``.env`` as an empty file.
+
+        Docker would create a *directory* at a missing bind source, and anything-llm
+        then loses its settings on every update (anything-llm issue #1013).
+        """
+        for source in plan.sources:
+            path = source.path
+            if (
+                source.name.startswith("bind:")
+                and path is not None
+                and not path.exists()
+                and path.name.endswith(".env")
+            ):
+                path.parent.mkdir(parents=True, exist_ok=True)
+                path.touch(mode=0o600)
+                self.journal.log(
+                    f"created empty {path} (a bind-mounted runtime .env); "
+                    "make it writable by the app's user if it runs unprivileged"
+                )
+
+    def _roll_out(self, plan: Plan, restore_from: str | None) -> Outcome:
+        target, tools, journal = self.target, self.tools, self.journal
+        self.outcome.changed = True
+        self.announce(self.outcome)
+        write_override(
+            self.dirs.override(self.record["id"]),
+            plan.images,
+            {
+                target.service: {
+                    "rollhook.target": target.name,
+                    "rollhook.deployment": self.record["id"],
+                    "rollhook.commit": plan.commit,
+                    "rollhook.config-hash": plan.config_hash,
+                }
+            },
+        )
+        self._prepare_bind_files(plan)
+        spec = compose_spec(target, self.dirs, plan.commit, self.record["id"])
+        sources = [Source(s.name, s.path) for s in plan.sources if s.path is not None]
+        backing_up = target.backup.enabled and bool(sources)
+
+        with journal.step("preflight") as step:
+            self._check_disk(sources if backing_up else [])
+            for service, image in plan.images.items():
+                self._check_time()
+                tools.engine.pull(image, timeout=self._remaining(1800))
+                journal.log(f"preflight: pulled {service} {image}")
+            step["detail"] = f"{len(plan.images)} image(s) present"
+
+        running_backup = None
+        if backing_up:
+            # One backup per attempt: a run resumed after a worker died takes a fresh one.
+            backup_id = f"{self.record['id']}-{self.record['attempt']}"
+            with journal.step("backup") as step:
+                running_backup = tools.backups.start(backup_id, sources)
+                step["detail"] = f"pass 1 of {len(sources)} source(s) while the app runs"
+        else:
+            journal.skip("backup", "backups disabled" if sources else "no data to back up")
+
+        try:
+            with journal.step("stop") as step:
+                self._check_time()
+                tools.compose.stop(spec, [target.service], timeout=target.stop_timeout + 30)
+                step["detail"] = f"{target.service} stopped"
+            if running_backup is not None:
+                with journal.step("snapshot") as step:
+                    info = running_backup.finish()
+                    running_backup = None
+                    self.outcome.backup_id = info.id
+                    journal.update(backup_id=info.id)
+                    step["detail"] = f"backup {info.id} complete"
+            if restore_from is not None:
+                with journal.step("restore") as step:
+                    tools.backups.restore(restore_from)
+                    step["detail"] = f"data restored from backup {restore_from}"
+        except LeaseLost:
+            raise
+        except BaseException:
+            # The new version never started, so the data is as the old one left it.
+            # Bring the old one back first: aborting deletes the partial backup, which
+            # takes a while on a large tree and must not lengthen the downtime.
+            self._bring_back_previous()
+            if running_backup is not None:
+                running_backup.abort()
+            raise
+
+        return self._start_and_gate(spec)
+
+    def resume(self) -> Outcome:
+        """Finish a deployment whose worker died after the new version was started.
+
+        The journal says how far it got: from "start" on, the planned state is applied
+        again (compose is idempotent) and gated; if the dead worker was already rolling
+        back, the rollback is done again.
+        """
+        record = self.record
+        plan = Plan(
+            commit=record["commit"],
+            images={s: v["new"] for s, v in (record["images"] or {}).items()},
+            pins=record["requested"].get("pins") or {},
+            config_hash=record["config_hash"],
+            fingerprint=record["fingerprint"],
+            services=sorted(record["images"] or {}),
+        )
+        self.outcome.plan, self.outcome.commit = plan, plan.commit
+        self.outcome.commit_info = record.get("commit_info")
+        self.outcome.images = record["images"] or {}
+        self.outcome.backup_id = record.get("backup_id")
+        self.outcome.changed = True
+        self.journal.log(f"recovery: resuming {record['id']} (attempt {record['attempt']})")
+        if self.journal.reached("rollback"):
+            self._roll_back_after_start(InfrastructureError("the worker died while rolling back"))
+            if self.outcome.status == "rolled_back":
+                self.outcome.reason = "the worker died while rolling back; rollback completed"
+            return self.outcome
+        spec = compose_spec(self.target, self.dirs, plan.commit, record["id"])
+        try:
+            return self._start_and_gate(spec)
+        except DeployError as exc:
+            self.outcome.reason = self.outcome.reason or str(exc)
+            return self.outcome
+
+    def _start_and_gate(self, spec: ComposeSpec) -> Outcome:
+        journal, tools = self.journal, self.tools
+        try:
+            with journal.step("start") as step:
+                self._check_time()
+                tools.compose.up(spec, timeout=self._remaining(300))
+                step["detail"] = f"{len(spec.files)} compose file(s) applied"
+            with journal.step("gate") as step:
+                result = self._gate()
+                step["detail"] = result.reason
+                if not result.ok:
+                    raise DeployError(f"health gate failed: {result.reason}")
+        except LeaseLost:
+            raise
+        except BaseException as exc:
+            self._roll_back_after_start(exc)
+            if self.outcome.reason is None:
+                self.outcome.reason = str(exc)
+            raise
+        self.outcome.status = "succeeded"
+        self.outcome.reason = None
+        return self.outcome
+
+    # -- health ------------------------------------------------------------------------
+
+    def _gate(self) -> GateResult:
+        target = self.target
+        engine = self.tools.engine
+
+        def watch() -> Any:
+            containers = [
+                c for c in engine.containers(target.project) if c.service == target.service
+            ]
+            return containers[0].state if containers else None
+
+        return gate(
+            target.health.url,
+            timeout=min(target.health.timeout, self._remaining(target.health.timeout)),
+            settle=target.health.settle,
+            interval=target.health.interval,
+            watch=watch,
+            cancelled=self.cancelled,
+        )
+
+    # -- going back --------------------------------------------------------------------
+
+    def _restart_previous(self) -> None:
+        """Start what ran before (its config, its images by digest), and gate it."""
+        previous, journal = self.previous, self.journal
+        if previous.deployment_id is None or previous.commit is None:
+            journal.log("rollback: nothing was deployed by rollhook before; leaving it stopped")
+            return
+        spec = compose_spec(self.target, self.dirs, previous.commit, previous.deployment_id)
+        self.tools.compose.up(spec, timeout=300)
+        result = self._gate()
+        if not result.ok:
+            raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")
+        journal.log(f"rollback: {previous.deployment_id} serving again")
+
+    def _bring_back_previous(self) -> None:
+        """After a failure with the old version stopped but the data untouched."""
+        try:
+            with self.journal.step("restart-previous") as step:
+                self._restart_previous()
+                step["detail"] = "previous version serving"
+        except LeaseLost:
+            raise
+        except DeployError as exc:
+            self._rollback_failed(exc)
+
+    def _roll_back_after_start(self, cause: BaseException) -> None:
+        journal, tools, target = self.journal, self.tools, self.target
+        journal.log(f"rolling back: {cause}")
+        commit = self.outcome.plan.commit if self.outcome.plan else self.record["commit"]
+        try:
+            with journal.step("rollback") as step:
+                spec = compose_spec(target, self.dirs, commit, self.record["id"])
+                tools.compose.stop(spec, [target.service], timeout=target.stop_timeout + 30)
+                if self.outcome.backup_id is not None:
+                    tools.backups.restore(self.outcome.backup_id)
+                    journal.log(f"rollback: data restored from backup {self.outcome.backup_id}")
+                self._restart_previous()
+                step["detail"] = (
+                    "previous version serving"
+                    if self.previous.deployment_id
+                    else "stopped: nothing ran before"
+                )
+            self.outcome.status = "rolled_back"
+        except LeaseLost:
+            raise
+        except DeployError as exc:
+            self._rollback_failed(exc)
+
+    def _rollback_failed(self, exc: BaseException) -> None:
+        self.outcome.status = "failed"
+        self.outcome.rollback_failed = True
+        self.outcome.reason = f"ROLLBACK FAILED: {exc}"
+        self.journal.log(
+            f"ROLLBACK FAILED: {exc}; the app may be down, act now", level=logging.CRITICAL
+        )
+
+    # -- guards ------------------------------------------------------------------------
+
+    def _remaining(self, cap: float) -> float:
+        return max(1.0, min(cap, self.deadline - time.monotonic()))
+
+    def _check_time(self) -> None:
+        if self.cancelled():
+            raise InfrastructureError("cancelled: the lease on this target was lost")
+        if time.monotonic() > self.deadline:
+            raise InfrastructureError(
+                f"deployment ran past its deadline ({self.target.deploy_timeout:.0f}s)"
+            )
+
+    def _check_disk(self, sources: list[Source]) -> None:
+        root = self.tools.engine.docker_root()
+        free = shutil.disk_usage(root).free
+        if free < MIN_FREE_IMAGE_BYTES:
+            raise InfrastructureError(
+                f"only {free >> 20} MiB free for images under {root}; need 1024 MiB"
+            )
+        if sources:
+            self.dirs.backups.mkdir(parents=True, exist_ok=True)
+            need = self.tools.backups.estimate(sources) + BACKUP_MARGIN_BYTES
+            free = shutil.disk_usage(self.dirs.backups).free
+            if free < need:
+                raise OperatorError(
+                    f"backup needs {need >> 20} MiB, {free >> 20} MiB free under "
+                    f"{self.dirs.backups}"
+                )

@@ -1,0 +1,313 @@
+"""Running a target's deployments: one at a time, newest desired state wins.
+
+``run_target`` takes the target's lease, first finishes any deployment a dead worker
+left (its lease expired), then coalesces what is queued into one deployment for the
+newest request (older ones are recorded as superseded; their image pins carried over),
+runs it, records the outcome, and looks again. It releases the lease *before* the last
+look, so a request queued meanwhile is never stranded: either its own ``run_target``
+gets the lease, or this loop sees it.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import ExitStack
+from typing import Any
+
+from rollhook.broker import NOTIFY
+from rollhook.records import deployments
+from rollhook.records import targets as target_state
+from rollhook.targets import Target
+from workers.backup import BackupStore
+from workers.compose import Compose
+from workers.context import WorkerContext
+from workers.engine import Engine
+from workers.errors import DeployError, LeaseLost, OperatorError
+from workers.gitsync import GitRepo
+from workers.journal import Journal
+from workers.layout import TargetDirs
+from workers.lease import Heartbeat, host_lock
+from workers.notify import announce, report
+from workers.procs import end_group
+from workers.rollout import Outcome, Previous, Rollout, Tools
+
+logger = logging.getLogger("rollhook.runner")
+
+MAX_ATTEMPTS = 3
+
+
+def run_target(ctx: WorkerContext, name: str) -> None:
+    while True:
+        with ctx.records.begin() as conn:
+            pending = deployments.queued(conn, name) or deployments.running(conn, name)
+            state = target_state.get(conn, name)
+            if not pending or state is None:
+                return
+            token = target_state.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
+        if token is None:
+            return  # another worker holds it and will see our queued record
+        try:
+            dirs = TargetDirs(ctx.data_dir, name)
+            with host_lock(dirs.lock, timeout=ctx.lease_seconds) as locked:
+                if not locked:
+                    logger.warning("%s: host lock busy; leaving the work for later", name)
+                    return
+                with Heartbeat(ctx.records, name, token, ctx.lease_seconds) as beat:
+                    _drain(ctx, name, token, beat)
+        finally:
+            with ctx.records.begin() as conn:
+                target_state.release_lease(conn, name, token)
+
+
+def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
+    target = ctx.targets.get(name)
+    while not beat.cancelled():
+        with ctx.records.begin() as conn:
+            orphans = deployments.running(conn, name)
+            if orphans:
+                record, resume = _adopt(conn, orphans[0], token), True
+            else:
+                record, resume = _coalesce(ctx, conn, name, target, token), False
+        if record is None:
+            return
+        if target is None:
+            with ctx.records.begin() as conn:
+                deployments.finish(
+                    conn,
+                    record["id"],
+                    token,
+                    "failed",
+                    f"target {name} is not in the config any more",
+                )
+            continue
+        _execute(ctx, target, record, token, beat, resume=resume)
+
+
+def _adopt(conn: Any, orphan: dict[str, Any], token: int) -> dict[str, Any] | None:
+    """Take over a deployment whose worker died: end what it left running, re-fence it."""
+    for child in orphan.get("children") or []:
+        end_group(child)
+    deployments.start(conn, orphan["id"], token, orphan["requested"])
+    return deployments.get(conn, orphan["id"])
+
+
+def _coalesce(
+    ctx: WorkerContext, conn: Any, name: str, target: Target | None, token: int
+) -> dict[str, Any] | None:
+    queued = deployments.queued(conn, name)
+    if not queued:
+        return None
+    newest = queued[-1]
+    state = target_state.get(conn, name) or {}
+    if state.get("paused") and not newest["requested"].get("manual"):
+        return None  # kept queued: resume picks it up, nothing accepted is lost
+    hints: dict[str, dict[str, Any]] = {}
+    if newest["kind"] == "deploy":
+        for record in queued:
+            image = record["requested"].get("image")
+            if record["kind"] == "deploy" and image:
+                hints[image["repository"]] = image
+    requested = {
+        **newest["requested"],
+        "images": list(hints.values()),
+        "coalesced": [r["id"] for r in queued[:-1]],
+    }
+    deployments.supersede(conn, [r["id"] for r in queued[:-1]], newest["id"])
+    deployments.start(conn, newest["id"], token, requested)
+    return deployments.get(conn, newest["id"])
+
+
+def _previous(
+    ctx: WorkerContext, state: dict[str, Any], engine: Engine, target: Target
+) -> Previous:
+    running = {c.service: c.image for c in engine.containers(target.project)}
+    current_id = state.get("current_deployment_id")
+    if current_id:
+        with ctx.records.begin() as conn:
+            current = deployments.get(conn, current_id)
+        if current is not None and current.get("commit"):
+            return Previous(current_id, current["commit"], running)
+    return Previous(None, None, running)
+
+
+def _execute(
+    ctx: WorkerContext,
+    target: Target,
+    record: dict[str, Any],
+    token: int,
+    beat: Heartbeat,
+    *,
+    resume: bool,
+) -> None:
+    dirs = TargetDirs(ctx.data_dir, target.name)
+    journal = Journal(ctx.records, record, token)
+    with ExitStack() as stack:
+        engine = stack.enter_context(Engine(ctx.docker_host))
+        with ctx.records.begin() as conn:
+            state = target_state.get(conn, target.name) or {}
+        previous = _previous(ctx, state, engine, target)
+        tools = Tools(
+            git=GitRepo(
+                target.repo,
+                dirs.mirror,
+                token=ctx.git_token,
+                ssh_key=ctx.git_ssh_key,
+                on_spawn=lambda group: journal.add_child(group, "git"),
+            ),
+            compose=Compose(
+                ctx.compose_argv,
+                ctx.docker_host,
+                on_spawn=lambda group: journal.add_child(group, "compose"),
+            ),
+            engine=engine,
+            backups=BackupStore(dirs.backups),
+        )
+        rollout = Rollout(
+            target=target,
+            record=record,
+            state=state,
+            previous=previous,
+            journal=journal,
+            tools=tools,
+            dirs=dirs,
+            announce=lambda _outcome: notify(ctx, "announce", record["id"], target),
+            cancelled=beat.cancelled,
+        )
+        operator_error = False
+        try:
+            if not resume:
+                journal.update(previous_deployment_id=previous.deployment_id)
+            if resume and record["attempt"] > MAX_ATTEMPTS:
+                raise DeployError(f"gave up after {MAX_ATTEMPTS} worker deaths")
+            if resume and journal.reached("start", "gate", "rollback"):
+                outcome = rollout.resume()
+            elif record["kind"] == "rollback":
+                to, restore_from = _rollback_source(ctx, target, record, state, tools)
+                outcome = rollout.rollback(to, restore_from)
+            else:
+                outcome = rollout.deploy()
+        except LeaseLost:
+            logger.warning("%s: lease lost during %s; stopping", target.name, record["id"])
+            return
+        except DeployError as exc:
+            outcome = _failed(rollout.outcome, str(exc))
+            operator_error = isinstance(exc, OperatorError)
+        except Exception as exc:  # a bug: record it instead of leaving the record running
+            logger.exception("%s: unexpected error in %s", target.name, record["id"])
+            outcome = _failed(rollout.outcome, f"internal error: {type(exc).__name__}: {exc}")
+        try:
+            _record(
+                ctx,
+                target=target,
+                record=record,
+                token=token,
+                journal=journal,
+                outcome=outcome,
+                operator_error=operator_error,
+            )
+        except LeaseLost:
+            return
+    if outcome.changed:
+        notify(ctx, "report", record["id"], target)
+
+
+def _failed(outcome: Outcome, reason: str) -> Outcome:
+    if outcome.status not in {"rolled_back", "failed"} or outcome.reason is None:
+        outcome.reason = outcome.reason or reason
+    if outcome.status not in {"rolled_back"}:
+        outcome.status = "failed"
+    return outcome
+
+
+def _record(
+    ctx: WorkerContext,
+    *,
+    target: Target,
+    record: dict[str, Any],
+    token: int,
+    journal: Journal,
+    outcome: Outcome,
+    operator_error: bool,
+) -> None:
+    journal.log(
+        f"{outcome.status}" + (f": {outcome.reason}" if outcome.reason else ""),
+        level=logging.ERROR if outcome.status in {"failed", "rolled_back"} else logging.INFO,
+    )
+    journal.flush()
+    plan = outcome.plan
+    with ctx.records.begin() as conn:
+        if not deployments.finish(
+            conn, record["id"], token, outcome.status, outcome.reason, children=[]
+        ):
+            raise LeaseLost(record["id"])
+        if outcome.status == "succeeded" and plan is not None:
+            target_state.record_outcome(
+                conn,
+                target.name,
+                token,
+                current=record["id"],
+                good=record["id"],
+                pins=plan.pins,
+                clear_failed=True,
+            )
+            # A manual rollback holds automatic deployments until a new event or a resume.
+            held = record["kind"] == "rollback" and not record["requested"].get("restore_backup")
+            target_state.set_held(conn, target.name, held)
+        elif plan is not None and (
+            outcome.status == "rolled_back" or outcome.rollback_failed or operator_error
+        ):
+            target_state.record_outcome(
+                conn, target.name, token, failed_fingerprint=plan.fingerprint
+            )
+
+
+def _rollback_source(
+    ctx: WorkerContext,
+    target: Target,
+    record: dict[str, Any],
+    state: dict[str, Any],
+    tools: Tools,
+) -> tuple[dict[str, Any], str | None]:
+    """The deployment to go back to, and the backup holding the data it left behind."""
+    requested = record["requested"]
+    current = state.get("current_deployment_id")
+    with ctx.records.begin() as conn:
+        if requested.get("rollback_to"):
+            to = deployments.get(conn, requested["rollback_to"])
+            if to is None or to["target"] != target.name or to["status"] != "succeeded":
+                raise OperatorError(
+                    f"{requested['rollback_to']} is not a succeeded deployment of {target.name}"
+                )
+        else:
+            to = deployments.last_with_status(conn, target.name, ("succeeded",), before=current)
+            if to is None:
+                raise OperatorError(f"{target.name} has no earlier good deployment to go back to")
+        successor = deployments.replaced(conn, to["id"])
+    wanted = requested.get("restore_data")
+    backup = successor.get("backup_id") if successor else None
+    if requested.get("restore_backup"):
+        wanted, backup = True, requested["restore_backup"]
+    if wanted is False:
+        return to, None
+    if backup is None or backup not in {b.id for b in tools.backups.list()}:
+        if wanted:
+            raise OperatorError(f"no backup of the data as {to['id']} left it")
+        return to, None
+    return to, backup
+
+
+def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -> None:
+    """Schedule notifications; a failing notifier never fails or repeats a deployment."""
+    if ctx.notifiers is None:
+        return
+    try:
+        with ctx.records.begin() as conn:
+            record = deployments.get(conn, deployment_id)
+            if record is None:
+                return
+            schedule = announce if phase == "announce" else report
+            ids = schedule(conn, record, target, ctx.notifiers)
+        for notification_id in ids:
+            ctx.send(NOTIFY, [notification_id])
+    except Exception:
+        logger.exception("%s: scheduling %s notifications failed", deployment_id, phase)
