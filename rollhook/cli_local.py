@@ -1,0 +1,78 @@
+"""Commands that work on this host's files: check-config, backups, restore."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from rollhook.settings import ConfigError, load_settings
+from rollhook.targets import Target, parse_targets
+
+
+def _warnings(target: Target) -> list[str]:
+    notes = []
+    for path in target.env_files:
+        if not path.is_file():
+            notes.append(f"targets.{target.name}.env_files: {path} does not exist on this host")
+    if target.health.url is None:
+        notes.append(
+            f"targets.{target.name}.health.url: not set; the gate falls back to the "
+            "container's own healthcheck or to 'running for settle seconds'"
+        )
+    if not target.images:
+        notes.append(f"targets.{target.name}.images: empty; registry pushes will not trigger it")
+    return notes
+
+
+def check_config() -> int:
+    """Validate settings and the targets file; one line per problem. Exit 1 if any."""
+    try:
+        settings = load_settings()
+    except ConfigError as exc:
+        print(exc)
+        return 1
+    try:
+        text = settings.config.read_text()
+    except OSError as exc:
+        print(f"ROLLHOOK_CONFIG: cannot read {settings.config}: {exc.strerror}")
+        return 1
+    targets, problems = parse_targets(text)
+    for problem in problems:
+        print(problem)
+    if problems:
+        return 1
+    for target in targets.values():
+        for note in _warnings(target):
+            print(f"warning: {note}")
+    print(f"{settings.config}: OK, {len(targets)} target(s): {', '.join(targets) or 'none'}")
+    return 0
+
+
+def backups(args: argparse.Namespace) -> int:
+    from workers.backup import BackupStore
+    from workers.layout import TargetDirs
+
+    settings = load_settings()
+    store = BackupStore(TargetDirs(settings.data_dir, args.target).backups)
+    found = store.list()
+    if not found:
+        print(f"{args.target}: no backups")
+    for info in found:
+        print(
+            f"{info.id}  {info.created_at}  {info.files} files  "
+            f"{info.bytes_copied >> 20} MiB copied, {info.bytes_linked >> 20} MiB linked"
+        )
+    return 0
+
+
+def restore(args: argparse.Namespace) -> int:
+    if not args.yes:
+        print(
+            "restore stops the service, replaces its data and starts it again; "
+            "add --yes to go ahead",
+            file=sys.stderr,
+        )
+        return 2
+    from workers.restore import restore_target
+
+    return restore_target(load_settings(), args.target, args.backup)

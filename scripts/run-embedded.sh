@@ -1,0 +1,44 @@
+#!/usr/bin/env bash
+# `make run`: rollhook on 127.0.0.1:8000 with the embedded broker and records.
+# First run: generates the webhook and API secrets into $ROLLHOOK_DATA_DIR/secrets/
+# (one file each, mode 0600), hands them over as *_FILE settings, prints them once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export ROLLHOOK_DATA_DIR=${ROLLHOOK_DATA_DIR:-$PWD/data}
+export ROLLHOOK_CONFIG=${ROLLHOOK_CONFIG:-$PWD/deploy/rollhook.example.yml}
+port=${PORT:-8000}
+secrets_dir=$ROLLHOOK_DATA_DIR/secrets
+names=(github_secret gitlab_token registry_token dockerhub_token harbor_token api_token metrics_token)
+
+mkdir -p "$secrets_dir"
+chmod 700 "$secrets_dir"
+fresh=0
+for name in "${names[@]}"; do
+    file=$secrets_dir/$name
+    if [[ ! -s $file ]]; then
+        (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' >"$file")
+        fresh=1
+    fi
+    var=ROLLHOOK_${name^^}
+    if [[ -z ${!var:-} ]]; then
+        export "${var}_FILE=$file"
+    fi
+done
+
+base=http://127.0.0.1:$port
+if [[ $fresh == 1 ]]; then
+    cat <<MSG
+rollhook: generated secrets in $secrets_dir (shown once; read them there later)
+
+  GitHub / Gitea / Forgejo   $base/hooks/github      secret: $(cat "$secrets_dir/github_secret")
+  GitLab                     $base/hooks/gitlab      X-Gitlab-Token: $(cat "$secrets_dir/gitlab_token")
+  Registry (Distribution)    $base/hooks/registry    Authorization: Bearer $(cat "$secrets_dir/registry_token")
+  Docker Hub                 $base/hooks/dockerhub/$(cat "$secrets_dir/dockerhub_token")
+  Harbor                     $base/hooks/harbor      Auth Header: $(cat "$secrets_dir/harbor_token")
+  API and CLI                ROLLHOOK_API_TOKEN=$(cat "$secrets_dir/api_token")
+  /metrics                   bearer $(cat "$secrets_dir/metrics_token")
+
+MSG
+fi
+.venv/bin/rollhook check-config
+exec .venv/bin/rollhook up --host 127.0.0.1 --port "$port"
