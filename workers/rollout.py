@@ -106,6 +106,8 @@ class Rollout:
         """Go back to a recorded good deployment, with the data it left when asked."""
         commit = to["commit"]
         self.journal.skip("sync", f"rolling back to {to['id']} at {commit[:12]}")
+        self.outcome.commit, self.outcome.commit_info = commit, to.get("commit_info")
+        self.journal.update(commit=commit, commit_info=to.get("commit_info"))
         pins = {
             service: {"ref": image.split("@", 1)[0], "digest": image.split("@", 1)[1]}
             for service, image in ((s, v["new"]) for s, v in (to["images"] or {}).items())

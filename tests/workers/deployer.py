@@ -1,0 +1,177 @@
+"""A target wired to the real harness, driven through the worker's own entry points.
+
+Tests queue requests the way the intake does (a stored event, a claimed job, a queued
+deployment) and run the target with ``run_target`` in-process, so they exercise the
+lease, the coalescing, the pipeline and the records exactly as a worker would.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from rollhook.ids import new_id
+from rollhook.images import parse_reference
+from rollhook.jobs import ImageHint, Job, Trigger
+from rollhook.records import deployments, events
+from rollhook.records import targets as target_state
+from rollhook.records.db import make_engine, migrate
+from rollhook.records.events import NewEvent
+from rollhook.targets import Target
+from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
+from workers.compose import find_compose
+from workers.context import WorkerContext
+from workers.layout import TargetDirs
+from workers.runner import run_target
+
+
+class Deployer:
+    def __init__(
+        self,
+        root: Path,
+        *,
+        repo: Any,
+        docker_host: str,
+        standin: Any,
+        registry_host: str,
+        health: dict[str, Any] | None = None,
+        lease_seconds: float = 30.0,
+        **target: Any,
+    ) -> None:
+        self.root, self.repo, self.standin = root, repo, standin
+        self.port = free_port()
+        self.name = "llm"
+        self.target = Target(
+            name=self.name,
+            repo=repo.url,
+            branch="main",
+            path=INFRA_PATH,
+            project=f"rh{uuid.uuid4().hex[:10]}",
+            service=SERVICE,
+            images=[f"{registry_host}/acme/anythingllm"],
+            health={
+                "url": f"http://127.0.0.1:{self.port}/api/ping",
+                "timeout": 20,
+                "settle": 1,
+                "interval": 0.2,
+                **(health or {}),
+            },
+            backup={"keep": 3},
+            **target,
+        )
+        self.records = make_engine(f"sqlite:///{root / 'records.sqlite'}")
+        migrate(self.records, root)
+        with self.records.begin() as conn:
+            target_state.ensure(conn, [self.name])
+        self.sent: list[tuple[str, list[Any]]] = []
+        self.ctx = WorkerContext(
+            records=self.records,
+            data_dir=root / "data",
+            targets={self.name: self.target},
+            docker_host=docker_host,
+            lease_seconds=lease_seconds,
+            send=lambda task, args: self.sent.append((task, args)),
+            compose_argv=find_compose(),
+        )
+        self.dirs = TargetDirs(self.ctx.data_dir, self.name)
+        self.docker_host = docker_host
+
+    # -- driving --------------------------------------------------------------------
+
+    def commit(self, tag: str, message: str = "deploy", **files: str | None) -> str:
+        content = infra_files(self.standin.ref(tag), self.port)
+        content.update(files)
+        sha: str = self.repo.commit(content, message=message)
+        return sha
+
+    def queue(
+        self,
+        *,
+        source: str = "github",
+        ref: str | None = None,
+        image: str | None = None,
+        action: str = "deploy",
+        rollback_to: str | None = None,
+        restore_data: bool | None = None,
+        manual: bool = False,
+    ) -> str:
+        hint = None
+        if image is not None:
+            parsed = parse_reference(image)
+            hint = ImageHint(repository=parsed.name, tag=parsed.tag)
+        event_id = new_id("e")
+        now = datetime.now(UTC)
+        job = Job(
+            id=new_id("j"),
+            target=self.name,
+            action=action,  # type: ignore[arg-type]
+            trigger=Trigger(source=source, event_id=event_id, delivery_id=f"dl-{event_id}"),  # type: ignore[arg-type]
+            received_at=now,
+            ref=ref,
+            image=hint,
+            rollback_to=rollback_to,
+            restore_data=restore_data,
+            manual=manual,
+        )
+        with self.records.begin() as conn:
+            events.store_events(
+                conn, [NewEvent(event_id, source, f"test:{event_id}", "push", {}, now, jobs=[job])]
+            )
+            assert events.claim_job(conn, job.id)
+            deployment_id = deployments.create_queued(conn, job)
+        return deployment_id
+
+    def run(self) -> None:
+        run_target(self.ctx, self.name)
+
+    def deploy(self, **queue: Any) -> dict[str, Any]:
+        deployment_id = self.queue(**queue)
+        self.run()
+        return self.record(deployment_id)
+
+    # -- looking ----------------------------------------------------------------------
+
+    def record(self, deployment_id: str) -> dict[str, Any]:
+        with self.records.begin() as conn:
+            record = deployments.get(conn, deployment_id)
+        assert record is not None
+        return record
+
+    def state(self) -> dict[str, Any]:
+        with self.records.begin() as conn:
+            state = target_state.get(conn, self.name)
+        assert state is not None
+        return state
+
+    def app_version(self) -> str | None:
+        """What the app on the port says it is, or None when nothing serves."""
+        try:
+            ping = httpx.get(f"http://127.0.0.1:{self.port}/api/ping", timeout=2)
+            if ping.status_code != 200:
+                return None
+            metrics = httpx.get(f"http://127.0.0.1:{self.port}/api/utils/metrics", timeout=2)
+        except httpx.HTTPError:
+            return None
+        version: str = metrics.json()["appVersion"]
+        return version
+
+    @property
+    def storage(self) -> Path:
+        return self.dirs.work / "storage"
+
+    def schema(self) -> int:
+        return int((self.storage / "schema_version").read_text())
+
+    def down(self) -> None:
+        subprocess.run(
+            [*find_compose(), "-p", self.target.project, "down", "--timeout", "2"],
+            env={"DOCKER_HOST": self.docker_host, "PATH": "/usr/bin:/bin"},
+            capture_output=True,
+            check=False,
+            timeout=120,
+        )
