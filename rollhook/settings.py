@@ -125,7 +125,7 @@ class Settings(BaseSettings):
     def broker_url(self) -> str:
         if self.redis_url is not None:
             return self.redis_url.get_secret_value()
-        return f"sqla+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
+        return f"embedded+sqlite:///{(self.data_dir / 'broker.sqlite').resolve()}"
 
     @property
     def embedded_broker(self) -> bool:
@@ -146,4 +146,6 @@ def load_settings(**overrides: Any) -> Settings:
     except ValidationError as exc:
         error = exc.errors()[0]
         field = str(error["loc"][0]) if error["loc"] else "settings"
-        raise ConfigError(f"ROLLHOOK_{field.upper()}: {error['msg'].removeprefix('Value error, ')}") from None
+        raise ConfigError(
+            f"ROLLHOOK_{field.upper()}: {error['msg'].removeprefix('Value error, ')}"
+        ) from None

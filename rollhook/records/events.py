@@ -44,49 +44,73 @@ def _insert_ignoring_duplicates(conn: Connection) -> Any:
     return dialect.insert(events).on_conflict_do_nothing(index_elements=["dedup_key"])
 
 
-def store_events(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
-    """Insert events and their jobs; duplicates (by dedup key) insert nothing.
+def store_batch(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
+    """Insert events and their jobs, a whole batch in a handful of statements.
 
-    Runs inside the caller's transaction so that a batch is committed at once.
+    Outcomes come in the batch's order: keys stored before (or earlier in the batch)
+    make duplicates of the first event, which insert nothing. The web process's group
+    commit calls this; its cost is per statement, not per event. On SQLite the caller
+    holds the write lock (``BEGIN IMMEDIATE``), so the keys read first cannot be taken
+    meanwhile; elsewhere RETURNING tells which rows another writer got to first.
     """
-    results: list[Stored] = []
-    insert_event = _insert_ignoring_duplicates(conn)
+    if not batch:
+        return []
+    keys = {item.dedup_key for item in batch}
+    found = conn.execute(
+        select(events.c.dedup_key, events.c.id).where(events.c.dedup_key.in_(keys))
+    )
+    first: dict[str, str] = {key: event_id for key, event_id in found}
+    new: list[NewEvent] = []
     for item in batch:
-        inserted = conn.execute(
-            insert_event.values(
-                id=item.id,
-                source=item.source,
-                dedup_key=item.dedup_key,
-                delivery_id=item.delivery_id,
-                kind=item.kind,
-                actor=item.actor,
-                summary=item.summary,
-                received_at=item.received_at,
+        if item.dedup_key not in first:
+            first[item.dedup_key] = item.id
+            new.append(item)
+    rows = [
+        {
+            "id": item.id,
+            "source": item.source,
+            "dedup_key": item.dedup_key,
+            "delivery_id": item.delivery_id,
+            "kind": item.kind,
+            "actor": item.actor,
+            "summary": item.summary,
+            "received_at": item.received_at,
+        }
+        for item in new
+    ]
+    if rows and conn.dialect.name == "sqlite":
+        conn.execute(events.insert(), rows)
+    elif rows:
+        insert_event = _insert_ignoring_duplicates(conn).returning(events.c.id)
+        inserted = set(conn.execute(insert_event, rows).scalars())
+        if lost := [item for item in new if item.id not in inserted]:
+            lost_keys = {item.dedup_key for item in lost}
+            found = conn.execute(
+                select(events.c.dedup_key, events.c.id).where(events.c.dedup_key.in_(lost_keys))
             )
-        ).rowcount
-        if not inserted:
-            first = conn.execute(
-                select(events.c.id).where(events.c.dedup_key == item.dedup_key)
-            ).scalar_one()
-            results.append(Stored(first, duplicate=True))
-            continue
-        if item.jobs:
-            conn.execute(
-                jobs.insert(),
-                [
-                    {
-                        "id": job.id,
-                        "event_id": item.id,
-                        "target": job.target,
-                        "payload": job.to_json(),
-                        "created_at": item.received_at,
-                        "dispatch_attempts": 0,
-                    }
-                    for job in item.jobs
-                ],
-            )
-        results.append(Stored(item.id, duplicate=False, jobs=tuple(item.jobs)))
-    return results
+            first.update({key: event_id for key, event_id in found})
+            new = [item for item in new if item.id in inserted]
+    job_rows = [
+        {
+            "id": job.id,
+            "event_id": item.id,
+            "target": job.target,
+            "payload": job.to_json(),
+            "created_at": item.received_at,
+            "dispatch_attempts": 0,
+        }
+        for item in new
+        for job in item.jobs
+    ]
+    if job_rows:
+        conn.execute(jobs.insert(), job_rows)
+    stored = {item.id for item in new}
+    return [
+        Stored(item.id, duplicate=False, jobs=tuple(item.jobs))
+        if item.id in stored
+        else Stored(first[item.dedup_key], duplicate=True)
+        for item in batch
+    ]
 
 
 def mark_dispatched(conn: Connection, job_ids: list[str]) -> None:

@@ -1,0 +1,257 @@
+"""The API for people and CI: deploy, rollback, pause and resume (reads: ``service.views``).
+
+Every endpoint needs ``Authorization: Bearer <ROLLHOOK_API_TOKEN>``; with no token
+configured the API does not exist (404). Deploys and rollbacks go through the same
+recorder as webhooks: stored with their job before the 202, deduplicated by the
+``Idempotency-Key`` header when one is given.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
+from typing import Any, Literal
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from rollhook.ids import new_id
+from rollhook.images import ImageRef, ReferenceError, parse_reference
+from rollhook.jobs import ImageHint, Job, Trigger
+from rollhook.records import deployments
+from rollhook.records import targets as target_records
+from rollhook.records.events import NewEvent
+from rollhook.targets import Target
+from service import answers, signatures
+from service.hooks import read_capped
+from service.logs import request_log
+from service.recorder import Duplicate, Paused, StoreFailed
+from service.runtime import Runtime, runtime
+from service.sources import dedup_key
+
+log = logging.getLogger("rollhook.api")
+
+Action = Literal["deploy", "rollback"]
+Handler = Callable[[Runtime, Request], Awaitable[Response]]
+_SHA = re.compile(r"^[0-9a-f]{7,64}$")
+# A branch name as git check-ref-format allows it, simplified and strict.
+_BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)(?!.*\.lock$)[\w./-]{1,200}(?<![/.])$")
+ROLLBACK_TO = ("succeeded", "no_op")  # states known to have served
+
+
+class BadRequest(Exception):
+    pass
+
+
+def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
+    """404 without an API token, 429 for clients that keep failing, 401 without the token."""
+
+    async def endpoint(request: Request) -> Response:
+        rt = runtime(request)
+        response = await _guard(rt, request, handler)
+        rt.metrics.requests.labels("api", str(response.status_code)).inc()
+        return response
+
+    return endpoint
+
+
+async def _guard(rt: Runtime, request: Request, handler: Handler) -> Response:
+    token = rt.settings.api_token
+    if token is None:
+        return answers.not_found()
+    client = rt.client(request)
+    if blocked := rt.refuse_if_blocked(client):
+        return blocked
+    if not signatures.verify_bearer(request.headers.get("authorization"), token.get_secret_value()):
+        rt.auth_failures.failed(client)
+        log.warning("[api] 401 from %s: missing or bad token", client)
+        return answers.unauthorized()
+    try:
+        return await handler(rt, request)
+    except BadRequest as exc:
+        return answers.bad_request(str(exc))
+
+
+async def read_json(rt: Runtime, request: Request) -> dict[str, Any]:
+    try:
+        body = await read_capped(request, rt.settings.max_body_bytes)
+    except ClientDisconnect:
+        raise BadRequest("client went away") from None
+    if body is None:
+        raise BadRequest(f"body over {rt.settings.max_body_bytes} bytes")
+    if not body.strip():
+        return {}
+    try:
+        document = json.loads(body)
+    except ValueError:
+        raise BadRequest("body is not valid JSON") from None
+    if not isinstance(document, dict):
+        raise BadRequest("body is not a JSON object")
+    return document
+
+
+def _string(document: dict[str, Any], key: str, *, required: bool = False) -> str | None:
+    value = document.get(key)
+    if value is None and not required:
+        return None
+    if not isinstance(value, str) or not value.strip():
+        raise BadRequest(f"{key!r} must be a non-empty string")
+    return value.strip()
+
+
+def _target(rt: Runtime, name: str | None) -> Target | None:
+    return rt.targets.get(name) if name else None
+
+
+async def deploy(rt: Runtime, request: Request) -> Response:
+    document = await read_json(rt, request)
+    name = _string(document, "target", required=True)
+    target = _target(rt, name)
+    if target is None:
+        return answers.not_found(f"unknown target {name!r}")
+    ref = _string(document, "ref")
+    if ref is not None:
+        ref = ref.removeprefix("refs/heads/")
+        if not (_SHA.match(ref) or _BRANCH.match(ref)):
+            raise BadRequest("'ref' must be a branch name or a commit sha")
+    image_text = _string(document, "image")
+    image = None if image_text is None else _image_hint(target, image_text)
+    fields: dict[str, Any] = {"ref": ref, "image": image}
+    return await _submit(rt, request, target, action="deploy", fields=fields, document=document)
+
+
+def _image_hint(target: Target, text: str) -> ImageHint:
+    if text.startswith("sha256:"):
+        if len(target.image_refs) != 1:
+            raise BadRequest("a bare digest needs a target with exactly one image; name the image")
+        text = f"{target.image_refs[0].name}@{text}"
+    try:
+        ref: ImageRef = parse_reference(text)
+    except ReferenceError as exc:
+        raise BadRequest(f"'image': {exc}") from None
+    if not target.watches_image(ref):
+        raise BadRequest(f"image {ref.name} is not one of target {target.name}'s images")
+    if not ref.tag and not ref.digest:
+        raise BadRequest("'image' needs a tag or a digest")
+    return ImageHint(repository=ref.name, tag=ref.tag, digest=ref.digest)
+
+
+async def rollback(rt: Runtime, request: Request) -> Response:
+    document = await read_json(rt, request)
+    name = _string(document, "target", required=True)
+    target = _target(rt, name)
+    if target is None:
+        return answers.not_found(f"unknown target {name!r}")
+    to = _string(document, "to")
+    restore = document.get("restore_data")
+    if restore is not None and not isinstance(restore, bool):
+        raise BadRequest("'restore_data' must be true or false")
+    if to is not None:
+        record = await run_in_threadpool(_deployment, rt, to)
+        if record is None:
+            return answers.not_found(f"no deployment {to!r}")
+        if record["target"] != target.name:
+            raise BadRequest(
+                f"deployment {to} belongs to target {record['target']}, not {target.name}"
+            )
+        if record["status"] not in ROLLBACK_TO:
+            raise BadRequest(
+                f"deployment {to} did not succeed ({record['status']}); pick one that did"
+            )
+    fields = {"rollback_to": to, "restore_data": restore}
+    return await _submit(rt, request, target, action="rollback", fields=fields, document=document)
+
+
+def _deployment(rt: Runtime, deployment_id: str) -> dict[str, Any] | None:
+    with rt.engine.connect() as conn:
+        return deployments.get(conn, deployment_id)
+
+
+async def _submit(
+    rt: Runtime,
+    request: Request,
+    target: Target,
+    *,
+    action: Action,
+    fields: dict[str, Any],
+    document: dict[str, Any],
+) -> Response:
+    event_id = new_id("e")
+    now = datetime.now(UTC)
+    key = request.headers.get("idempotency-key")
+    actor = (_string(document, "actor") or "api")[:200]
+    trigger = Trigger(
+        source="api", event_id=event_id, delivery_id=key[:200] if key else None, actor=actor
+    )
+    job = Job(
+        id=new_id("j"),
+        target=target.name,
+        action=action,
+        trigger=trigger,
+        received_at=now,
+        manual=True,
+        **fields,
+    )
+    summary = {"targets": [target.name], "action": action} | {
+        k: (v.model_dump() if isinstance(v, ImageHint) else v)
+        for k, v in fields.items()
+        if v is not None
+    }
+    event = NewEvent(
+        id=event_id,
+        source="api",
+        dedup_key=dedup_key("api", key) if key else f"api:{event_id}",
+        kind=action,
+        summary=summary,
+        received_at=now,
+        delivery_id=trigger.delivery_id,
+        actor=actor,
+        jobs=[job],
+    )
+    rlog = request_log(log, "api", trigger.delivery_id or event_id)
+    try:
+        outcome = await rt.recorder.record(event)
+    except StoreFailed as exc:
+        rlog.error("503: %s", exc)
+        return answers.unavailable("the request could not be stored; try again")
+    if isinstance(outcome, Duplicate):
+        return answers.ignored("duplicate delivery", id=outcome.event_id)
+    if isinstance(outcome, Paused):
+        return answers.ignored("target paused", target.name)
+    rt.metrics.events_stored.labels("api").inc()
+    rlog.info("202 %s of %s queued as event %s", action, target.name, outcome.event_id)
+    return answers.queued(outcome.event_id)
+
+
+async def pause(rt: Runtime, request: Request) -> Response:
+    return await _set_paused(rt, request, paused=True)
+
+
+async def resume(rt: Runtime, request: Request) -> Response:
+    return await _set_paused(rt, request, paused=False)
+
+
+async def _set_paused(rt: Runtime, request: Request, *, paused: bool) -> Response:
+    name = request.path_params["name"]
+    if name not in rt.targets:
+        return answers.not_found(f"unknown target {name!r}")
+    reason = _string(await read_json(rt, request), "reason") if paused else None
+    if reason is not None:
+        reason = reason[:200]
+
+    def write() -> None:
+        with rt.engine.begin() as conn:
+            target_records.set_paused(conn, name, paused, reason)
+
+    await run_in_threadpool(write)
+    log.info(
+        "[api] target %s %s%s",
+        name,
+        "paused" if paused else "resumed",
+        f": {reason}" if reason else "",
+    )
+    return answers.answer(200, "paused" if paused else "resumed", reason, target=name)

@@ -1,0 +1,146 @@
+"""The web process: receives webhooks and API calls, verifies, records, enqueues.
+
+``uvicorn --factory service.app:create_app`` builds it from the environment; tests pass
+settings in. Nothing is deployed in a request: the answer is given once the event is
+committed, and the jobs reach the workers through the outbox.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import sys
+from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+
+from sqlalchemy import Engine
+from starlette.applications import Starlette
+from starlette.concurrency import run_in_threadpool
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
+
+from rollhook.broker import make_celery
+from rollhook.records import db
+from rollhook.records import targets as target_records
+from rollhook.settings import ConfigError, Settings, load_settings
+from rollhook.targets import Target, load_targets
+from service import answers, api, hooks, logs, probes, views
+from service.matching import Matcher
+from service.metrics import Metrics
+from service.publisher import Publisher
+from service.ratelimit import AuthFailures, ClientAddress, Network, parse_proxies
+from service.recorder import Recorder
+from service.runtime import Runtime
+
+log = logging.getLogger("rollhook.app")
+
+ROUTES = [
+    *hooks.ROUTES,
+    Route("/deploy", api.guarded(api.deploy), methods=["POST"]),
+    Route("/rollback", api.guarded(api.rollback), methods=["POST"]),
+    Route("/targets/{name}/pause", api.guarded(api.pause), methods=["POST"]),
+    Route("/targets/{name}/resume", api.guarded(api.resume), methods=["POST"]),
+    Route("/targets", api.guarded(views.list_targets), methods=["GET"]),
+    Route("/events/{event_id}", api.guarded(views.show_event), methods=["GET"]),
+    Route("/deployments", api.guarded(views.list_deployments), methods=["GET"]),
+    Route("/deployments/{deployment_id}", api.guarded(views.show_deployment), methods=["GET"]),
+    Route("/healthz", probes.healthz, methods=["GET"]),
+    Route("/readyz", probes.readyz, methods=["GET"]),
+    Route("/metrics", probes.metrics, methods=["GET"]),
+]
+
+
+def create_app(settings: Settings | None = None) -> Starlette:
+    """The ASGI app. Without settings, reads the environment; a bad config stops here."""
+    from_environment = settings is None
+    try:
+        settings = settings or load_settings()
+        targets = load_targets(settings.config)
+        proxies = parse_proxies(settings.trusted_proxies)
+    except ConfigError as exc:
+        if not from_environment:
+            raise
+        # Started by uvicorn: one line naming the setting, not a traceback.
+        print(f"rollhook: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    logs.configure()
+    logs.install_redaction()
+    return Starlette(
+        routes=ROUTES,
+        lifespan=_lifespan(settings, targets, proxies),
+        exception_handlers={HTTPException: _http_error},
+    )
+
+
+def _lifespan(
+    settings: Settings, targets: dict[str, Target], proxies: tuple[Network, ...]
+) -> Callable[[Starlette], AbstractAsyncContextManager[dict[str, Runtime]]]:
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
+        engine = db.make_engine(settings.records_url())
+        if engine.dialect.name == "sqlite":
+            # One multi-row INSERT per table and batch instead of a SQLite step per row:
+            # every step hands the interpreter lock to and from the event loop.
+            engine.dialect.use_insertmanyvalues_wo_returning = True
+        await run_in_threadpool(_prepare_records, engine, settings, list(targets))
+        metrics = Metrics()
+        metrics.attach_records(engine)
+        celery = make_celery(settings.broker_url())
+        publisher = Publisher(celery, engine, on_result=metrics.count_dispatch)
+        recorder = Recorder(engine, publisher.submit)
+        publisher.start()
+        publisher.drain_outbox()
+        recorder.start(asyncio.get_running_loop())
+        rt = Runtime(
+            settings=settings,
+            targets=targets,
+            matcher=Matcher(targets),
+            engine=engine,
+            recorder=recorder,
+            publisher=publisher,
+            metrics=metrics,
+            addresses=ClientAddress(proxies),
+            auth_failures=AuthFailures(
+                settings.auth_failures_allowed, settings.auth_failure_window
+            ),
+            celery=celery,
+        )
+        log.info(
+            "rollhook web ready: %d target(s), broker %s", len(targets), _broker_kind(settings)
+        )
+        # What start-up built (SQLAlchemy, Celery, pydantic) lives as long as the process;
+        # keeping it out of the collector's full passes keeps them short under load.
+        gc.collect()
+        gc.freeze()
+        try:
+            yield {"rollhook": rt}
+        finally:
+            await run_in_threadpool(recorder.stop)
+            await run_in_threadpool(publisher.stop)
+            celery.close()
+            engine.dispose()
+
+    return lifespan
+
+
+def _prepare_records(engine: Engine, settings: Settings, names: list[str]) -> None:
+    db.migrate(engine, settings.data_dir)
+    with engine.begin() as conn:
+        target_records.ensure(conn, names)
+
+
+def _broker_kind(settings: Settings) -> str:
+    return "embedded (SQLite)" if settings.embedded_broker else "Redis"
+
+
+async def _http_error(request: Request, exc: Exception) -> Response:
+    """Unknown paths and wrong methods answer JSON like everything else."""
+    if not isinstance(exc, HTTPException):
+        return answers.answer(500, "error")
+    if exc.status_code == 404:
+        return answers.not_found()  # the same answer as an endpoint that is not configured
+    document = {"status": "error", "reason": exc.detail}
+    return answers.reply(exc.status_code, document, headers=dict(exc.headers or {}))

@@ -1,0 +1,142 @@
+"""Prometheus metrics: counters kept by this process, the rest read from the records.
+
+Deployment metrics are computed from the deployments table at scrape time, so they are
+right whichever worker ran a deployment and survive restarts of every process.
+"""
+
+from __future__ import annotations
+
+from collections import Counter as Tally
+from collections import defaultdict
+from collections.abc import Iterator
+
+from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+from sqlalchemy import Engine, select
+
+from rollhook.records.events import outbox_backlog
+from rollhook.records.schema import deployments
+
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# Deployments take seconds to tens of minutes.
+DURATION_BUCKETS = (5.0, 15.0, 30.0, 60.0, 120.0, 300.0, 600.0, 1200.0, 1800.0, 3600.0)
+_RAN = ("succeeded", "failed", "rolled_back", "no_op")
+
+
+class Metrics:
+    def __init__(self) -> None:
+        # A registry per app, not the global one: tests build many apps in one process.
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "rollhook_requests",
+            "Webhook and API requests by source and answer code",
+            ["source", "code"],
+            registry=self.registry,
+        )
+        self.events_stored = Counter(
+            "rollhook_events_stored",
+            "Events committed to the records",
+            ["source"],
+            registry=self.registry,
+        )
+        self.jobs_dispatched = Counter(
+            "rollhook_jobs_dispatched",
+            "Jobs handed to the broker by this process",
+            registry=self.registry,
+        )
+        self.dispatch_failures = Counter(
+            "rollhook_job_dispatch_failures",
+            "Jobs the broker refused (left in the outbox)",
+            registry=self.registry,
+        )
+
+    def attach_records(self, engine: Engine) -> None:
+        self.registry.register(_RecordsCollector(engine))
+
+    def count_dispatch(self, sent: int, failed: int) -> None:
+        if sent:
+            self.jobs_dispatched.inc(sent)
+        if failed:
+            self.dispatch_failures.inc(failed)
+
+    def render(self) -> bytes:
+        """The exposition text; reads the records database (call off the event loop)."""
+        return generate_latest(self.registry)
+
+
+class _RecordsCollector(Collector):
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def describe(self) -> list[Metric]:
+        return []  # no describe-time database reads: collected only when scraped
+
+    def collect(self) -> Iterator[Metric]:
+        with self._engine.connect() as conn:
+            backlog = outbox_backlog(conn)
+            rows = conn.execute(
+                select(
+                    deployments.c.target,
+                    deployments.c.kind,
+                    deployments.c.status,
+                    deployments.c.started_at,
+                    deployments.c.finished_at,
+                )
+            ).all()
+        yield GaugeMetricFamily(
+            "rollhook_outbox_backlog", "Jobs stored but not yet taken by the broker", value=backlog
+        )
+        by_status: Tally[tuple[str, str]] = Tally()
+        rollbacks: Tally[tuple[str, str]] = Tally()
+        durations: dict[str, list[float]] = defaultdict(list)
+        last_success: dict[str, float] = {}
+        for target, kind, status, started, finished in rows:
+            by_status[(target, status)] += 1
+            if status == "rolled_back":
+                rollbacks[(target, "automatic")] += 1
+            if kind == "rollback":
+                rollbacks[(target, "manual")] += 1
+            if status in _RAN and started is not None and finished is not None:
+                durations[target].append(max(0.0, (finished - started).total_seconds()))
+            if status == "succeeded" and finished is not None:
+                last_success[target] = max(last_success.get(target, 0.0), finished.timestamp())
+        total = CounterMetricFamily(
+            "rollhook_deployments", "Deployments by target and status", labels=["target", "status"]
+        )
+        for (target, status), count in sorted(by_status.items()):
+            total.add_metric([target, status], count)
+        yield total
+        back = CounterMetricFamily(
+            "rollhook_rollbacks",
+            "Rollbacks by target, automatic or manual",
+            labels=["target", "kind"],
+        )
+        for (target, kind), count in sorted(rollbacks.items()):
+            back.add_metric([target, kind], count)
+        yield back
+        yield _histogram(durations)
+        success = GaugeMetricFamily(
+            "rollhook_last_success_timestamp_seconds",
+            "When the target's last successful deployment finished",
+            labels=["target"],
+        )
+        for target, when in sorted(last_success.items()):
+            success.add_metric([target], when)
+        yield success
+
+
+def _histogram(durations: dict[str, list[float]]) -> HistogramMetricFamily:
+    family = HistogramMetricFamily(
+        "rollhook_deployment_duration_seconds", "How long deployments ran", labels=["target"]
+    )
+    for target, values in sorted(durations.items()):
+        buckets = [(str(b), float(sum(1 for v in values if v <= b))) for b in DURATION_BUCKETS]
+        buckets.append(("+Inf", float(len(values))))
+        family.add_metric([target], buckets, sum_value=sum(values))
+    return family

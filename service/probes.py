@@ -1,0 +1,60 @@
+"""Liveness, readiness and metrics: what orchestrators and Prometheus ask.
+
+Readiness is the records database answering: an event can be stored, so a 202 can be
+given. The broker's state is reported but not gated on, because the outbox absorbs
+its outages.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from sqlalchemy import text
+from sqlalchemy.exc import SQLAlchemyError
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service import answers, signatures
+from service.metrics import CONTENT_TYPE
+from service.runtime import Runtime, runtime
+
+log = logging.getLogger("rollhook.probes")
+READY_TIMEOUT = 3.0
+
+
+async def healthz(request: Request) -> Response:
+    return answers.reply(200, {"status": "ok"})
+
+
+def _ping(rt: Runtime) -> None:
+    with rt.engine.connect() as conn:
+        conn.execute(text("SELECT 1"))
+
+
+async def readyz(request: Request) -> Response:
+    rt = runtime(request)
+    broker = rt.publisher.broker_state
+    try:
+        await asyncio.wait_for(run_in_threadpool(_ping, rt), READY_TIMEOUT)
+    except (SQLAlchemyError, OSError, TimeoutError) as exc:
+        log.warning("readiness: records database not answering (%s)", type(exc).__name__)
+        return answers.reply(503, {"status": "unavailable", "records": "error", "broker": broker})
+    return answers.reply(200, {"status": "ready", "records": "ok", "broker": broker})
+
+
+async def metrics(request: Request) -> Response:
+    rt = runtime(request)
+    token = rt.settings.metrics_token
+    if token is not None:
+        client = rt.client(request)
+        if blocked := rt.refuse_if_blocked(client):
+            return blocked
+        if not signatures.verify_bearer(
+            request.headers.get("authorization"), token.get_secret_value()
+        ):
+            rt.auth_failures.failed(client)
+            return answers.unauthorized()
+    body = await run_in_threadpool(rt.metrics.render)
+    return Response(body, 200, media_type=CONTENT_TYPE)

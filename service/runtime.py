@@ -1,0 +1,47 @@
+"""What a running web process holds: built in the lifespan, reached through request state."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Engine
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rollhook.settings import Settings
+from rollhook.targets import Target
+from service import answers
+from service.matching import Matcher
+from service.metrics import Metrics
+from service.publisher import Publisher
+from service.ratelimit import AuthFailures, ClientAddress
+from service.recorder import Recorder
+
+
+@dataclass
+class Runtime:
+    settings: Settings
+    targets: dict[str, Target]
+    matcher: Matcher
+    engine: Engine
+    recorder: Recorder
+    publisher: Publisher
+    metrics: Metrics
+    addresses: ClientAddress
+    auth_failures: AuthFailures
+    celery: Any
+
+    def client(self, request: Request) -> str:
+        peer = request.client.host if request.client else None
+        return self.addresses.resolve(peer, request.headers.get("x-forwarded-for"))
+
+    def refuse_if_blocked(self, client: str) -> Response | None:
+        """429 for a client that kept failing auth; checked before its credentials."""
+        retry_after = self.auth_failures.retry_after(client)
+        return None if retry_after is None else answers.too_many(retry_after)
+
+
+def runtime(request: Request) -> Runtime:
+    state: Runtime = request.state.rollhook
+    return state

@@ -1,0 +1,157 @@
+"""The API's reads: targets and their state, one event and what it led to, the history.
+
+Records are answered as stored (datetimes as ISO 8601 UTC), minus what only the
+workers need (lease tokens, process groups). Repository URLs lose any credentials.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+from sqlalchemy import Connection, select
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+
+from rollhook.records import deployments
+from rollhook.records import targets as target_records
+from rollhook.records.events import get_event
+from rollhook.records.schema import notifications, row_dict
+from rollhook.targets import Target
+from service import answers
+from service.api import BadRequest
+from service.runtime import Runtime
+
+DEFAULT_LIMIT = 20
+MAX_LIMIT = 200
+_INTERNAL = ("lease_token", "children")
+
+
+def public_url(url: str) -> str:
+    """A clone URL without user or password (a token may be written there)."""
+    parts = urlsplit(url)
+    if parts.username is None and parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urlunsplit(parts._replace(netloc=host))
+
+
+async def list_targets(rt: Runtime, request: Request) -> Response:
+    def read() -> list[dict[str, Any]]:
+        with rt.engine.connect() as conn:
+            states = target_records.all_states(conn)
+            return [_target(conn, t, states.get(t.name, {})) for t in rt.targets.values()]
+
+    return answers.reply(200, {"targets": await run_in_threadpool(read)})
+
+
+def _target(conn: Connection, target: Target, state: dict[str, Any]) -> dict[str, Any]:
+    lease = None
+    if state.get("lease_owner"):
+        lease = {"owner": state["lease_owner"], "expires_at": state.get("lease_expires_at")}
+    return {
+        "name": target.name,
+        "repo": public_url(target.repo),
+        "branch": target.branch,
+        "path": target.path,
+        "project": target.project,
+        "service": target.service,
+        "images": target.images,
+        "tags": target.tags,
+        "paused": bool(state.get("paused")),
+        "paused_reason": state.get("paused_reason"),
+        "paused_at": state.get("paused_at"),
+        "held": bool(state.get("held")),
+        "current_deployment": _brief(conn, state.get("current_deployment_id")),
+        "last_good_deployment": _brief(conn, state.get("last_good_deployment_id")),
+        "pins": state.get("pins") or {},
+        "lease": lease,
+    }
+
+
+def _brief(conn: Connection, deployment_id: str | None) -> dict[str, Any] | None:
+    if not deployment_id:
+        return None
+    record = deployments.get(conn, deployment_id)
+    if record is None:
+        return {"id": deployment_id}
+    keys = ("id", "status", "commit", "images", "started_at", "finished_at")
+    return {k: record.get(k) for k in keys}
+
+
+async def show_event(rt: Runtime, request: Request) -> Response:
+    event_id = request.path_params["event_id"]
+
+    def read() -> dict[str, Any] | None:
+        with rt.engine.connect() as conn:
+            event = get_event(conn, event_id)
+            if event is None:
+                return None
+            ids = [j["deployment_id"] for j in event["jobs"] if j.get("deployment_id")]
+            event["deployments"] = deployments.for_event(conn, ids)
+            return event
+
+    event = await run_in_threadpool(read)
+    if event is None:
+        return answers.not_found(f"no event {event_id!r}")
+    return answers.reply(200, event)
+
+
+async def list_deployments(rt: Runtime, request: Request) -> Response:
+    target = request.query_params.get("target") or None
+    if target is not None and target not in rt.targets:
+        return answers.not_found(f"unknown target {target!r}")
+    limit_text = request.query_params.get("limit", str(DEFAULT_LIMIT))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+        raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}")
+
+    def read() -> list[dict[str, Any]]:
+        with rt.engine.connect() as conn:
+            records = deployments.history(conn, target, int(limit_text))
+            return _with_notifications(conn, records)
+
+    return answers.reply(200, {"deployments": await run_in_threadpool(read)})
+
+
+async def show_deployment(rt: Runtime, request: Request) -> Response:
+    deployment_id = request.path_params["deployment_id"]
+
+    def read() -> dict[str, Any] | None:
+        with rt.engine.connect() as conn:
+            record = deployments.get(conn, deployment_id)
+            return None if record is None else _with_notifications(conn, [record])[0]
+
+    record = await run_in_threadpool(read)
+    if record is None:
+        return answers.not_found(f"no deployment {deployment_id!r}")
+    return answers.reply(200, record)
+
+
+def _with_notifications(conn: Connection, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    ids = [r["id"] for r in records]
+    by_deployment: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
+    if ids:
+        rows = conn.execute(
+            select(
+                notifications.c.deployment_id,
+                notifications.c.channel,
+                notifications.c.status,
+                notifications.c.attempts,
+                notifications.c.history,
+                notifications.c.created_at,
+                notifications.c.updated_at,
+            )
+            .where(notifications.c.deployment_id.in_(ids))
+            .order_by(notifications.c.created_at, notifications.c.channel)
+        )
+        for row in rows:
+            item = row_dict(row)
+            by_deployment[item.pop("deployment_id")].append(item)
+    return [
+        {k: v for k, v in r.items() if k not in _INTERNAL}
+        | {"notifications": by_deployment[r["id"]]}
+        for r in records
+    ]

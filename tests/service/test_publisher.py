@@ -1,0 +1,148 @@
+"""The outbox's fast path: committed jobs reach the broker, or wait in the outbox for it."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import Engine, select
+
+from rollhook.ids import new_id
+from rollhook.jobs import Job, Trigger
+from rollhook.records import db
+from rollhook.records.events import NewEvent, store_batch
+from rollhook.records.schema import jobs
+from service.publisher import Publisher
+from tests.service.support import wait_for
+
+
+class FakeBroker:
+    """Records what it took; refuses everything while down, like a stopped Redis."""
+
+    def __init__(self) -> None:
+        self.up = True
+        self.taken: list[str] = []
+        self.attempts = 0
+        self.lock = threading.Lock()
+
+    def publish(self, celery: Any, job_json: str) -> None:
+        with self.lock:
+            self.attempts += 1
+            if not self.up:
+                raise ConnectionRefusedError("broker down")
+            self.taken.append(Job.from_json(job_json).id)
+
+    def probe(self, celery: Any) -> None:
+        if not self.up:
+            raise ConnectionRefusedError("broker down")
+
+
+@pytest.fixture
+def engine(tmp_path: Path) -> Iterator[Engine]:
+    engine = db.make_engine(f"sqlite:///{tmp_path / 'records.sqlite'}")
+    db.migrate(engine, tmp_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def broker() -> FakeBroker:
+    return FakeBroker()
+
+
+def store(engine: Engine, n: int) -> list[Job]:
+    """n events with one job each, committed as the recorder would."""
+    now = datetime.now(UTC)
+    batch = []
+    for _ in range(n):
+        event_id = new_id("e")
+        trigger = Trigger(source="api", event_id=event_id)
+        job = Job(id=new_id("j"), target="a", trigger=trigger, received_at=now)
+        batch.append(NewEvent(event_id, "api", f"api:{event_id}", "deploy", {}, now, jobs=[job]))
+    with engine.begin() as conn:
+        store_batch(conn, batch)
+    return [job for item in batch for job in item.jobs]
+
+
+def dispatch_state(engine: Engine) -> dict[str, tuple[bool, int]]:
+    with engine.connect() as conn:
+        rows = conn.execute(select(jobs.c.id, jobs.c.dispatched_at, jobs.c.dispatch_attempts))
+        return {job_id: (at is not None, attempts) for job_id, at, attempts in rows}
+
+
+def publisher(engine: Engine, broker: FakeBroker, **options: Any) -> Publisher:
+    results: list[tuple[int, int]] = []
+    p = Publisher(
+        object(),
+        engine,
+        publish=broker.publish,
+        probe=broker.probe,
+        on_result=lambda s, f: results.append((s, f)),
+        **options,
+    )
+    p.start()
+    return p
+
+
+def test_committed_jobs_are_sent_and_marked(engine: Engine, broker: FakeBroker) -> None:
+    p = publisher(engine, broker)
+    sent = store(engine, 5)
+    p.submit(sent)
+    wait_for(lambda: all(done for done, _ in dispatch_state(engine).values()), what="dispatch")
+    p.stop()
+    assert sorted(broker.taken) == sorted(j.id for j in sent)
+    assert p.broker_state == "up"
+
+
+def test_the_outbox_is_drained_at_start(engine: Engine, broker: FakeBroker) -> None:
+    waiting = store(engine, 3)  # left by a web process that died before sending them
+    p = publisher(engine, broker)
+    p.drain_outbox()
+    wait_for(lambda: len(broker.taken) == 3, what="drain")
+    p.stop()
+    assert sorted(broker.taken) == sorted(j.id for j in waiting)
+    assert all(done for done, _ in dispatch_state(engine).values())
+
+
+def test_broker_down_leaves_jobs_in_the_outbox_then_sends_them(
+    engine: Engine, broker: FakeBroker
+) -> None:
+    broker.up = False
+    p = publisher(engine, broker, backoff=1.5)
+    first = store(engine, 4)
+    p.submit(first)
+    wait_for(lambda: p.broker_state == "down", what="the failure")
+    second = store(engine, 3)
+    p.submit(second)  # within the back-off: not even tried
+    state = dispatch_state(engine)
+    assert not any(done for done, _ in state.values())
+    assert sum(attempts for _, attempts in state.values()) >= 4  # the failure was noted
+    assert broker.attempts == 1  # one refusal is enough, the rest were not tried one by one
+    broker.up = True
+    # Nobody submits anything new: the publisher retries after its back-off by itself.
+    wait_for(lambda: all(done for done, _ in dispatch_state(engine).values()), what="recovery")
+    p.stop()
+    assert sorted(set(broker.taken)) == sorted(j.id for j in first + second)
+    assert p.broker_state == "up"
+
+
+def test_stop_sends_what_was_queued(engine: Engine, broker: FakeBroker) -> None:
+    p = publisher(engine, broker)
+    queued = store(engine, 20)
+    p.submit(queued)
+    p.stop()
+    assert sorted(broker.taken) == sorted(j.id for j in queued)
+
+
+def test_readiness_learns_the_broker_state_without_traffic(
+    engine: Engine, broker: FakeBroker
+) -> None:
+    broker.up = False
+    p = publisher(engine, broker)
+    p.drain_outbox()
+    wait_for(lambda: p.broker_state == "down", what="the probe")
+    p.stop()
