@@ -13,6 +13,8 @@ from typing import Any
 
 from celery import Celery
 from kombu import Queue
+from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 
 # Task names are the contract between publisher and worker; keep them stable.
 PROCESS_JOB = "rollhook.process_job"
@@ -25,6 +27,26 @@ HOUSEKEEPING = "rollhook.housekeeping"
 DEPLOY_QUEUE = "deploy"
 NOTIFY_QUEUE = "notify"
 HOUSEKEEPING_QUEUE = "housekeeping"
+
+
+EMBEDDED_SCHEME = "embedded+sqlite:///"
+
+
+class EmbeddedTransport(SQLAlchemyTransport):  # type: ignore[misc]
+    """kombu's SQLAlchemy transport, polling faster than its default second.
+
+    The poll interval cannot go in the transport options: this transport hands all of
+    them to ``create_engine``, which refuses unknown arguments.
+    """
+
+    polling_interval = 0.2
+
+
+TRANSPORT_ALIASES["embedded"] = f"{__name__}:EmbeddedTransport"
+
+
+def embedded_url(path: Path) -> str:
+    return f"{EMBEDDED_SCHEME}{path}"
 
 
 def prepare_embedded(path: Path) -> None:
@@ -46,12 +68,9 @@ def purge_consumed(path: Path) -> int:
 
 
 def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Celery:
-    if broker_url.startswith("sqla+sqlite:///"):
-        prepare_embedded(Path(broker_url.removeprefix("sqla+sqlite:///")))
-        transport_options: dict[str, Any] = {
-            "polling_interval": 0.2,
-            "connect_args": {"timeout": 30},
-        }
+    if broker_url.startswith(EMBEDDED_SCHEME):
+        prepare_embedded(Path(broker_url.removeprefix(EMBEDDED_SCHEME)))
+        transport_options: dict[str, Any] = {"connect_args": {"timeout": 30}}
     else:
         # Redis: a deployment task may run for longer than the default visibility
         # timeout; recovery comes from the records' leases, never from redelivery.

@@ -52,7 +52,7 @@ def restore_target(settings: Settings, name: str, backup_id: str) -> int:
         manual=True,
     )
     with ctx.records.begin() as conn:
-        events.store_events(
+        events.store_batch(
             conn,
             [
                 NewEvent(

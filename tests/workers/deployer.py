@@ -119,7 +119,7 @@ class Deployer:
             manual=manual,
         )
         with self.records.begin() as conn:
-            events.store_events(
+            events.store_batch(
                 conn, [NewEvent(event_id, source, f"test:{event_id}", "push", {}, now, jobs=[job])]
             )
             assert events.claim_job(conn, job.id)

@@ -1,0 +1,137 @@
+"""The records database on SQLite (the default) and PostgreSQL (by URL).
+
+The guarantees the rest of rollhook leans on: one event per delivery, one claim per job,
+one lease holder per target with a fencing token that locks out a lost holder, and a
+schema that migrates from nothing, twice, without harm.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from sqlalchemy import Engine, inspect
+
+from rollhook.ids import new_id
+from rollhook.jobs import Job, Trigger
+from rollhook.records import deployments, events
+from rollhook.records import targets as target_state
+from rollhook.records.db import make_engine, migrate
+from rollhook.records.events import NewEvent
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    if request.param == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database()
+    engine = make_engine(url)
+    migrate(engine, tmp_path)
+    migrate(engine, tmp_path)  # a second start finds nothing to do
+    with engine.begin() as conn:
+        target_state.ensure(conn, ["llm"])
+    yield engine
+    engine.dispose()
+
+
+def new_event(dedup_key: str, target: str = "llm") -> NewEvent:
+    event_id = new_id("e")
+    now = datetime.now(UTC)
+    job = Job(
+        id=new_id("j"),
+        target=target,
+        trigger=Trigger(source="github", event_id=event_id),
+        received_at=now,
+    )
+    return NewEvent(event_id, "github", dedup_key, "push", {"ref": "main"}, now, jobs=[job])
+
+
+def test_the_schema_has_every_table(records: Engine) -> None:
+    tables = set(inspect(records).get_table_names())
+    assert {"events", "jobs", "deployments", "targets", "notifications"} <= tables
+
+
+def test_the_same_delivery_is_one_event(records: Engine) -> None:
+    first, again, other = new_event("github:d1"), new_event("github:d1"), new_event("github:d2")
+    with records.begin() as conn:
+        stored = events.store_batch(conn, [first, again, other])
+    assert [s.duplicate for s in stored] == [False, True, False]
+    assert stored[1].event_id == first.id
+    with records.begin() as conn:
+        later = events.store_batch(conn, [new_event("github:d1")])
+    assert later[0].duplicate and later[0].event_id == first.id
+    with records.begin() as conn:
+        assert events.outbox_backlog(conn) == 2  # the duplicates queued nothing
+
+
+def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
+    item = new_event("github:claim")
+    with records.begin() as conn:
+        events.store_batch(conn, [item])
+    with records.begin() as conn:
+        assert [j.id for j in events.undispatched(conn, timedelta(0))] == [item.jobs[0].id]
+        assert events.claim_job(conn, item.jobs[0].id)
+        assert not events.claim_job(conn, item.jobs[0].id)
+        assert events.undispatched(conn, timedelta(0)) == []
+
+
+def test_purging_keeps_events_whose_work_is_not_done(records: Engine) -> None:
+    done, waiting = new_event("github:done"), new_event("github:waiting")
+    with records.begin() as conn:
+        events.store_batch(conn, [done, waiting])
+        events.claim_job(conn, done.jobs[0].id)
+    with records.begin() as conn:
+        assert events.purge_events(conn, timedelta(seconds=-1)) == 1
+        assert events.get_event(conn, done.id) is None
+        assert events.get_event(conn, waiting.id) is not None
+
+
+def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
+    with records.begin() as conn:
+        first = target_state.acquire_lease(conn, "llm", "worker-a", ttl=0.5)
+        assert first is not None
+        assert target_state.acquire_lease(conn, "llm", "worker-b", ttl=0.5) is None
+    time.sleep(0.7)
+    with records.begin() as conn:
+        assert target_state.expired_leases(conn) == ["llm"]
+        second = target_state.acquire_lease(conn, "llm", "worker-b", ttl=30)
+        assert second == first + 1
+        # The old holder is fenced out: it can neither renew nor record an outcome.
+        assert not target_state.renew_lease(conn, "llm", first, 30)
+        assert not target_state.record_outcome(conn, "llm", first, current="d-old")
+        assert target_state.record_outcome(conn, "llm", second, current="d-new")
+        target_state.release_lease(conn, "llm", first)  # a stale release changes nothing
+        assert target_state.get(conn, "llm")["lease_owner"] == "worker-b"
+
+
+def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
+    item = new_event("github:dep")
+    with records.begin() as conn:
+        events.store_batch(conn, [item])
+        deployment_id = deployments.create_queued(conn, item.jobs[0])
+        assert deployments.start(conn, deployment_id, 7, {"ref": None})
+        assert deployments.update_fenced(conn, deployment_id, 7, log="mine")
+        assert not deployments.update_fenced(conn, deployment_id, 6, log="stale writer")
+        assert deployments.finish(conn, deployment_id, 7, "succeeded", None)
+        assert not deployments.finish(conn, deployment_id, 7, "failed", "too late")
+        record = deployments.get(conn, deployment_id)
+    assert record is not None
+    assert (record["status"], record["log"], record["attempt"]) == ("succeeded", "mine", 1)
+    assert record["finished_at"].tzinfo is not None
+
+
+def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
+    items = [new_event(f"github:burst{n}") for n in range(3)]
+    with records.begin() as conn:
+        events.store_batch(conn, items)
+        ids = [deployments.create_queued(conn, item.jobs[0]) for item in items]
+        assert [d["id"] for d in deployments.queued(conn, "llm")] == ids
+        deployments.supersede(conn, ids[:2], ids[2])
+        assert [d["id"] for d in deployments.queued(conn, "llm")] == [ids[2]]
+        assert deployments.get(conn, ids[0])["superseded_by"] == ids[2]
+        history = deployments.history(conn, "llm", 10)
+    assert [d["id"] for d in history] == list(reversed(ids))
