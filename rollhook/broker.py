@@ -14,10 +14,13 @@ from typing import Any
 from celery import Celery
 from kombu import Queue
 from kombu.transport import TRANSPORT_ALIASES
+from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
+from sqlalchemy.exc import IntegrityError
 
 # Task names are the contract between publisher and worker; keep them stable.
 PROCESS_JOB = "rollhook.process_job"
+PROCESS_JOBS = "rollhook.process_jobs"
 RUN_TARGET = "rollhook.run_target"
 NOTIFY = "rollhook.notify"
 DISPATCH_OUTBOX = "rollhook.dispatch_outbox"
@@ -32,6 +35,20 @@ HOUSEKEEPING_QUEUE = "housekeeping"
 EMBEDDED_SCHEME = "embedded+sqlite:///"
 
 
+class EmbeddedChannel(SQLAlchemyChannel):  # type: ignore[misc]
+    def _get_or_create(self, queue: str) -> Any:
+        """kombu's version, safe when processes declare the same queue at once.
+
+        Its lock is per process: web, worker and beat starting together raced to
+        insert the same queue row and the loser died on the unique constraint.
+        """
+        try:
+            return super()._get_or_create(queue)
+        except IntegrityError:
+            self.session.rollback()
+            return super()._get_or_create(queue)
+
+
 class EmbeddedTransport(SQLAlchemyTransport):  # type: ignore[misc]
     """kombu's SQLAlchemy transport, polling faster than its default second.
 
@@ -39,6 +56,7 @@ class EmbeddedTransport(SQLAlchemyTransport):  # type: ignore[misc]
     them to ``create_engine``, which refuses unknown arguments.
     """
 
+    Channel = EmbeddedChannel
     polling_interval = 0.2
 
 
@@ -91,6 +109,7 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         task_queues=[Queue(DEPLOY_QUEUE), Queue(NOTIFY_QUEUE), Queue(HOUSEKEEPING_QUEUE)],
         task_routes={
             PROCESS_JOB: {"queue": DEPLOY_QUEUE},
+            PROCESS_JOBS: {"queue": DEPLOY_QUEUE},
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
             NOTIFY: {"queue": NOTIFY_QUEUE},
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},
@@ -104,9 +123,17 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
 
 def publish_job(app: Celery, job_json: str) -> None:
     """Hand one job to the broker; raises if the broker cannot take it right now."""
+    publish_jobs(app, [job_json])
+
+
+def publish_jobs(app: Celery, job_jsons: list[str]) -> None:
+    """Hand jobs to the broker in one message: a message costs far more than a job.
+
+    Raises if the broker cannot take them right now; they stay in the outbox.
+    """
     app.send_task(
-        PROCESS_JOB,
-        args=[job_json],
+        PROCESS_JOBS,
+        args=[job_jsons],
         retry=True,
         retry_policy={"max_retries": 1, "interval_start": 0, "interval_step": 0.5},
     )

@@ -64,10 +64,10 @@ class Stack:
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         argv = [sys.executable, "-m", "rollhook.cli", name]
-        log = open(self.logs / f"{name}.log", "ab")  # noqa: SIM115 - closed in stop()
-        proc = subprocess.Popen(
-            argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-        )
+        with open(self.logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
+            proc = subprocess.Popen(
+                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+            )
         self.procs[name] = proc
         return proc
 
@@ -144,6 +144,13 @@ class Stack:
         record: dict[str, Any] = self.api.get(f"/deployments/{deployment_id}").json()
         return record
 
+    def latest(self, deployment_id: str) -> dict[str, Any]:
+        """A deployment, or the one it was coalesced into (as an operator follows it)."""
+        record = self.deployment(deployment_id)
+        while record["status"] == "superseded" and record.get("superseded_by"):
+            record = self.deployment(record["superseded_by"])
+        return record
+
     def wait_for(self, predicate: Any, timeout: float, what: str) -> Any:
         deadline = time.monotonic() + timeout
         last = None
@@ -164,7 +171,7 @@ class Stack:
             ids = [j["deployment_id"] for j in jobs if j.get("deployment_id")]
             if not jobs or len(ids) != len(jobs):
                 return None
-            records = [self.deployment(i) for i in ids]
+            records = [self.latest(i) for i in ids]
             return records if all(r["status"] in final for r in records) else None
 
         result: list[dict[str, Any]] = self.wait_for(done, timeout, f"event {event_id}")

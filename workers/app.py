@@ -62,9 +62,18 @@ def _on_worker_start(**_: Any) -> None:
 
 @app.task(name=broker.PROCESS_JOB, ignore_result=True)
 def process_job(job_json: str) -> None:
-    target = take_job(ctx, job_json)
-    if target is not None:
-        run_target(ctx, target)
+    process_jobs([job_json])
+
+
+@app.task(name=broker.PROCESS_JOBS, ignore_result=True)
+def process_jobs(job_jsons: list[str]) -> None:
+    """Record each job as queued work; run its target here, or fan out to other workers."""
+    targets = sorted({t for t in (take_job(ctx, j) for j in job_jsons) if t is not None})
+    if len(targets) == 1:
+        run_target(ctx, targets[0])
+        return
+    for target in targets:
+        _send(broker.RUN_TARGET, [target])
 
 
 @app.task(name=broker.RUN_TARGET, ignore_result=True)

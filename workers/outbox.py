@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import select
 
-from rollhook.broker import PROCESS_JOB, RUN_TARGET
+from rollhook.broker import PROCESS_JOBS, RUN_TARGET
 from rollhook.records import events
 from rollhook.records.schema import deployments, targets, utcnow
 from workers.context import WorkerContext
@@ -26,20 +26,19 @@ GRACE = timedelta(seconds=2)  # the web process publishes by itself within this
 def dispatch_outbox(ctx: WorkerContext) -> int:
     with ctx.records.begin() as conn:
         waiting = events.undispatched(conn, GRACE)
-    sent: list[str] = []
+    if not waiting:
+        return 0
     try:
-        for job in waiting:
-            ctx.send(PROCESS_JOB, [job.to_json()])
-            sent.append(job.id)
+        ctx.send(PROCESS_JOBS, [[job.to_json() for job in waiting]])
     except Exception:  # noqa: BLE001 - kombu and redis raise many types; all mean "not now"
-        logger.warning("broker unavailable; %d job(s) stay in the outbox", len(waiting) - len(sent))
+        logger.warning("broker unavailable; %d job(s) stay in the outbox", len(waiting))
         with ctx.records.begin() as conn:
-            events.note_dispatch_failure(conn, [j.id for j in waiting if j.id not in sent])
+            events.note_dispatch_failure(conn, [j.id for j in waiting])
+        return 0
     with ctx.records.begin() as conn:
-        events.mark_dispatched(conn, sent)
-    if sent:
-        logger.info("outbox: dispatched %d job(s)", len(sent))
-    return len(sent)
+        events.mark_dispatched(conn, [j.id for j in waiting])
+    logger.info("outbox: dispatched %d job(s)", len(waiting))
+    return len(waiting)
 
 
 def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
