@@ -1,0 +1,1 @@
+"""Scripts that print figures (benchmarks), never pass/fail tests."""
