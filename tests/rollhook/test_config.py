@@ -1,0 +1,175 @@
+"""Configuration: the targets file, tag policies, image names, settings, check-config.
+
+A malformed config or a secret that is set but empty stops start-up with one line that
+names the setting; ``rollhook check-config`` explains each problem in one line.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from rollhook.images import ReferenceError, parse_reference
+from rollhook.settings import ConfigError, load_settings
+from rollhook.targets import TagPolicy, parse_duration, parse_targets, repo_key
+
+GOOD = {
+    "repo": "https://github.com/acme/llm-infra.git",
+    "path": "environments/prod/anything-llm",
+    "project": "anythingllm",
+    "service": "anything-llm",
+    "images": ["mintplexlabs/anythingllm"],
+    "tags": "semver:>=1.16,<2",
+    "health": {"url": "http://127.0.0.1:3001/api/ping", "timeout": "180s", "settle": "10s"},
+}
+
+
+def problems_of(**changes: object) -> list[str]:
+    body = {**GOOD, **changes}
+    body = {k: v for k, v in body.items() if v is not None}
+    return parse_targets(yaml.safe_dump({"targets": {"llm": body}}))[1]
+
+
+def test_the_documented_example_is_valid() -> None:
+    targets, problems = parse_targets(yaml.safe_dump({"targets": {"llm": GOOD}}))
+    assert problems == []
+    target = targets["llm"]
+    assert target.health.timeout == 180 and target.health.settle == 10
+    assert target.image_refs[0].name == "docker.io/mintplexlabs/anythingllm"
+
+
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({"repo": None}, "targets.llm.repo: required"),
+        ({"repo": "not a url"}, "targets.llm.repo: must be a git URL"),
+        ({"path": "../etc"}, "targets.llm.path: must be a path inside the repository"),
+        ({"project": "Has Spaces"}, "targets.llm.project: use lowercase letters"),
+        ({"images": ["mintplexlabs/anythingllm:1.16"]}, "list repositories without a tag"),
+        ({"tags": "semver:not-a-range"}, "targets.llm.tags: invalid semver range"),
+        ({"health": {"url": "ftp://x"}}, "targets.llm.health.url: must be an http"),
+        ({"health": {"timeout": "ten"}}, "targets.llm.health.timeout: not a duration"),
+        ({"health": {"timeout": "5s", "settle": "10s"}}, "settle must be shorter"),
+        ({"env_files": ["relative.env"]}, "must be an absolute host path"),
+        ({"strategy": "blue-green"}, "targets.llm.strategy:"),
+        ({"surprise": 1}, "targets.llm.surprise: unknown key"),
+    ],
+)
+def test_each_problem_is_one_line_naming_the_key(changes: dict[str, object], expected: str) -> None:
+    problems = problems_of(**changes)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+    assert "\n" not in problems[0]
+
+
+def test_broken_yaml_and_clashing_projects() -> None:
+    assert "not valid YAML (line 3)" in parse_targets("targets:\n  llm: [\n")[1][0]
+    assert parse_targets("- a list")[1] == ["config: expected a mapping with a 'targets:' mapping"]
+    doc = {"targets": {"a": GOOD, "b": GOOD}}
+    assert "'anythingllm' is also used by a" in parse_targets(yaml.safe_dump(doc))[1][0]
+
+
+@pytest.mark.parametrize(
+    ("policy", "tag", "allowed"),
+    [
+        ("exact:1.16.1", "1.16.1", True),
+        ("exact:1.16.1", "1.16.2", False),
+        ("glob:1.*", "1.16.2", True),
+        ("glob:1.*", "2.0.0", False),
+        ("1.16.*", "1.16.9", True),  # no prefix: a glob
+        ("semver:>=1.16,<2", "1.16.0", True),
+        ("semver:>=1.16,<2", "v1.17.3", True),
+        ("semver:>=1.16,<2", "2.0.0", False),
+        ("semver:>=1.16,<2", "1.17.0-rc1", False),  # no pre-releases
+        ("semver:>=1.16,<2", "latest", False),
+    ],
+)
+def test_tag_policies(policy: str, tag: str, allowed: bool) -> None:
+    assert TagPolicy(policy).allows(tag) is allowed
+
+
+@pytest.mark.parametrize(
+    ("text", "name", "tag"),
+    [
+        ("mintplexlabs/anythingllm", "docker.io/mintplexlabs/anythingllm", None),
+        (
+            "docker.io/mintplexlabs/anythingllm:1.16.1",
+            "docker.io/mintplexlabs/anythingllm",
+            "1.16.1",
+        ),
+        ("index.docker.io/library/ubuntu", "docker.io/library/ubuntu", None),
+        ("ubuntu:24.04", "docker.io/library/ubuntu", "24.04"),
+        ("ghcr.io/Mintplex-Labs/anything-llm".lower(), "ghcr.io/mintplex-labs/anything-llm", None),
+        ("127.0.0.1:5000/acme/app:2", "127.0.0.1:5000/acme/app", "2"),
+        ("localhost/app", "localhost/app", None),
+    ],
+)
+def test_image_names_are_normalised(text: str, name: str, tag: str | None) -> None:
+    ref = parse_reference(text)
+    assert (ref.name, ref.tag) == (name, tag)
+
+
+@pytest.mark.parametrize("text", ["", "UPPER/case", "repo:tag with space", "a@sha256:xyz"])
+def test_bad_image_references_are_refused(text: str) -> None:
+    with pytest.raises(ReferenceError):
+        parse_reference(text)
+
+
+def test_repository_urls_compare_across_forms() -> None:
+    assert repo_key("https://github.com/Acme/Infra.git") == "github.com/acme/infra"
+    assert repo_key("git@github.com:acme/infra.git") == "github.com/acme/infra"
+    assert repo_key("ssh://git@github.com/acme/infra") == "github.com/acme/infra"
+
+
+def test_durations() -> None:
+    assert parse_duration("500ms") == 0.5
+    assert parse_duration("3m") == 180
+    assert parse_duration(7) == 7
+    with pytest.raises(ValueError, match="not a duration"):
+        parse_duration("soon")
+
+
+def test_a_secret_set_but_empty_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLLHOOK_GITLAB_TOKEN", "  ")
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == "ROLLHOOK_GITLAB_TOKEN: is set but empty"
+
+
+def test_secrets_come_from_files_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "secret").write_text("one, two\n")
+    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "secret"))
+    assert load_settings().github_secrets() == [b"one", b"two"]
+    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline")
+    with pytest.raises(ConfigError, match="both set"):
+        load_settings()
+    monkeypatch.delenv("ROLLHOOK_GITHUB_SECRET")
+    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "missing"))
+    with pytest.raises(ConfigError, match="ROLLHOOK_GITHUB_SECRET_FILE: cannot read"):
+        load_settings()
+
+
+def run_check_config(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "rollhook.yml").write_text(config)
+    env = {"PATH": "/usr/bin:/bin", "ROLLHOOK_CONFIG": str(tmp_path / "rollhook.yml")}
+    return subprocess.run(
+        [sys.executable, "-m", "rollhook.cli", "check-config"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
+
+
+def test_check_config_explains_each_problem(tmp_path: Path) -> None:
+    bad = yaml.safe_dump({"targets": {"llm": {**GOOD, "tags": "semver:??", "surprise": 1}}})
+    result = run_check_config(tmp_path, bad)
+    assert result.returncode == 1
+    assert sorted(result.stdout.splitlines()) == [
+        "targets.llm.surprise: unknown key",
+        "targets.llm.tags: invalid semver range '??'",
+    ]
+    good = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD}}))
+    assert good.returncode == 0, good.stdout
+    assert good.stdout.splitlines()[-1].endswith("OK, 1 target(s): llm")
