@@ -24,7 +24,6 @@ PROCESS_JOBS = "rollhook.process_jobs"
 RUN_TARGET = "rollhook.run_target"
 NOTIFY = "rollhook.notify"
 DISPATCH_OUTBOX = "rollhook.dispatch_outbox"
-RECOVER = "rollhook.recover"
 HOUSEKEEPING = "rollhook.housekeeping"
 
 DEPLOY_QUEUE = "deploy"
@@ -113,7 +112,6 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
             NOTIFY: {"queue": NOTIFY_QUEUE},
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},
-            RECOVER: {"queue": HOUSEKEEPING_QUEUE},
             HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE},
         },
         **conf,
