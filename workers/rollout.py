@@ -324,6 +324,39 @@ class Rollout:
         again (compose is idempotent) and gated; if the dead worker was already rolling
         back, the rollback is done again.
         """
+        plan = self._recorded_plan()
+        self.journal.log(
+            f"recovery: resuming {self.record['id']} (attempt {self.record['attempt']})"
+        )
+        if self.journal.reached("rollback"):
+            return self.abandon("the worker died while rolling back")
+        spec = compose_spec(self.target, self.dirs, plan.commit, self.record["id"])
+        try:
+            return self._start_and_gate(spec)
+        except DeployError as exc:
+            self.outcome.reason = self.outcome.reason or str(exc)
+            return self.outcome
+
+    def abandon(self, why: str) -> Outcome:
+        """Stop trying the new version and leave the old one serving.
+
+        If the new version may have started, this is a rollback (data restored); if the
+        old one was only stopped, it is started again on its untouched data.
+        """
+        if self.journal.reached("start", "gate", "rollback"):
+            self._recorded_plan()
+            self._roll_back_after_start(InfrastructureError(why))
+            if self.outcome.status == "rolled_back":
+                self.outcome.reason = f"{why}; rolled back"
+            return self.outcome
+        if self.journal.reached("stop"):
+            self._bring_back_previous()
+        self.outcome.status = "failed"
+        self.outcome.reason = self.outcome.reason or why
+        return self.outcome
+
+    def _recorded_plan(self) -> Plan:
+        """The plan a dead worker made, as its record and files on disk hold it."""
         record = self.record
         plan = Plan(
             commit=record["commit"],
@@ -338,18 +371,7 @@ class Rollout:
         self.outcome.images = record["images"] or {}
         self.outcome.backup_id = record.get("backup_id")
         self.outcome.changed = True
-        self.journal.log(f"recovery: resuming {record['id']} (attempt {record['attempt']})")
-        if self.journal.reached("rollback"):
-            self._roll_back_after_start(InfrastructureError("the worker died while rolling back"))
-            if self.outcome.status == "rolled_back":
-                self.outcome.reason = "the worker died while rolling back; rollback completed"
-            return self.outcome
-        spec = compose_spec(self.target, self.dirs, plan.commit, record["id"])
-        try:
-            return self._start_and_gate(spec)
-        except DeployError as exc:
-            self.outcome.reason = self.outcome.reason or str(exc)
-            return self.outcome
+        return plan
 
     def _start_and_gate(self, spec: ComposeSpec) -> Outcome:
         journal, tools = self.journal, self.tools

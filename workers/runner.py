@@ -178,8 +178,8 @@ def _execute(
             if not resume:
                 journal.update(previous_deployment_id=previous.deployment_id)
             if resume and record["attempt"] > MAX_ATTEMPTS:
-                raise DeployError(f"gave up after {MAX_ATTEMPTS} worker deaths")
-            if resume and journal.reached("start", "gate", "rollback"):
+                outcome = rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
+            elif resume and journal.reached("start", "gate", "rollback"):
                 outcome = rollout.resume()
             elif record["kind"] == "rollback":
                 to, restore_from = _rollback_source(ctx, target, record, state, tools)

@@ -16,7 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from sqlalchemy import update
 
+from rollhook.records.schema import deployments
 from tests.workers.deployer import Deployer
 from workers.runner import run_target
 
@@ -93,3 +95,21 @@ def test_a_killed_worker_is_recovered_and_the_app_serves(deployer: Deployer, ste
     assert deployer.app_version() in {"1.0.0", "2.0.0-slow"}
     assert "recovery" in record["log"] or record["status"] == "succeeded"
     assert deployer.state()["lease_owner"] is None
+
+
+def test_after_too_many_worker_deaths_the_old_version_serves(deployer: Deployer) -> None:
+    deployer.commit("1.0.0")
+    assert deployer.deploy()["status"] == "succeeded"
+    deployer.commit("2.0.0-slow")
+    deployment_id = deployer.queue()
+    _kill_at(deployer, deployment_id, "gate")
+    with deployer.records.begin() as conn:  # as if it had died twice before
+        conn.execute(update(deployments).where(deployments.c.id == deployment_id).values(attempt=3))
+    time.sleep(LEASE + 0.5)
+    run_target(deployer.ctx, deployer.name)
+
+    record = deployer.record(deployment_id)
+    assert record["status"] == "rolled_back", record["log"]
+    assert "gave up after 3 worker deaths" in record["reason"]
+    assert deployer.app_version() == "1.0.0"
+    assert deployer.schema() == 1  # the new version's migration was undone
