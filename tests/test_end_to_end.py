@@ -33,8 +33,11 @@ FINAL = {"succeeded", "failed", "rolled_back", "no_op", "superseded"}
 class Infra:
     """The infra repo and the target that follows it."""
 
-    def __init__(self, repo: Any, standin: Any, image_host: str) -> None:
+    def __init__(
+        self, repo: Any, standin: Any, image_host: str, repository: str = "acme/anythingllm"
+    ) -> None:
         self.repo, self.standin, self.image_host = repo, standin, image_host
+        self.repository = repository
         self.port = free_port()
         self.project = f"e2e{uuid.uuid4().hex[:8]}"
         self.head = ""
@@ -46,7 +49,7 @@ class Infra:
             "path": INFRA_PATH,
             "project": self.project,
             "service": SERVICE,
-            "images": [f"{self.image_host}/acme/anythingllm"],
+            "images": [f"{self.image_host}/{self.repository}"],
             "health": {
                 "url": f"http://127.0.0.1:{self.port}/api/ping",
                 "timeout": "30s",
@@ -60,7 +63,8 @@ class Infra:
 
     def commit(self, tag: str, message: str = "deploy", **files: str | None) -> dict[str, Any]:
         """Commit and return the push payload GitHub would send for it."""
-        content = infra_files(self.standin.ref(tag, registry_host=self.image_host), self.port)
+        image = self.standin.ref(tag, self.repository, registry_host=self.image_host)
+        content = infra_files(image, self.port)
         content.update(files)
         before = self.head or "0" * 40  # the first commit creates the branch
         self.head = self.repo.commit(content, message=message)
@@ -231,9 +235,11 @@ def test_a_registry_push_deploys_its_digest_and_the_pin_holds(
     token = SECRETS["ROLLHOOK_REGISTRY_TOKEN"]
     stack = Stack(tmp_path, "", {"DOCKER_HOST": docker_host})
     with registry.notifying(f"{stack.url}/hooks/registry", token) as host:
-        infra = Infra(git_server.create_repo("infra"), standin, host)
+        # Its own repository: pushing tags others use would change their digests.
+        repository = f"acme/e2e-{uuid.uuid4().hex[:6]}"
+        infra = Infra(git_server.create_repo("infra"), standin, host, repository)
         try:
-            standin.build("1.0.0", 1, registry_host=host)
+            standin.build("1.0.0", 1, repository=repository, registry_host=host)
             infra.commit("1.0.0")
             (tmp_path / "rollhook.yml").write_text(infra.config())
             for name in ("web", "worker", "beat"):
@@ -242,7 +248,7 @@ def test_a_registry_push_deploys_its_digest_and_the_pin_holds(
             [first] = stack.wait_final(queued_id(stack.github_push(infra.commit("1.0.0"), "g1")))
             assert first["status"] == "succeeded", first["log"]
 
-            pushed = standin.build("1.1.0", 1, registry_host=host)  # a real docker push
+            pushed = standin.build("1.1.0", 1, repository=repository, registry_host=host)
             digest = standin.digests[pushed]
 
             def pinned() -> dict[str, Any] | None:
