@@ -31,6 +31,8 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
             "--port",
             str(port),
             "--no-server-header",
+            # Whose X-Forwarded-For to believe is ROLLHOOK_TRUSTED_PROXIES' call alone.
+            "--no-proxy-headers",
         ]
     if command == "worker":
         return [
