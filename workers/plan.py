@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from packaging.version import InvalidVersion, Version
+
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.targets import Target
 from workers.compose import config_hash
@@ -52,16 +54,29 @@ def _image_of(config: dict[str, Any], service: str) -> str:
     return str(image)
 
 
+def _older(tag: str | None, than: str | None) -> bool:
+    """Whether a pushed tag is an older version than the one in place (both semver)."""
+    try:
+        return Version((tag or "").removeprefix("v")) < Version((than or "").removeprefix("v"))
+    except InvalidVersion:
+        return False
+
+
 def effective_pins(
     config: dict[str, Any],
     persisted: dict[str, dict[str, Any]],
     hints: list[dict[str, Any]],
     deployment_id: str,
+    *,
+    semver: bool = False,
 ) -> tuple[dict[str, dict[str, Any]], list[str]]:
     """The pins this deployment runs with, and notes on pins dropped or unmatched.
 
     A persisted pin holds while the service's image line in Git is the one it was pinned
     against; when a newer commit changes that line, Git moved on and the pin is dropped.
+    Under a semver tag policy an automatic push of an older version than the one in
+    place is not followed (a late or replayed notification must not downgrade); a
+    person may still ask for it.
     """
     notes: list[str] = []
     pins: dict[str, dict[str, Any]] = {}
@@ -83,11 +98,17 @@ def effective_pins(
                 continue
             if ref.name == repository:
                 matched = True
+                current = pins[service]["ref"].rpartition(":")[2] if service in pins else ref.tag
+                if semver and not hint.get("manual") and _older(tag, current):
+                    notes.append(f"{repository}:{tag} is older than {current}; not followed")
+                    continue
                 pins[service] = {
                     "image_line": line,
                     "ref": f"{repository}:{tag or ref.tag or 'latest'}",
                     "deployment": deployment_id,
                 }
+                if hint.get("manual") and hint.get("digest"):
+                    pins[service]["digest"] = hint["digest"]  # a person named the digest
         if not matched:
             notes.append(f"image {repository} is not used by any service; the push is ignored")
     return pins, notes
@@ -123,7 +144,9 @@ def make_plan(
         raise OperatorError(
             f"the compose file has no service {target.service!r} (targets.{target.name}.service)"
         )
-    pins, notes = effective_pins(config, persisted_pins, hints, deployment_id)
+    pins, notes = effective_pins(
+        config, persisted_pins, hints, deployment_id, semver=target.tag_policy.kind == "semver"
+    )
     images: dict[str, str] = {}
     for service in sorted(config["services"]):
         line = _image_of(config, service)

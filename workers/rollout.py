@@ -94,7 +94,10 @@ class Rollout:
 
     def deploy(self) -> Outcome:
         requested = self.record["requested"]
-        commit = self._sync(requested.get("ref"))
+        # A webhook's commit is a hint: an automatic deployment always takes the branch
+        # head as fetched now, so a late or replayed delivery can never go back in
+        # history. Only a person (the API, the CLI) picks an older commit on purpose.
+        commit = self._sync(requested.get("ref") if requested.get("manual") else None)
         if commit is None:
             return self.outcome
         plan = self._plan(commit, requested.get("images") or [], self.state.get("pins") or {})

@@ -106,7 +106,8 @@ def _coalesce(
         for record in queued:
             image = record["requested"].get("image")
             if record["kind"] == "deploy" and image:
-                hints[image["repository"]] = image
+                # A person's digest is an instruction; a registry's is only a hint.
+                hints[image["repository"]] = {**image, "manual": record["requested"]["manual"]}
     requested = {
         **newest["requested"],
         "images": list(hints.values()),

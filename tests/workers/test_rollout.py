@@ -214,3 +214,14 @@ def test_a_ref_outside_the_tracked_branch_is_refused(deployer: Deployer) -> None
     assert "not in the history of main" in record["reason"]
     with deployer.records.begin() as conn:
         assert deployments.get(conn, record["id"])["finished_at"] is not None
+
+
+def test_a_late_webhook_naming_an_old_commit_never_goes_back(deployer: Deployer) -> None:
+    old = deployer.commit("1.0.0")
+    assert deployer.deploy()["status"] == "succeeded"
+    deployer.commit("2.0.0")
+    assert deployer.deploy()["status"] == "succeeded"
+    replayed = deployer.deploy(ref=old)  # an automatic event whose payload says `old`
+    assert replayed["status"] == "no_op"
+    assert replayed["commit"] == deployer.repo.head()
+    assert deployer.app_version() == "2.0.0"
