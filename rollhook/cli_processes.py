@@ -10,6 +10,7 @@ import sys
 import threading
 from typing import IO
 
+from rollhook.datadir import prepare_data_dir
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings, load_settings
 from rollhook.targets import load_targets
@@ -56,7 +57,7 @@ def _prepare() -> Settings:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
     load_targets(settings.config)
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    prepare_data_dir(settings.data_dir)
     engine = make_engine(settings.records_url())
     try:
         migrate(engine, settings.data_dir)

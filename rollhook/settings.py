@@ -77,6 +77,7 @@ class Settings(BaseSettings):
 
     git_token: SecretStr | None = None
     git_ssh_key: SecretStr | None = None
+    git_known_hosts: Path | None = None  # pinned SSH host keys; else trust on first use
 
     github_token: SecretStr | None = None
     github_api_url: str = "https://api.github.com"
@@ -104,7 +105,7 @@ class Settings(BaseSettings):
     @field_validator(*SECRET_NAMES)
     @classmethod
     def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
-        if value is not None and not value.get_secret_value().strip():
+        if value is not None and not value.get_secret_value().strip(" ,\n\t"):
             raise ValueError("is set but empty")
         return value
 

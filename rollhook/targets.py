@@ -30,6 +30,7 @@ from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.settings import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+_BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 
@@ -158,11 +159,28 @@ class Target(BaseModel):
     @field_validator("repo")
     @classmethod
     def _repo_url(cls, value: str) -> str:
+        if urlsplit(value).password is not None:
+            # It would show in git's command line, readable by every local user.
+            raise ValueError("put credentials in ROLLHOOK_GIT_TOKEN, not in the URL")
         scheme = urlsplit(value).scheme
         if scheme not in {"https", "http", "ssh", "git", "file"} and not re.match(
             r"^[\w.-]+@[\w.-]+:", value
         ):
             raise ValueError("must be a git URL (https://, ssh://, git@host:path or file://)")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str) -> str:
+        if not _BRANCH.match(value) or ".." in value or value.endswith((".lock", "/")):
+            raise ValueError("not a valid branch name")
+        return value
+
+    @field_validator("compose_file")
+    @classmethod
+    def _compose_file(cls, value: str) -> str:
+        if PurePosixPath(value).name != value or value in {".", ".."}:
+            raise ValueError("a file name in the target's folder, without a path")
         return value
 
     @field_validator("path")

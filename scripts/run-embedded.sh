@@ -10,7 +10,7 @@ port=${PORT:-8000}
 secrets_dir=$ROLLHOOK_DATA_DIR/secrets
 names=(github_secret gitlab_token registry_token dockerhub_token harbor_token api_token metrics_token)
 
-mkdir -p "$secrets_dir"
+mkdir -p -m 700 "$ROLLHOOK_DATA_DIR" "$secrets_dir"  # holds the app's data and backups too
 chmod 700 "$secrets_dir"
 fresh=0
 for name in "${names[@]}"; do

@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from rollhook.datadir import prepare_data_dir
 from rollhook.records import targets as target_state
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings
@@ -29,6 +30,7 @@ class WorkerContext:
     send: Callable[[str, list[Any]], None]  # publish a task by name
     git_token: str | None = None
     git_ssh_key: str | None = None
+    git_known_hosts: Path | None = None
     compose_argv: list[str] = field(default_factory=list)
     notifiers: Any = None
     broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
@@ -42,6 +44,7 @@ class WorkerContext:
 
 def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) -> WorkerContext:
     """Read everything a worker needs from the settings, once; migrate the records."""
+    prepare_data_dir(settings.data_dir)
     records = make_engine(settings.records_url())
     migrate(records, settings.data_dir)
     targets = load_targets(settings.config)
@@ -56,6 +59,7 @@ def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) ->
         send=send,
         git_token=settings.git_token.get_secret_value() if settings.git_token else None,
         git_ssh_key=settings.git_ssh_key.get_secret_value() if settings.git_ssh_key else None,
+        git_known_hosts=settings.git_known_hosts,
         compose_argv=find_compose(),
         notifiers=build_notifiers(settings),
         broker_file=(settings.data_dir / "broker.sqlite").resolve()

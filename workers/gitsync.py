@@ -55,6 +55,9 @@ def scrub(text: str, secrets: list[str]) -> str:
     return _USERINFO.sub("***@", text)
 
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
+
+
 class GitRepo:
     def __init__(
         self,
@@ -63,11 +66,12 @@ class GitRepo:
         *,
         token: str | None = None,
         ssh_key: str | None = None,
+        known_hosts: Path | None = None,
         timeout: float = 120.0,
         on_spawn: Callable[[procs.ProcessGroup], None] | None = None,
     ) -> None:
         self.url, self.mirror_dir, self.timeout, self.on_spawn = url, mirror_dir, timeout, on_spawn
-        self._token, self._ssh_key = token, ssh_key
+        self._token, self._ssh_key, self._known_hosts = token, ssh_key, known_hosts
         self._secrets = [token or "", ssh_key or ""]
         if token:
             # "user:token" for servers that want a real user name; GitHub/Gitea take any.
@@ -80,6 +84,12 @@ class GitRepo:
 
     def fetch(self, branch: str) -> str:
         """Bring the mirror's copy of ``branch`` to the remote's (force-pushes included)."""
+        parts = urlsplit(self.url)
+        if self._token and parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            raise OperatorError(
+                f"refusing to send ROLLHOOK_GIT_TOKEN over plain http to {parts.hostname}; "
+                "use https"
+            )
         if not (self.mirror_dir / "HEAD").exists():
             self.mirror_dir.mkdir(parents=True, exist_ok=True)
             self._git("init", "--bare", "--quiet", ".")
@@ -183,11 +193,17 @@ class GitRepo:
         env = procs.child_env(GIT_TERMINAL_PROMPT="0")
         parts = urlsplit(self.url)
         if remote and self._token and parts.scheme in {"http", "https"}:
-            # Config from the environment only (never argv, never the mirror's config), and
-            # scoped to the repository's origin so that a redirect elsewhere never carries it.
+            # Config from the environment only (never argv, never the mirror's config),
+            # scoped to the repository's origin. Redirects are not followed at all: git
+            # sends an extraHeader on to wherever a redirect points.
             origin = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-            env.update(GIT_CONFIG_COUNT="1", GIT_CONFIG_KEY_0=f"http.{origin}/.extraHeader")
-            env["GIT_CONFIG_VALUE_0"] = self._header
+            env.update(
+                GIT_CONFIG_COUNT="2",
+                GIT_CONFIG_KEY_0=f"http.{origin}/.extraHeader",
+                GIT_CONFIG_VALUE_0=self._header,
+                GIT_CONFIG_KEY_1="http.followRedirects",
+                GIT_CONFIG_VALUE_1="false",
+            )
         if not (remote and self._ssh_key):
             yield env
             return
@@ -197,12 +213,16 @@ class GitRepo:
             fd = os.open(key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
             with os.fdopen(fd, "w") as handle:
                 handle.write(self._ssh_key.strip() + "\n")  # ssh rejects a key without it
-            # Trust on first use, remembered per mirror: a changed host key is then refused.
-            known = self.mirror_dir / "known_hosts"
+            # With ROLLHOOK_GIT_KNOWN_HOSTS only its keys are trusted; without it, trust on
+            # first use, remembered per mirror (a changed host key is then refused).
+            if self._known_hosts is not None:
+                known, checking = self._known_hosts, "yes"
+            else:
+                known, checking = self.mirror_dir / "known_hosts", "accept-new"
             options = [
                 "IdentitiesOnly=yes",
                 "BatchMode=yes",
-                "StrictHostKeyChecking=accept-new",
+                f"StrictHostKeyChecking={checking}",
                 f"UserKnownHostsFile={known}",
                 "ConnectTimeout=30",
             ]

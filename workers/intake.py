@@ -17,10 +17,15 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
     The broker delivers at least once and the outbox may publish a job twice; the
     claim in the records makes the second delivery a no-op.
     """
-    job = Job.from_json(job_json)
+    job_id = Job.from_json(job_json).id
     with ctx.records.begin() as conn:
-        if not events.claim_job(conn, job.id):
-            logger.info("job %s already taken; duplicate delivery ignored", job.id)
+        if not events.claim_job(conn, job_id):
+            logger.info("job %s already taken; duplicate delivery ignored", job_id)
+            return None
+        # The stored job, not the message: whoever can write to the broker must not be
+        # able to change a target, an action or a rollback point.
+        job = events.load_job(conn, job_id)
+        if job is None:  # claimed, so it exists; a purge in between is the only way
             return None
         deployment_id = deployments.create_queued(conn, job)
         events.link_deployment(conn, job.id, deployment_id)

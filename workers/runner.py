@@ -153,6 +153,7 @@ def _execute(
                 dirs.mirror,
                 token=ctx.git_token,
                 ssh_key=ctx.git_ssh_key,
+                known_hosts=ctx.git_known_hosts,
                 on_spawn=lambda group: journal.add_child(group, "git"),
             ),
             compose=Compose(

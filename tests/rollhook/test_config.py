@@ -57,6 +57,10 @@ def test_the_documented_example_is_valid() -> None:
         ({"env_files": ["relative.env"]}, "must be an absolute host path"),
         ({"strategy": "blue-green"}, "targets.llm.strategy:"),
         ({"surprise": 1}, "targets.llm.surprise: unknown key"),
+        ({"repo": "https://bot:hunter2@github.com/acme/x.git"}, "not in the URL"),
+        ({"branch": "main..evil"}, "targets.llm.branch: not a valid branch name"),
+        ({"branch": "-upload-pack"}, "targets.llm.branch: not a valid branch name"),
+        ({"compose_file": "../../etc/compose.yml"}, "targets.llm.compose_file: a file name"),
     ],
 )
 def test_each_problem_is_one_line_naming_the_key(changes: dict[str, object], expected: str) -> None:
@@ -133,11 +137,17 @@ def test_durations() -> None:
         parse_duration("soon")
 
 
-def test_a_secret_set_but_empty_stops_start_up(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("ROLLHOOK_GITLAB_TOKEN", "  ")
+@pytest.mark.parametrize(
+    ("name", "value"), [("ROLLHOOK_GITLAB_TOKEN", "  "), ("ROLLHOOK_GITHUB_SECRET", " , ")]
+)
+def test_a_secret_set_but_empty_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    # An empty secret would fail closed forever (or, worse, open): stop and say which.
+    monkeypatch.setenv(name, value)
     with pytest.raises(ConfigError) as caught:
         load_settings()
-    assert str(caught.value) == "ROLLHOOK_GITLAB_TOKEN: is set but empty"
+    assert str(caught.value) == f"{name}: is set but empty"
 
 
 def test_secrets_come_from_files_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:

@@ -7,11 +7,14 @@ import os
 import subprocess
 import uuid
 from datetime import datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from threading import Thread
 from typing import Any
 
 import pytest
 
+from tests.harness import Listener
 from workers.errors import OperatorError
 from workers.gitsync import GitRepo, scrub
 from workers.procs import ProcessGroup
@@ -168,8 +171,58 @@ def test_ssh_key_is_a_private_file_for_one_command(
     assert len(mirror.fetch("main")) == 40
     calls = record.read_text()
     assert "IdentitiesOnly=yes" in calls
+    assert "StrictHostKeyChecking=accept-new" in calls  # trust on first use by default
     assert "\n600\n" in calls
     assert key + "\n" in calls  # written with the trailing newline ssh insists on
     words = calls.split()
     key_path = words[words.index("-i") + 1]
     assert not Path(key_path).exists()
+
+
+def test_pinned_known_hosts_are_enforced(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    bindir = tmp_path / "bin"
+    bindir.mkdir()
+    record = tmp_path / "ssh-calls"
+    (bindir / "ssh").write_text(f'#!/bin/sh\necho "$@" >> {record}\nexit 255\n')
+    (bindir / "ssh").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bindir}:{os.environ['PATH']}")
+    pinned = tmp_path / "known_hosts"
+    pinned.write_text("git.invalid ssh-ed25519 AAAA\n")
+    mirror = _mirror(tmp_path, "ssh://git@git.invalid/x.git", ssh_key="k", known_hosts=pinned)
+    with pytest.raises(Exception):  # noqa: B017 - the stand-in ssh always fails
+        mirror.fetch("main")
+    calls = record.read_text()
+    assert "StrictHostKeyChecking=yes" in calls
+    assert f"UserKnownHostsFile={pinned}" in calls
+
+
+def test_a_token_is_never_sent_over_plain_http_to_another_host(tmp_path: Path) -> None:
+    mirror = _mirror(tmp_path, "http://git.example.test/acme/infra.git", token="t0ken")
+    with pytest.raises(OperatorError, match="plain http"):
+        mirror.fetch("main")
+
+
+def test_a_redirect_never_carries_the_token(tmp_path: Path) -> None:
+    """git sends an extraHeader on to wherever a redirect points: redirects are refused."""
+    with Listener() as elsewhere:
+
+        class Redirect(BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                self.send_response(302)
+                self.send_header("Location", elsewhere.url + self.path)
+                self.end_headers()
+
+            def log_message(self, *args: object) -> None:
+                pass
+
+        server = ThreadingHTTPServer(("127.0.0.1", 0), Redirect)
+        Thread(target=server.serve_forever, daemon=True).start()
+        try:
+            url = f"http://127.0.0.1:{server.server_address[1]}/acme/infra.git"
+            mirror = _mirror(tmp_path, url, token="s3cr3t-t0ken")
+            with pytest.raises(Exception):  # noqa: B017 - the fetch must simply fail
+                mirror.fetch("main")
+        finally:
+            server.shutdown()
+            server.server_close()
+        assert elsewhere.received == []
