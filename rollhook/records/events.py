@@ -154,6 +154,11 @@ def claim_job(conn: Connection, job_id: str) -> bool:
     return bool(claimed)
 
 
+def load_job(conn: Connection, job_id: str) -> Job | None:
+    payload = conn.execute(select(jobs.c.payload).where(jobs.c.id == job_id)).scalar()
+    return None if payload is None else Job.from_json(payload)
+
+
 def link_deployment(conn: Connection, job_id: str, deployment_id: str) -> None:
     conn.execute(update(jobs).where(jobs.c.id == job_id).values(deployment_id=deployment_id))
 
