@@ -23,6 +23,7 @@ from workers.backup import BackupStore
 from workers.context import WorkerContext
 from workers.engine import Engine
 from workers.layout import TargetDirs
+from workers.lease import Heartbeat, host_lock
 
 logger = logging.getLogger("rollhook.housekeeping")
 
@@ -46,48 +47,61 @@ def run(ctx: WorkerContext) -> None:
 
 
 def tidy_target(ctx: WorkerContext, target: Target) -> None:
+    """Prune one target, holding it like a deployment would (lease, heartbeat, host lock)."""
     with ctx.records.begin() as conn:
-        token = target_state.acquire_lease(conn, target.name, f"{ctx.owner}/tidy", 300)
+        token = target_state.acquire_lease(
+            conn, target.name, f"{ctx.owner}/tidy", ctx.lease_seconds, only_free=True
+        )
     if token is None:
-        return  # a deployment runs; tidy next time
+        return  # a deployment runs, or a dead worker's awaits recovery: tidy next time
     try:
-        _tidy(ctx, target)
+        dirs = TargetDirs(ctx.data_dir, target.name)
+        with (
+            host_lock(dirs.lock, timeout=0) as locked,
+            Heartbeat(ctx.records, target.name, token, ctx.lease_seconds) as beat,
+        ):
+            if locked:
+                _tidy(ctx, target, beat)
     finally:
         with ctx.records.begin() as conn:
             target_state.release_lease(conn, target.name, token)
 
 
-def _needed(
-    ctx: WorkerContext, target: Target
-) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
-    """(records a rollback may need, every record scanned)."""
+def _needed(ctx: WorkerContext, target: Target) -> list[dict[str, Any]]:
+    """Records a rollback may need: the current and last good deployment, the last
+    ``backup.keep`` good ones, and whatever is queued or running."""
     with ctx.records.begin() as conn:
-        history = deployments.history(conn, target.name, HISTORY_SCAN)
         state = target_state.get(conn, target.name) or {}
-    good = [r for r in history if r["status"] == "succeeded"][: target.backup.keep]
-    current = state.get("current_deployment_id")
-    keep = {r["id"]: r for r in good}
-    for record in history:
-        if record["id"] == current or record["status"] in {"queued", "running"}:
+        keep = {
+            r["id"]: r for r in deployments.last_succeeded(conn, target.name, target.backup.keep)
+        }
+        for key in ("current_deployment_id", "last_good_deployment_id"):
+            if state.get(key) and state[key] not in keep:
+                record = deployments.get(conn, state[key])
+                if record is not None:
+                    keep[record["id"]] = record
+        for record in deployments.queued(conn, target.name) + deployments.running(
+            conn, target.name
+        ):
             keep[record["id"]] = record
-    return list(keep.values()), history
+    return list(keep.values())
 
 
-def _tidy(ctx: WorkerContext, target: Target) -> None:
+def _tidy(ctx: WorkerContext, target: Target, beat: Heartbeat) -> None:
     dirs = TargetDirs(ctx.data_dir, target.name)
-    needed, history = _needed(ctx, target)
+    needed = _needed(ctx, target)
     needed_ids = {r["id"] for r in needed}
-    # The data as a needed deployment left it sits in the backup of its successor.
-    protect = {
-        r["backup_id"]
-        for r in history
-        if r.get("backup_id")
-        and (r.get("previous_deployment_id") in needed_ids or r["status"] in {"queued", "running"})
-    }
+    with ctx.records.begin() as conn:
+        # The data as a needed deployment left it sits in the backup of its successor.
+        protect = deployments.backups_taken_after(conn, target.name, needed_ids)
+        protect |= {r["backup_id"] for r in needed if r.get("backup_id")}
+        history = deployments.history(conn, target.name, HISTORY_SCAN)
     if dirs.backups.exists():
         removed = BackupStore(dirs.backups).prune(target.backup.keep, protect)
         if removed:
             logger.info("%s: pruned backups %s", target.name, ", ".join(removed))
+    if beat.cancelled():
+        return
     commits = {r["commit"] for r in needed if r.get("commit")}
     _remove_unlisted(dirs.root / "releases", commits)
     _remove_unlisted(dirs.root / "deployments", needed_ids)

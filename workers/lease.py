@@ -18,6 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
 
 from rollhook.records import targets as target_state
 
@@ -40,13 +41,22 @@ class Heartbeat:
         self._thread.join(timeout=self.ttl)
 
     def _run(self) -> None:
+        renewed_at = time.monotonic()
         while not self._stop.wait(self.ttl / 3):
             try:
                 with self.records.begin() as conn:
                     renewed = target_state.renew_lease(conn, self.target, self.token, self.ttl)
-            except Exception:  # a database hiccup; the next beat tries again
-                logger.warning("lease renewal for %s failed; retrying", self.target, exc_info=True)
-                continue
+            except SQLAlchemyError:  # a database hiccup; the next beat tries again...
+                if time.monotonic() - renewed_at < self.ttl:
+                    logger.warning("lease renewal for %s failed; retrying", self.target)
+                    continue
+                # ...but past a whole lease period another worker may have taken over.
+                logger.exception(
+                    "lease on %s not renewed for %.0fs; stopping", self.target, self.ttl
+                )
+                self.lost.set()
+                return
+            renewed_at = time.monotonic()
             if not renewed:
                 logger.error("lease on %s lost (token %s)", self.target, self.token)
                 self.lost.set()

@@ -17,28 +17,39 @@ from rollhook.broker import PROCESS_JOBS, RUN_TARGET
 from rollhook.records import events
 from rollhook.records.schema import deployments, targets, utcnow
 from workers.context import WorkerContext
+from workers.runner import has_work
 
 logger = logging.getLogger("rollhook.outbox")
 
 GRACE = timedelta(seconds=2)  # the web process publishes by itself within this
+UNCLAIMED = timedelta(seconds=60)  # a worker claims a job within this unless all are busy
 
 
 def dispatch_outbox(ctx: WorkerContext) -> int:
+    """Publish jobs the broker never took, and re-publish those nobody claimed."""
     with ctx.records.begin() as conn:
         waiting = events.undispatched(conn, GRACE)
-    if not waiting:
-        return 0
-    try:
-        ctx.send(PROCESS_JOBS, [[job.to_json() for job in waiting]])
-    except Exception:  # noqa: BLE001 - kombu and redis raise many types; all mean "not now"
-        logger.warning("broker unavailable; %d job(s) stay in the outbox", len(waiting))
+        lost = events.unclaimed(conn, UNCLAIMED)
+    sent = 0
+    for batch, mark in ((waiting, events.mark_dispatched), (lost, events.mark_redispatched)):
+        if not batch:
+            continue
+        ids = [job.id for job in batch]
+        try:
+            ctx.send(PROCESS_JOBS, [[job.to_json() for job in batch]])
+        except Exception:  # noqa: BLE001 - kombu and redis raise many types; all mean "not now"
+            logger.warning("broker unavailable; %d job(s) stay in the outbox", len(batch))
+            with ctx.records.begin() as conn:
+                events.note_dispatch_failure(conn, ids)
+            return sent
         with ctx.records.begin() as conn:
-            events.note_dispatch_failure(conn, [j.id for j in waiting])
-        return 0
-    with ctx.records.begin() as conn:
-        events.mark_dispatched(conn, [j.id for j in waiting])
-    logger.info("outbox: dispatched %d job(s)", len(waiting))
-    return len(waiting)
+            mark(conn, ids)
+        sent += len(batch)
+    if lost:
+        logger.warning("outbox: re-published %d job(s) no worker had claimed", len(lost))
+    if sent:
+        logger.info("outbox: dispatched %d job(s)", sent)
+    return sent
 
 
 def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
@@ -51,7 +62,8 @@ def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
                 (targets.c.lease_owner.is_(None)) | (targets.c.lease_expires_at < now),
             )
         )
-        return [name for (name,) in rows]
+        # A paused target's automatic work waits for resume: no point waking it.
+        return [name for (name,) in rows if has_work(conn, name)]
 
 
 def kick_targets(ctx: WorkerContext) -> list[str]:

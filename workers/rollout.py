@@ -108,7 +108,12 @@ class Rollout:
     def rollback(self, to: dict[str, Any], restore_from: str | None) -> Outcome:
         """Go back to a recorded good deployment, with the data it left when asked."""
         commit = to["commit"]
-        self.journal.skip("sync", f"rolling back to {to['id']} at {commit[:12]}")
+        with self.journal.step("sync") as step:
+            release = self.dirs.release(commit)
+            if not release.exists():  # pruned, or never exported on this host
+                self.tools.git.fetch(self.target.branch)
+                self.tools.git.export(commit, self.target.path, release)
+            step["detail"] = f"rolling back to {to['id']} at {commit[:12]}"
         self.outcome.commit, self.outcome.commit_info = commit, to.get("commit_info")
         self.journal.update(commit=commit, commit_info=to.get("commit_info"))
         pins = {
@@ -340,6 +345,26 @@ class Rollout:
             self.outcome.reason = self.outcome.reason or str(exc)
             return self.outcome
 
+    def bring_back(self) -> bool:
+        """A dead worker stopped the old version and never started the new one: start the
+        old one again before anything else, with its own data. If the dead worker had
+        begun restoring older data (a rollback), its complete snapshot of the current
+        data goes back first. False when that failed (the record says so, loudly)."""
+        snapshot = self.record.get("backup_id")
+        try:
+            with self.journal.step("restart-previous") as step:
+                if self.journal.reached("restore") and snapshot:
+                    self.tools.backups.restore(snapshot)
+                    self.journal.log(f"recovery: data put back from snapshot {snapshot}")
+                self._restart_previous()
+                step["detail"] = "previous version serving again"
+        except LeaseLost:
+            raise
+        except DeployError as exc:
+            self._rollback_failed(exc)
+            return False
+        return True
+
     def abandon(self, why: str) -> Outcome:
         """Stop trying the new version and leave the old one serving.
 
@@ -352,8 +377,8 @@ class Rollout:
             if self.outcome.status == "rolled_back":
                 self.outcome.reason = f"{why}; rolled back"
             return self.outcome
-        if self.journal.reached("stop"):
-            self._bring_back_previous()
+        if self.journal.reached("stop", "snapshot", "restore"):
+            self.bring_back()
         self.outcome.status = "failed"
         self.outcome.reason = self.outcome.reason or why
         return self.outcome
@@ -384,7 +409,7 @@ class Rollout:
                 tools.compose.up(spec, timeout=self._remaining(300))
                 step["detail"] = f"{len(spec.files)} compose file(s) applied"
             with journal.step("gate") as step:
-                result = self._gate()
+                result = self._gate(forward=True)
                 step["detail"] = result.reason
                 if not result.ok:
                     raise DeployError(f"health gate failed: {result.reason}")
@@ -401,7 +426,10 @@ class Rollout:
 
     # -- health ------------------------------------------------------------------------
 
-    def _gate(self) -> GateResult:
+    def _gate(self, *, forward: bool) -> GateResult:
+        """The health gate. Going forward it fits in the deployment's deadline; going
+        back (a rollback, a restart of the old version) it always gets the full timeout:
+        the deadline stops progress, never a recovery."""
         target = self.target
         engine = self.tools.engine
 
@@ -411,14 +439,20 @@ class Rollout:
             ]
             return containers[0].state if containers else None
 
-        return gate(
+        timeout = target.health.timeout
+        result = gate(
             target.health.url,
-            timeout=min(target.health.timeout, self._remaining(target.health.timeout)),
+            timeout=self._remaining(timeout) if forward else timeout,
             settle=target.health.settle,
             interval=target.health.interval,
             watch=watch,
             cancelled=self.cancelled,
         )
+        if self.cancelled():
+            # Another worker holds the target now: stop touching the app and leave the
+            # record to it. A gate cut short by that is no verdict on the release.
+            raise LeaseLost(f"{self.record['id']}: lease lost during the health gate")
+        return result
 
     # -- going back --------------------------------------------------------------------
 
@@ -430,7 +464,7 @@ class Rollout:
             return
         spec = compose_spec(self.target, self.dirs, previous.commit, previous.deployment_id)
         self.tools.compose.up(spec, timeout=300)
-        result = self._gate()
+        result = self._gate(forward=False)
         if not result.ok:
             raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")
         journal.log(f"rollback: {previous.deployment_id} serving again")
@@ -484,7 +518,7 @@ class Rollout:
 
     def _check_time(self) -> None:
         if self.cancelled():
-            raise InfrastructureError("cancelled: the lease on this target was lost")
+            raise LeaseLost(f"{self.record['id']}: the lease on {self.target.name} was lost")
         if time.monotonic() > self.deadline:
             raise InfrastructureError(
                 f"deployment ran past its deadline ({self.target.deploy_timeout:.0f}s)"

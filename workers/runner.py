@@ -39,9 +39,7 @@ MAX_ATTEMPTS = 3
 def run_target(ctx: WorkerContext, name: str) -> None:
     while True:
         with ctx.records.begin() as conn:
-            pending = deployments.queued(conn, name) or deployments.running(conn, name)
-            state = target_state.get(conn, name)
-            if not pending or state is None:
+            if not has_work(conn, name):
                 return
             token = target_state.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
@@ -52,6 +50,9 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                 if not locked:
                     logger.warning("%s: host lock busy; leaving the work for later", name)
                     return
+                with ctx.records.begin() as conn:  # the wait may have eaten the lease
+                    if not target_state.renew_lease(conn, name, token, ctx.lease_seconds):
+                        return
                 with Heartbeat(ctx.records, name, token, ctx.lease_seconds) as beat:
                     _drain(ctx, name, token, beat)
         finally:
@@ -59,63 +60,88 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                 target_state.release_lease(conn, name, token)
 
 
+def has_work(conn: Any, name: str) -> bool:
+    """Work this worker may do now: an orphaned deployment, or queued requests that a
+    pause does not hold back (a person's request passes a pause; automatic ones wait)."""
+    state = target_state.get(conn, name)
+    if state is None:
+        return False
+    if deployments.running(conn, name):
+        return True
+    queued = deployments.queued(conn, name)
+    return bool(queued) and (
+        not state["paused"] or any(r["requested"].get("manual") for r in queued)
+    )
+
+
 def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
     target = ctx.targets.get(name)
     while not beat.cancelled():
         with ctx.records.begin() as conn:
             orphans = deployments.running(conn, name)
-            if orphans:
-                record, resume = _adopt(conn, orphans[0], token), True
-            else:
-                record, resume = _coalesce(ctx, conn, name, target, token), False
+        if orphans:
+            # End what the dead worker left running before touching anything, outside
+            # the write transaction (ending a group can take seconds).
+            for child in orphans[0].get("children") or []:
+                end_group(child)
+            with ctx.records.begin() as conn:
+                deployments.start(conn, orphans[0]["id"], token, orphans[0]["requested"])
+                record, resume = deployments.get(conn, orphans[0]["id"]), True
+        else:
+            with ctx.records.begin() as conn:
+                record, resume = _coalesce(conn, name, token), False
         if record is None:
             return
         if target is None:
             with ctx.records.begin() as conn:
                 deployments.finish(
-                    conn,
-                    record["id"],
-                    token,
-                    "failed",
-                    f"target {name} is not in the config any more",
+                    conn, record["id"], token, "failed", f"target {name} is not in the config"
                 )
             continue
         _execute(ctx, target, record, token, beat, resume=resume)
 
 
-def _adopt(conn: Any, orphan: dict[str, Any], token: int) -> dict[str, Any] | None:
-    """Take over a deployment whose worker died: end what it left running, re-fence it."""
-    for child in orphan.get("children") or []:
-        end_group(child)
-    deployments.start(conn, orphan["id"], token, orphan["requested"])
-    return deployments.get(conn, orphan["id"])
+def _coalesce(conn: Any, name: str, token: int) -> dict[str, Any] | None:
+    """Pick what runs next and record what it replaces.
 
-
-def _coalesce(
-    ctx: WorkerContext, conn: Any, name: str, target: Target | None, token: int
-) -> dict[str, Any] | None:
+    A person's request goes first and is never replaced by an automatic one; among the
+    rest the newest wins. Older requests are superseded by it and their image pins carry
+    over. While the target is held after a manual rollback, automatic requests that were
+    queued before it are skipped (a new event clears the hold in the web process).
+    """
     queued = deployments.queued(conn, name)
-    if not queued:
-        return None
-    newest = queued[-1]
     state = target_state.get(conn, name) or {}
-    if state.get("paused") and not newest["requested"].get("manual"):
+    manual = [r for r in queued if r["requested"].get("manual")]
+    if not queued or (state.get("paused") and not manual):
         return None  # kept queued: resume picks it up, nothing accepted is lost
-    hints: dict[str, dict[str, Any]] = {}
-    if newest["kind"] == "deploy":
+    pick = manual[-1] if manual else queued[-1]
+    if state.get("held") and not manual:
         for record in queued:
+            deployments.finish_unstarted(
+                conn, record["id"], "no_op",
+                "held after a manual rollback: automatic deployments wait for a new event "
+                "or a resume",
+            )  # fmt: skip
+        return None
+    older = queued[: queued.index(pick)]
+    hints: dict[str, dict[str, Any]] = {}
+    if pick["kind"] == "deploy":
+        for record in [*older, pick]:
             image = record["requested"].get("image")
             if record["kind"] == "deploy" and image:
                 # A person's digest is an instruction; a registry's is only a hint.
                 hints[image["repository"]] = {**image, "manual": record["requested"]["manual"]}
     requested = {
-        **newest["requested"],
+        **pick["requested"],
         "images": list(hints.values()),
-        "coalesced": [r["id"] for r in queued[:-1]],
+        "coalesced": [r["id"] for r in older],
     }
-    deployments.supersede(conn, [r["id"] for r in queued[:-1]], newest["id"])
-    deployments.start(conn, newest["id"], token, requested)
-    return deployments.get(conn, newest["id"])
+    deployments.supersede(conn, [r["id"] for r in older], pick["id"], token)
+    deployments.start(
+        conn, pick["id"], token, requested,
+        previous_deployment_id=state.get("current_deployment_id"),
+    )  # fmt: skip
+    return deployments.get(conn, pick["id"])
 
 
 def _previous(
@@ -142,61 +168,54 @@ def _execute(
 ) -> None:
     dirs = TargetDirs(ctx.data_dir, target.name)
     journal = Journal(ctx.records, record, token)
+    outcome = Outcome(status="failed")
+    operator_error = False
     with ExitStack() as stack:
-        engine = stack.enter_context(Engine(ctx.docker_host))
-        with ctx.records.begin() as conn:
-            state = target_state.get(conn, target.name) or {}
-        previous = _previous(ctx, state, engine, target)
-        tools = Tools(
-            git=GitRepo(
-                target.repo,
-                dirs.mirror,
-                token=ctx.git_token,
-                ssh_key=ctx.git_ssh_key,
-                known_hosts=ctx.git_known_hosts,
-                on_spawn=lambda group: journal.add_child(group, "git"),
-            ),
-            compose=Compose(
-                ctx.compose_argv,
-                ctx.docker_host,
-                on_spawn=lambda group: journal.add_child(group, "compose"),
-            ),
-            engine=engine,
-            backups=BackupStore(dirs.backups),
-        )
-        rollout = Rollout(
-            target=target,
-            record=record,
-            state=state,
-            previous=previous,
-            journal=journal,
-            tools=tools,
-            dirs=dirs,
-            announce=lambda _outcome: notify(ctx, "announce", record["id"], target),
-            cancelled=beat.cancelled,
-        )
-        operator_error = False
+        # Everything that can fail is inside the try, so a record never stays "running"
+        # because the engine was briefly unreachable.
         try:
-            if not resume:
-                journal.update(previous_deployment_id=previous.deployment_id)
-            if resume and record["attempt"] > MAX_ATTEMPTS:
-                outcome = rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
-            elif resume and journal.reached("start", "gate", "rollback"):
-                outcome = rollout.resume()
-            elif record["kind"] == "rollback":
-                to, restore_from = _rollback_source(ctx, target, record, state, tools)
-                outcome = rollout.rollback(to, restore_from)
-            else:
-                outcome = rollout.deploy()
+            engine = stack.enter_context(Engine(ctx.docker_host))
+            with ctx.records.begin() as conn:
+                state = target_state.get(conn, target.name) or {}
+            tools = Tools(
+                git=GitRepo(
+                    target.repo,
+                    dirs.mirror,
+                    token=ctx.git_token,
+                    ssh_key=ctx.git_ssh_key,
+                    known_hosts=ctx.git_known_hosts,
+                    on_spawn=lambda group: journal.add_child(group, "git"),
+                ),
+                compose=Compose(
+                    ctx.compose_argv,
+                    ctx.docker_host,
+                    on_spawn=lambda group: journal.add_child(group, "compose"),
+                ),
+                engine=engine,
+                backups=BackupStore(dirs.backups),
+            )
+            rollout = Rollout(
+                target=target,
+                record=record,
+                state=state,
+                previous=_previous(ctx, state, engine, target),
+                journal=journal,
+                tools=tools,
+                dirs=dirs,
+                announce=lambda _outcome: notify(ctx, "announce", record["id"], target),
+                cancelled=beat.cancelled,
+            )
+            outcome = rollout.outcome
+            outcome = _run(ctx, rollout, target, record, state, resume=resume)
         except LeaseLost:
             logger.warning("%s: lease lost during %s; stopping", target.name, record["id"])
             return
         except DeployError as exc:
-            outcome = _failed(rollout.outcome, str(exc))
+            outcome = _failed(outcome, str(exc))
             operator_error = isinstance(exc, OperatorError)
         except Exception as exc:  # a bug: record it instead of leaving the record running
             logger.exception("%s: unexpected error in %s", target.name, record["id"])
-            outcome = _failed(rollout.outcome, f"internal error: {type(exc).__name__}: {exc}")
+            outcome = _failed(outcome, f"internal error: {type(exc).__name__}: {exc}")
         try:
             _record(
                 ctx,
@@ -211,6 +230,31 @@ def _execute(
             return
     if outcome.changed:
         notify(ctx, "report", record["id"], target)
+
+
+def _run(
+    ctx: WorkerContext,
+    rollout: Rollout,
+    target: Target,
+    record: dict[str, Any],
+    state: dict[str, Any],
+    *,
+    resume: bool,
+) -> Outcome:
+    """Start, resume or give up a deployment, from what its journal says."""
+    journal = rollout.journal
+    if resume and record["attempt"] > MAX_ATTEMPTS:
+        return rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
+    if resume and journal.reached("start", "gate", "rollback"):
+        return rollout.resume()
+    stopped = resume and journal.reached("stop", "snapshot", "restore", "restart-previous")
+    # The dead worker left the old version stopped: serve again first, then retry.
+    if stopped and not rollout.bring_back():
+        return rollout.outcome
+    if record["kind"] == "rollback":
+        to, restore_from = _rollback_source(ctx, target, record, state, rollout.tools)
+        return rollout.rollback(to, restore_from)
+    return rollout.deploy()
 
 
 def _failed(outcome: Outcome, reason: str) -> Outcome:
@@ -242,8 +286,11 @@ def _record(
             conn, record["id"], token, outcome.status, outcome.reason, children=[]
         ):
             raise LeaseLost(record["id"])
+        recorded = True
         if outcome.status == "succeeded" and plan is not None:
-            target_state.record_outcome(
+            # A manual rollback holds automatic deployments until a new event or a resume.
+            held = record["kind"] == "rollback" and not record["requested"].get("restore_backup")
+            recorded = target_state.record_outcome(
                 conn,
                 target.name,
                 token,
@@ -251,16 +298,16 @@ def _record(
                 good=record["id"],
                 pins=plan.pins,
                 clear_failed=True,
+                held=held,
             )
-            # A manual rollback holds automatic deployments until a new event or a resume.
-            held = record["kind"] == "rollback" and not record["requested"].get("restore_backup")
-            target_state.set_held(conn, target.name, held)
         elif plan is not None and (
             outcome.status == "rolled_back" or outcome.rollback_failed or operator_error
         ):
-            target_state.record_outcome(
+            recorded = target_state.record_outcome(
                 conn, target.name, token, failed_fingerprint=plan.fingerprint
             )
+        if not recorded:  # fenced out: roll this transaction back, the new holder decides
+            raise LeaseLost(record["id"])
 
 
 def _rollback_source(
@@ -272,7 +319,6 @@ def _rollback_source(
 ) -> tuple[dict[str, Any], str | None]:
     """The deployment to go back to, and the backup holding the data it left behind."""
     requested = record["requested"]
-    current = state.get("current_deployment_id")
     with ctx.records.begin() as conn:
         if requested.get("rollback_to"):
             to = deployments.get(conn, requested["rollback_to"])
@@ -281,12 +327,10 @@ def _rollback_source(
                     f"{requested['rollback_to']} is not a succeeded deployment of {target.name}"
                 )
         else:
-            to = deployments.last_with_status(conn, target.name, ("succeeded",), before=current)
-            if to is None:
-                raise OperatorError(f"{target.name} has no earlier good deployment to go back to")
-        successor = deployments.replaced(conn, to["id"])
+            to = _previous_release(conn, target, state.get("current_deployment_id"))
+        backup = deployments.data_left_by(conn, to)
+    requested["rollback_to"] = to["id"]  # recorded with the plan: a later default steps past it
     wanted = requested.get("restore_data")
-    backup = successor.get("backup_id") if successor else None
     if requested.get("restore_backup"):
         wanted, backup = True, requested["restore_backup"]
     if wanted is False:
@@ -296,6 +340,23 @@ def _rollback_source(
             raise OperatorError(f"no backup of the data as {to['id']} left it")
         return to, None
     return to, backup
+
+
+def _previous_release(conn: Any, target: Target, current_id: str | None) -> dict[str, Any]:
+    """The default rollback: the good deployment before the one running now. When what
+    runs is itself a rollback, step back from where that rollback went, so that two
+    rollbacks in a row go further back instead of returning to what was rolled away."""
+    anchor = deployments.get(conn, current_id) if current_id else None
+    while anchor is not None and anchor["kind"] == "rollback":
+        back_to = anchor["requested"].get("rollback_to")
+        anchor = deployments.get(conn, back_to) if back_to else None
+    before = anchor["id"] if anchor is not None else current_id
+    to = deployments.last_with_status(
+        conn, target.name, ("succeeded",), before=before, kind="deploy"
+    )
+    if to is None:
+        raise OperatorError(f"{target.name} has no earlier good deployment to go back to")
+    return to
 
 
 def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -> None:

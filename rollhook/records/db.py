@@ -46,7 +46,24 @@ def make_engine(url: str, **options: Any) -> Engine:
         event.listen(engine, "connect", _autocommit_driver)
         event.listen(engine, "begin", _begin_immediate)
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=8, max_overflow=8, **options)
+    # Bounded waits: during a network partition a heartbeat or a journal write must fail
+    # (and the lease logic decide) rather than hang for the kernel's TCP timeout.
+    connect_args = {
+        "connect_timeout": 10,
+        "keepalives": 1,
+        "keepalives_idle": 30,
+        "keepalives_interval": 10,
+        "keepalives_count": 3,
+        "options": "-c statement_timeout=60000 -c lock_timeout=30000",
+    }
+    return create_engine(
+        url,
+        pool_pre_ping=True,
+        pool_size=8,
+        max_overflow=8,
+        connect_args=connect_args,
+        **options,
+    )
 
 
 def _autocommit_driver(dbapi_connection: sqlite3.Connection, _record: Any) -> None:

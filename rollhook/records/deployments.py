@@ -8,11 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from sqlalchemy import Connection, func, select, update
+from sqlalchemy import Connection, func, literal, select, update
 
 from rollhook.ids import new_id
 from rollhook.jobs import Job
-from rollhook.records.schema import TERMINAL_STATUSES, deployments, row_dict, utcnow
+from rollhook.records.schema import (
+    TERMINAL_STATUSES,
+    UTCDateTime,
+    deployments,
+    row_dict,
+    utcnow,
+)
+from rollhook.records.targets import holds_lease
 
 
 def create_queued(conn: Connection, job: Job) -> str:
@@ -69,11 +76,11 @@ def targets_with_queued(conn: Connection) -> list[str]:
     return [name for (name,) in rows]
 
 
-def supersede(conn: Connection, ids: list[str], by: str) -> None:
+def supersede(conn: Connection, ids: list[str], by: str, token: int) -> None:
     if ids:
         conn.execute(
             update(deployments)
-            .where(deployments.c.id.in_(ids), deployments.c.status == "queued")
+            .where(deployments.c.id.in_(ids), deployments.c.status == "queued", holds_lease(token))
             .values(
                 status="superseded",
                 superseded_by=by,
@@ -83,17 +90,29 @@ def supersede(conn: Connection, ids: list[str], by: str) -> None:
         )
 
 
-def start(conn: Connection, deployment_id: str, token: int, requested: dict[str, Any]) -> bool:
+def start(
+    conn: Connection,
+    deployment_id: str,
+    token: int,
+    requested: dict[str, Any],
+    **values: Any,
+) -> bool:
     """queued -> running under the given lease token (or resume a running one)."""
     started = conn.execute(
         update(deployments)
-        .where(deployments.c.id == deployment_id, deployments.c.status.in_(["queued", "running"]))
+        .where(
+            deployments.c.id == deployment_id,
+            deployments.c.status.in_(["queued", "running"]),
+            holds_lease(token),
+        )
         .values(
             status="running",
             lease_token=token,
             requested=requested,
-            started_at=func.coalesce(deployments.c.started_at, utcnow()),
+            # A literal of our own type: a bare datetime would skip the UTC conversion.
+            started_at=func.coalesce(deployments.c.started_at, literal(utcnow(), UTCDateTime)),
             attempt=deployments.c.attempt + 1,
+            **values,
         )
     ).rowcount
     return bool(started)
@@ -107,6 +126,9 @@ def update_fenced(conn: Connection, deployment_id: str, token: int, **values: An
             deployments.c.id == deployment_id,
             deployments.c.lease_token == token,
             deployments.c.status == "running",
+            # The target's lease too: whoever took it over (even without adopting this
+            # record yet) fences out a writer that lost it.
+            holds_lease(token),
         )
         .values(**values)
     ).rowcount
@@ -150,35 +172,75 @@ def history(conn: Connection, target: str | None, limit: int) -> list[dict[str, 
 
 
 def last_with_status(
-    conn: Connection, target: str, statuses: tuple[str, ...], before: str | None = None
+    conn: Connection,
+    target: str,
+    statuses: tuple[str, ...],
+    before: str | None = None,
+    kind: str | None = None,
 ) -> dict[str, Any] | None:
     query = (
         select(deployments)
         .where(deployments.c.target == target, deployments.c.status.in_(statuses))
         .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
     )
+    if kind is not None:
+        query = query.where(deployments.c.kind == kind)
     if before is not None:
         query = query.where(deployments.c.id < before)
     row = conn.execute(query.limit(1)).first()
     return None if row is None else row_dict(row)
 
 
-def replaced(conn: Connection, deployment_id: str) -> dict[str, Any] | None:
-    """The deployment that replaced this one for good.
-
-    Its backup holds the data as this deployment left it, which a rollback to this
-    deployment restores.
-    """
-    row = conn.execute(
+def last_succeeded(conn: Connection, target: str, limit: int) -> list[dict[str, Any]]:
+    rows = conn.execute(
         select(deployments)
+        .where(deployments.c.target == target, deployments.c.status == "succeeded")
+        .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
+        .limit(limit)
+    )
+    return [row_dict(r) for r in rows]
+
+
+def backups_taken_after(conn: Connection, target: str, ids: set[str]) -> set[str]:
+    """Backups taken by deployments that followed these: the data each of them left."""
+    rows = conn.execute(
+        select(deployments.c.backup_id).where(
+            deployments.c.target == target,
+            deployments.c.previous_deployment_id.in_(ids),
+            deployments.c.backup_id.is_not(None),
+        )
+    )
+    return {backup for (backup,) in rows}
+
+
+def data_left_by(conn: Connection, to: dict[str, Any]) -> str | None:
+    """The backup holding the data as the release of ``to`` left it, or None.
+
+    That is the newest backup taken when a deployment replaced a deployment running the
+    same release (commit and config) as ``to`` -- it may be newer than ``to`` itself
+    (after a rollback to it, say). A ``rollhook restore`` snapshot never counts: it
+    holds the data somebody chose to replace.
+    """
+    same = select(deployments.c.id).where(
+        deployments.c.target == to["target"],
+        deployments.c.status == "succeeded",
+        deployments.c.commit == to["commit"],
+        deployments.c.config_hash == to["config_hash"],
+    )
+    rows = conn.execute(
+        select(deployments.c.backup_id, deployments.c.requested)
         .where(
-            deployments.c.previous_deployment_id == deployment_id,
-            deployments.c.status == "succeeded",
+            deployments.c.previous_deployment_id.in_(same),
+            deployments.c.backup_id.is_not(None),
+            deployments.c.status.in_(["succeeded", "rolled_back", "failed"]),
         )
         .order_by(deployments.c.created_at.desc())
-        .limit(1)
-    ).first()
-    return None if row is None else row_dict(row)
+        .limit(50)
+    )
+    for backup_id, requested in rows:
+        if not (requested or {}).get("restore_backup"):
+            return str(backup_id)
+    return None
 
 
 def for_event(conn: Connection, deployment_ids: list[str]) -> list[dict[str, Any]]:

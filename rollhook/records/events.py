@@ -12,11 +12,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, delete, func, select, update
+from sqlalchemy import Connection, delete, func, literal, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rollhook.jobs import Job
-from rollhook.records.schema import events, jobs, row_dict, utcnow
+from rollhook.records.schema import UTCDateTime, events, jobs, row_dict, utcnow
 
 
 @dataclass
@@ -143,13 +143,47 @@ def undispatched(conn: Connection, older_than: timedelta, limit: int = 500) -> l
     return [Job.from_json(payload) for (payload,) in rows]
 
 
+def unclaimed(conn: Connection, first_wait: timedelta, limit: int = 500) -> list[Job]:
+    """Jobs the broker took but no worker claimed: a worker died holding them, or the
+    broker lost them. Each is due again after ``first_wait`` doubled per attempt (up to
+    64 times), so a job that only waits behind a long deployment is not re-sent often."""
+    now = utcnow()
+    rows = conn.execute(
+        select(jobs.c.payload, jobs.c.dispatched_at, jobs.c.dispatch_attempts)
+        .where(
+            jobs.c.consumed_at.is_(None),
+            jobs.c.dispatched_at.is_not(None),
+            jobs.c.dispatched_at <= now - first_wait,
+        )
+        .order_by(jobs.c.created_at)
+        .limit(limit)
+    )
+    return [
+        Job.from_json(payload)
+        for payload, dispatched_at, attempts in rows
+        if dispatched_at + first_wait * 2 ** min(attempts, 6) <= now
+    ]
+
+
+def mark_redispatched(conn: Connection, job_ids: list[str]) -> None:
+    if job_ids:
+        conn.execute(
+            update(jobs)
+            .where(jobs.c.id.in_(job_ids))
+            .values(dispatched_at=utcnow(), dispatch_attempts=jobs.c.dispatch_attempts + 1)
+        )
+
+
 def claim_job(conn: Connection, job_id: str) -> bool:
     """Claim a job for processing; False when another delivery of it got there first."""
     now = utcnow()
     claimed = conn.execute(
         update(jobs)
         .where(jobs.c.id == job_id, jobs.c.consumed_at.is_(None))
-        .values(consumed_at=now, dispatched_at=func.coalesce(jobs.c.dispatched_at, now))
+        .values(
+            consumed_at=now,
+            dispatched_at=func.coalesce(jobs.c.dispatched_at, literal(now, UTCDateTime)),
+        )
     ).rowcount
     return bool(claimed)
 

@@ -14,7 +14,7 @@ from typing import Any
 from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from rollhook.records.schema import row_dict, targets, utcnow
+from rollhook.records.schema import deployments, row_dict, targets, utcnow
 
 
 def ensure(conn: Connection, names: list[str]) -> None:
@@ -62,9 +62,12 @@ def record_outcome(
     pins: dict[str, Any] | None = None,
     failed_fingerprint: str | None = None,
     clear_failed: bool = False,
+    held: bool | None = None,
 ) -> bool:
     """Write what a deployment ended with, fenced by its lease token."""
     values: dict[str, Any] = {"updated_at": utcnow()}
+    if held is not None:
+        values["held"] = held
     if current is not None:
         values["current_deployment_id"] = current
     if good is not None:
@@ -86,14 +89,21 @@ def record_outcome(
 # -- the lease ----------------------------------------------------------------------
 
 
-def acquire_lease(conn: Connection, name: str, owner: str, ttl: float) -> int | None:
-    """Take the target's lease if it is free or expired; return the new fencing token."""
+def acquire_lease(
+    conn: Connection, name: str, owner: str, ttl: float, *, only_free: bool = False
+) -> int | None:
+    """Take the target's lease if it is free or expired; return the new fencing token.
+
+    ``only_free``: never take over an expired lease (that is recovery's job, which also
+    adopts what the dead holder left).
+    """
     now = utcnow()
+    free = targets.c.lease_owner.is_(None)
     taken = conn.execute(
         update(targets)
         .where(
             targets.c.name == name,
-            or_(targets.c.lease_owner.is_(None), targets.c.lease_expires_at < now),
+            free if only_free else or_(free, targets.c.lease_expires_at < now),
         )
         .values(
             lease_owner=owner,
@@ -114,6 +124,12 @@ def renew_lease(conn: Connection, name: str, token: int, ttl: float) -> bool:
         .values(lease_expires_at=utcnow() + timedelta(seconds=ttl))
     ).rowcount
     return bool(renewed)
+
+
+def holds_lease(token: int) -> Any:
+    """A condition for writes to a target's deployments: the writer still holds its lease."""
+    current = select(targets.c.lease_token).where(targets.c.name == deployments.c.target)
+    return current.scalar_subquery() == token
 
 
 def release_lease(conn: Connection, name: str, token: int) -> None:

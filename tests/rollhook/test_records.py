@@ -113,15 +113,34 @@ def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
     with records.begin() as conn:
         events.store_batch(conn, [item])
         deployment_id = deployments.create_queued(conn, item.jobs[0])
-        assert deployments.start(conn, deployment_id, 7, {"ref": None})
-        assert deployments.update_fenced(conn, deployment_id, 7, log="mine")
-        assert not deployments.update_fenced(conn, deployment_id, 6, log="stale writer")
-        assert deployments.finish(conn, deployment_id, 7, "succeeded", None)
-        assert not deployments.finish(conn, deployment_id, 7, "failed", "too late")
+        token = target_state.acquire_lease(conn, "llm", "worker-a", ttl=30)
+        assert token is not None
+        assert not deployments.start(conn, deployment_id, token + 1, {"ref": None})
+        assert deployments.start(conn, deployment_id, token, {"ref": None})
+        assert deployments.update_fenced(conn, deployment_id, token, log="mine")
+        assert not deployments.update_fenced(conn, deployment_id, token - 1, log="stale writer")
+        assert deployments.finish(conn, deployment_id, token, "succeeded", None)
+        assert not deployments.finish(conn, deployment_id, token, "failed", "too late")
         record = deployments.get(conn, deployment_id)
     assert record is not None
     assert (record["status"], record["log"], record["attempt"]) == ("succeeded", "mine", 1)
     assert record["finished_at"].tzinfo is not None
+    assert record["started_at"] <= record["finished_at"]
+
+
+def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> None:
+    item = new_event("github:lost")
+    with records.begin() as conn:
+        events.store_batch(conn, [item])
+        deployment_id = deployments.create_queued(conn, item.jobs[0])
+        first = target_state.acquire_lease(conn, "llm", "worker-a", ttl=0.2)
+        assert first is not None and deployments.start(conn, deployment_id, first, {})
+    time.sleep(0.4)
+    with records.begin() as conn:  # someone else takes the expired lease, adopting nothing
+        assert target_state.acquire_lease(conn, "llm", "worker-b", ttl=30) == first + 1
+        assert not deployments.update_fenced(conn, deployment_id, first, log="after losing it")
+        assert not deployments.finish(conn, deployment_id, first, "succeeded", None)
+        assert deployments.get(conn, deployment_id)["status"] == "running"
 
 
 def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
@@ -130,7 +149,11 @@ def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
         events.store_batch(conn, items)
         ids = [deployments.create_queued(conn, item.jobs[0]) for item in items]
         assert [d["id"] for d in deployments.queued(conn, "llm")] == ids
-        deployments.supersede(conn, ids[:2], ids[2])
+        token = target_state.acquire_lease(conn, "llm", "worker", ttl=30)
+        assert token is not None
+        deployments.supersede(conn, ids[:2], ids[2], token + 1)  # not the holder: nothing
+        assert len(deployments.queued(conn, "llm")) == 3
+        deployments.supersede(conn, ids[:2], ids[2], token)
         assert [d["id"] for d in deployments.queued(conn, "llm")] == [ids[2]]
         assert deployments.get(conn, ids[0])["superseded_by"] == ids[2]
         history = deployments.history(conn, "llm", 10)

@@ -8,6 +8,7 @@ restore the data cannot pass.
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -15,6 +16,7 @@ from typing import Any
 import pytest
 
 from rollhook.records import deployments
+from rollhook.records import targets as target_state
 from tests.workers.deployer import Deployer
 from workers.backup import BackupStore
 
@@ -225,3 +227,38 @@ def test_a_late_webhook_naming_an_old_commit_never_goes_back(deployer: Deployer)
     assert replayed["status"] == "no_op"
     assert replayed["commit"] == deployer.repo.head()
     assert deployer.app_version() == "2.0.0"
+
+
+def test_a_paused_target_keeps_automatic_work_queued_without_spinning(
+    deployer: Deployer,
+) -> None:
+    deployer.commit("1.0.0")
+    assert deployer.deploy()["status"] == "succeeded"
+    with deployer.records.begin() as conn:
+        target_state.set_paused(conn, deployer.name, True, "incident")
+    deployer.commit("2.0.0")
+    queued = deployer.queue()
+    runner = threading.Thread(target=deployer.run)
+    runner.start()
+    runner.join(timeout=10)
+    assert not runner.is_alive()  # returned at once instead of retaking the lease forever
+    assert deployer.record(queued)["status"] == "queued"
+    assert deployer.app_version() == "1.0.0"
+    with deployer.records.begin() as conn:
+        target_state.set_paused(conn, deployer.name, False, None)
+    deployer.run()
+    assert deployer.record(queued)["status"] == "succeeded"
+
+
+def test_two_rollbacks_in_a_row_go_further_back(deployer: Deployer) -> None:
+    versions = ["1.0.0", "2.0.0", "2.0.0-slow"]
+    for tag in versions:
+        deployer.commit(tag)
+        assert deployer.deploy()["status"] == "succeeded"
+    first = deployer.deploy(action="rollback", manual=True)
+    assert first["status"] == "succeeded", first["log"]
+    assert deployer.app_version() == "2.0.0"
+    second = deployer.deploy(action="rollback", manual=True)
+    assert second["status"] == "succeeded", second["log"]
+    assert deployer.app_version() == "1.0.0"  # not back to 2.0.0-slow
+    assert deployer.schema() == 1  # with the data as 1.0.0 left it
