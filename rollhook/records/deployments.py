@@ -46,7 +46,9 @@ def create_queued(conn: Connection, job: Job) -> str:
             log="",
             children=[],
             attempt=0,
-            created_at=utcnow(),
+            # When the event arrived, not when a worker got to it: "newest wins" means
+            # the newest event, whatever order parallel workers claimed jobs in.
+            created_at=job.received_at,
         )
     )
     return deployment_id

@@ -18,6 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 from workers.notify.errors import PermanentError, TransientError
 
+_LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _SCHEMES: dict[str, tuple[Literal["plain", "starttls", "tls"], int]] = {
     "smtp": ("plain", 25),
     "smtp+starttls": ("starttls", 587),
@@ -46,6 +47,11 @@ def parse_smtp_url(url: str) -> SmtpServer:
         port = parts.port or default_port
     except ValueError:
         raise ValueError("ROLLHOOK_SMTP_URL: the port is not a number") from None
+    if security == "plain" and parts.password and parts.hostname not in _LOOPBACK:
+        raise ValueError(
+            "ROLLHOOK_SMTP_URL: credentials over plain smtp:// would cross the network in "
+            "clear; use smtp+starttls:// or smtps://"
+        )
     return SmtpServer(
         security=security,
         host=parts.hostname,

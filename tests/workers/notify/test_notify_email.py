@@ -181,3 +181,11 @@ def test_half_an_email_configuration_stops_start_up() -> None:
     with pytest.raises(ConfigError, match="ROLLHOOK_SMTP_URL: use smtp://") as info:
         notifiers_for(smtp_url="http://user:secret@x", email_from="a@b", email_to="c@d")
     assert "secret" not in str(info.value)
+
+
+def test_credentials_never_cross_the_network_in_clear() -> None:
+    with pytest.raises(ValueError, match="credentials over plain smtp://"):
+        parse_smtp_url("smtp://mailer:hunter2@mail.example.test")
+    # Encrypted schemes, or a relay on this host, are fine.
+    assert parse_smtp_url("smtp+starttls://mailer:hunter2@mail.example.test").password
+    assert parse_smtp_url("smtp://mailer:hunter2@127.0.0.1:2525").password == "hunter2"
