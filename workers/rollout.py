@@ -240,21 +240,24 @@ class Rollout:
         """Create a missing bind-mounted ``.env`` as an empty file.
 
         Docker would create a *directory* at a missing bind source, and anything-llm
-        then loses its settings on every update (anything-llm issue #1013).
+        then loses its settings on every update (anything-llm issue #1013). Never through
+        a symlink (O_CREAT|O_EXCL|O_NOFOLLOW, relative to the open parent directory): as
+        root, that would create a file wherever the app pointed the link.
         """
-        for source in plan.sources:
-            path = source.path
-            if (
-                source.name.startswith("bind:")
-                and path is not None
-                and not path.exists()
-                and path.name.endswith(".env")
-            ):
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.touch(mode=0o600)
+        sources = [Source(s.name, s.path) for s in plan.sources if s.path is not None]
+        for source in sources:
+            if not (source.name.startswith("bind:") and source.path.name.endswith(".env")):
+                continue
+            done = source.create_empty_file(sources)
+            if done == "created":
                 self.journal.log(
-                    f"created empty {path} (a bind-mounted runtime .env); "
+                    f"created empty {source.path} (a bind-mounted runtime .env); "
                     "make it writable by the app's user if it runs unprivileged"
+                )
+            elif done == "symlink":
+                self.journal.log(
+                    f"not creating {source.path}: it is a symlink to nothing, or a symlink in "
+                    "the app's data is on the way to it; rollhook never creates a file through one"
                 )
 
     def _roll_out(self, plan: Plan, restore_from: str | None) -> Outcome:

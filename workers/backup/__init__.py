@@ -9,7 +9,9 @@ store.restore(backup_id)                    # app stopped: every source equals t
 ```
 ``store``: the layout on disk, listing and pruning. ``running`` and ``mirror``: the two
 passes and what makes them consistent. ``links``: hard links to the previous backup.
-``restore``: restore by rename. ``files``: kernel copies, content patches, metadata.
+``restore``: restore by rename. ``files``: kernel copies, content patches, metadata, the
+walk by file descriptor. ``paths``: which symlinks are followed on the way to a source
+(the app can plant them in its data; rollhook runs as root).
 """
 
 from workers.backup.model import (
@@ -19,6 +21,7 @@ from workers.backup.model import (
     Source,
     SourceInfo,
 )
+from workers.backup.paths import UnsafeSymlink
 from workers.backup.running import RunningBackup
 from workers.backup.store import BackupStore
 
@@ -30,4 +33,5 @@ __all__ = [
     "RunningBackup",
     "Source",
     "SourceInfo",
+    "UnsafeSymlink",
 ]

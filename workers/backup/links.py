@@ -59,12 +59,15 @@ class Previous:
             return False
         return True
 
-    def would_link(self, src_root: str, rel: str, st: os.stat_result) -> bool:
-        """Whether a backup would link this file rather than copy it (for estimates)."""
+    def would_link(self, rel: str, st: os.stat_result, dir_fd: int, name: str) -> bool:
+        """Whether a backup would link this file rather than copy it (for estimates).
+
+        ``dir_fd`` and ``name``: where the live file is (``files.scan``).
+        """
         if files.is_live_name(rel) or self.origin(rel, st) is None:
             return False
         try:
-            fd = files.open_for_reading(join(src_root, rel))
+            fd = files.open_for_reading(name, dir_fd=dir_fd)
         except OSError:
             return False
         try:

@@ -16,6 +16,10 @@ source again with the app stopped:
 So the final pass costs a stat walk plus reading the live files, whatever the data size.
 A file in the backup may be a hard link shared with an older backup: it is never written
 in place, only replaced by rename.
+
+The source is read as the app may have left it: its path is resolved by the rule in
+``paths`` (a symlink inside another source's data on the way to it is refused), its tree
+is read by file descriptor (``files.scan``) and never crosses into another mount.
 """
 
 from __future__ import annotations
@@ -28,11 +32,14 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from typing import ParamSpec, TypeVar
 
-from workers.backup import files
+from workers.backup import files, paths
 from workers.backup.files import Key, join, key_of, parent_of
 from workers.backup.links import Previous
 from workers.backup.model import Source, SourceInfo, SourceKind
 from workers.errors import InfrastructureError
+
+# An entry's place in the live data: the open directory holding it and its name there.
+At = tuple[int, str]
 
 log = logging.getLogger(__name__)
 
@@ -76,9 +83,11 @@ class Mirror:
         dest: str,
         previous: Previous | None,
         exclude: frozenset[tuple[int, int]],
+        roots: frozenset[str],
     ) -> None:
         self.source = source
-        self.src_root = os.path.realpath(source.path)
+        self.roots = roots  # the real paths of all the service's sources (paths.resolve)
+        self.src_root = ""  # its real path, fixed by pass 1 (messages only: I/O is by fd)
         self.dst_root = dest
         self.previous = previous
         self.exclude = exclude
@@ -96,13 +105,13 @@ class Mirror:
     # -- the two passes -------------------------------------------------------------
 
     def first_pass(self) -> None:
-        st = self._stat_top()
-        if st is None:
-            return
-        self._visit("", st)
-        if self.kind == "dir":
-            for rel, child in self._walk(strict=False):
-                self._visit(rel, child)
+        with self._resolve() as top:
+            st = self._stat_top(top)
+            if st is None:
+                return
+            self._visit("", st, (top.dir_fd, top.name))
+            if self.kind == "dir":
+                self._visit_tree(top, st, strict=False)
         self._settle_dirs(self.dir_stats.keys())
 
     def final_pass(self) -> None:
@@ -111,22 +120,37 @@ class Mirror:
         self.notes.clear()  # they describe what the backup holds: the final pass redoes them
         self.skipped = 0
         was = self.kind
-        st = self._stat_top()
-        if st is None:
-            if was != "missing":
-                self._remove("")
-            return
-        seen = {""}
-        self._visit("", st)
-        if self.kind == "dir":
-            for rel, child in self._walk(strict=True):
-                seen.add(rel)
-                self._visit(rel, child)
+        with self._resolve() as top:
+            st = self._stat_top(top)
+            if st is None:
+                if was != "missing":
+                    self._remove("")
+                return
+            seen = {""}
+            self._visit("", st, (top.dir_fd, top.name))
+            if self.kind == "dir":
+                seen |= self._visit_tree(top, st, strict=True)
         # Shallow first: removing a directory takes its subtree (and its entries) along.
         for rel in sorted(set(self.entries) - seen, key=len):
             if rel in self.entries:
                 self._remove(rel)
         self._settle_dirs(self._touched)
+
+    def _visit_tree(self, top: paths.Resolved, st: os.stat_result, *, strict: bool) -> set[str]:
+        """Visit everything below a directory source; returns the relative paths seen."""
+        seen: set[str] = set()
+        try:
+            fd = files.open_dir(top.name, dir_fd=top.dir_fd, expect=st)
+        except OSError as exc:
+            self._changed(self.src_root, exc)
+            return seen
+        try:
+            for entry in self._walk(fd, strict=strict):
+                seen.add(entry.rel)
+                self._visit(entry.rel, entry.st, (entry.dir_fd, entry.name))
+        finally:
+            os.close(fd)
+        return seen
 
     # -- what it produced ----------------------------------------------------------
 
@@ -154,6 +178,7 @@ class Mirror:
             bytes_copied=copied,
             bytes_linked=linked,
             notes=tuple(notes),
+            resolved=self.src_root,
         )
 
     def seen_index(self) -> dict[str, list[int]]:
@@ -166,7 +191,7 @@ class Mirror:
 
     # -- one entry -----------------------------------------------------------------
 
-    def _visit(self, rel: str, st: os.stat_result) -> None:
+    def _visit(self, rel: str, st: os.stat_result, at: At) -> None:
         kind = _kind(st.st_mode)
         old = self.entries.get(rel)
         if kind is None:
@@ -182,13 +207,13 @@ class Mirror:
         if kind == "dir":
             self._visit_dir(rel, st, old)
         elif kind == "link":
-            self._visit_link(rel, st, old)
+            self._visit_link(rel, st, old, at)
         elif old is None:
-            self._copy(rel)
+            self._copy(rel, at)
         elif old.live:
-            self._check_live(rel, old)
+            self._check_live(rel, old, at)
         elif old.key != key_of(st):
-            self._copy(rel)
+            self._copy(rel, at)
 
     def _visit_dir(self, rel: str, st: os.stat_result, old: _Entry | None) -> None:
         if old is None:
@@ -200,17 +225,23 @@ class Mirror:
         self.entries[rel] = _Entry("dir", key_of(st))
         self.dir_stats[rel] = st
 
-    def _visit_link(self, rel: str, st: os.stat_result, old: _Entry | None) -> None:
+    def _visit_link(self, rel: str, st: os.stat_result, old: _Entry | None, at: At) -> None:
         if old is not None and old.key == key_of(st):
             return
         src, dst = join(self.src_root, rel), join(self.dst_root, rel)
         if old is not None:
             self._io("replace", dst, os.unlink, dst)
-        self._io("copy symlink", src, files.copy_symlink, src, dst, st)
+        try:
+            files.copy_symlink(at[1], dst, st, src_dir_fd=at[0])
+        except OSError as exc:
+            if exc.errno not in (errno.ENOENT, errno.EINVAL):  # EINVAL: no longer a link
+                raise InfrastructureError(f"cannot copy symlink {src}: {exc.strerror}") from exc
+            self._changed(src, exc)
+            return
         self._touch_parent(rel)
         self.entries[rel] = _Entry("link", key_of(st))
 
-    def _copy(self, rel: str) -> None:
+    def _copy(self, rel: str, at: At) -> None:
         """Copy (or link from the previous backup) a file not yet in the backup or changed.
 
         In the final pass the new copy is written aside and renamed over the old one,
@@ -218,14 +249,14 @@ class Mirror:
         """
         src = join(self.src_root, rel)
         dst = join(self.dst_root, rel)
-        fd = self._open(src)
+        fd = self._open(src, at)
         if fd is None:
             return
         try:
             target = self._temp_for(dst) if self.final else dst
             pre = os.fstat(fd)
             if not stat.S_ISREG(pre.st_mode):
-                self._changed(src)
+                self._changed(src, None)
                 return
             live = self.kind == "file" or files.is_live_name(rel) or files.has_sqlite_magic(fd)
             prev = self.previous
@@ -249,16 +280,16 @@ class Mirror:
         self._touch_parent(rel)
         self.entries[rel] = _Entry("file", key_of(pre), live=live, linked=linked)
 
-    def _check_live(self, rel: str, old: _Entry) -> None:
+    def _check_live(self, rel: str, old: _Entry, at: At) -> None:
         """The final pass for a live file: compare content with the pass-1 copy, patch it."""
         src = join(self.src_root, rel)
         dst = join(self.dst_root, rel)
         mine = self._io("stat", dst, os.lstat, dst)
         if mine.st_nlink > 1 or not stat.S_ISREG(mine.st_mode):
             # Never write into an inode another backup may share: copy it afresh.
-            self._copy(rel)
+            self._copy(rel, at)
             return
-        fd = self._open(src)
+        fd = self._open(src, at)
         if fd is None:
             return
         try:
@@ -306,58 +337,78 @@ class Mirror:
 
     # -- helpers -------------------------------------------------------------------
 
-    @property
-    def _src_root(self) -> str:
-        # A symlink at the top (/srv/data -> /mnt/disk/data) is followed: that is what
-        # Docker mounts. Below the top, symlinks are kept as links.
-        return os.path.realpath(self.source.path)
-
-    def _stat_top(self) -> os.stat_result | None:
-        path = self.src_root
+    def _resolve(self) -> paths.Resolved:
+        """Where the source path leads now (``paths``: a symlink at the top is followed,
+        as Docker does; one inside another source's data is refused)."""
+        path = self.source.path
         try:
-            st = os.lstat(path)
-        except FileNotFoundError:
+            top = paths.resolve(path, self.roots)
+        except paths.UnsafeSymlink as exc:
+            raise paths.UnsafeSymlink(f"backup of {path} refused: {exc}") from exc
+        except OSError as exc:
+            raise InfrastructureError(f"cannot read {path}: {exc.strerror}") from exc
+        if not self.src_root:
+            self.src_root = top.path
+        elif top.path != self.src_root:
+            top.close()
+            raise InfrastructureError(
+                f"{path} led to {self.src_root} in pass 1 and to {top.path} now: "
+                "a symlink on the way changed during the backup"
+            )
+        return top
+
+    def _stat_top(self, top: paths.Resolved) -> os.stat_result | None:
+        st = top.st
+        if st is None:
             note = f"{self.source.path} does not exist; nothing to back up"
             if self.final and self.kind != "missing":
                 note = f"{self.source.path} disappeared before the final pass"
             self._note(note)
             return None
-        except OSError as exc:
-            raise InfrastructureError(f"cannot read {path}: {exc.strerror}") from exc
         if _kind(st.st_mode) not in ("dir", "file"):
             self._note(f"{self.source.path} is neither a directory nor a file; skipped")
             return None
         return st
 
-    def _walk(self, *, strict: bool) -> Iterator[tuple[str, os.stat_result]]:
-        root = self.src_root
+    def _walk(self, fd: int, *, strict: bool) -> Iterator[files.Entry]:
         try:
-            yield from files.walk(root, exclude=self.exclude, strict=strict)
+            yield from files.scan(
+                fd,
+                path=self.src_root,
+                exclude=self.exclude,
+                strict=strict,
+                skipped=self._not_crossed,
+            )
         except FileNotFoundError as exc:
-            self._changed(str(exc.filename))
+            self._changed(str(exc.filename), exc)
         except OSError as exc:
             raise InfrastructureError(f"cannot list {exc.filename}: {exc.strerror}") from exc
 
-    def _open(self, src: str) -> int | None:
+    def _not_crossed(self, rel: str) -> None:
+        path = join(str(self.source.path), rel)
+        self._note(f"skipped {path}: another filesystem is mounted there (not crossed)")
+
+    def _open(self, src: str, at: At) -> int | None:
         """Open a listed file; None if it vanished while the app still ran (pass 1)."""
         try:
-            return files.open_for_reading(src)
+            return files.open_for_reading(at[1], dir_fd=at[0])
         except (FileNotFoundError, NotADirectoryError) as exc:
-            if self.final:
-                self._changed(src)
+            self._changed(src, exc)
             log.debug("%s vanished during pass 1 (%s)", src, exc.strerror)
             return None
         except OSError as exc:
-            if exc.errno == errno.ELOOP and not self.final:  # became a symlink
+            if exc.errno == errno.ELOOP:  # became a symlink
+                self._changed(src, exc)
                 return None
             raise InfrastructureError(f"cannot read {src}: {exc.strerror}") from exc
 
-    def _changed(self, path: str) -> None:
+    def _changed(self, path: str, exc: OSError | None) -> None:
+        """Fine while the app runs (pass 1: the final pass sees it again); not after."""
         if self.final:
             raise InfrastructureError(
                 f"{path} changed during the final backup pass, while the app was stopped: "
                 "is something else writing to this data?"
-            )
+            ) from exc
 
     def _skip(self, rel: str, mode: int) -> None:
         self.skipped += 1

@@ -6,9 +6,13 @@ the CLI and the deployment record read it, and the next backup links against it.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
+
+from workers.backup import paths
+from workers.backup.paths import FileCreated
 
 FORMAT = 1
 
@@ -28,11 +32,18 @@ class Source:
     name: str  # stable across deployments: "volume:anythingllm_storage", "bind:/srv/x/.env"
     path: Path  # a directory or a single file (anything-llm's runtime .env)
 
+    def create_empty_file(self, sources: Iterable[Source]) -> FileCreated:
+        """Create the path as an empty 0600 file if nothing is there, never through a
+        symlink the app may have planted (``paths.create_empty_file``). ``sources``: all
+        of the service's sources (their data is what the app can write)."""
+        roots = paths.settle([s.path for s in sources], strict=False)
+        return paths.create_empty_file(self.path, roots)
+
 
 @dataclass(frozen=True)
 class SourceInfo:
     name: str
-    path: str  # the host path as given; a symlink there is followed, at backup and restore
+    path: str  # the host path as given
     kind: SourceKind  # what it was once the app had stopped; "missing": nothing to keep
     dir: str  # where its copy lives inside the backup, e.g. "data/0"
     files: int
@@ -41,6 +52,10 @@ class SourceInfo:
     bytes_copied: int  # written for this backup
     bytes_linked: int  # hard links to the previous backup: no new disk space
     notes: tuple[str, ...] = ()
+    # The real path ``path`` led to (``paths``: symlinks followed only outside the data of
+    # every source). A restore goes there, and only while ``path`` still leads there.
+    # None in backups made before it was recorded.
+    resolved: str | None = None
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> SourceInfo:

@@ -11,6 +11,15 @@ A restore that crashed midway is finished by running it again: a complete staged
 is reused, a half-built one rebuilt, a source set aside but not yet replaced gets its
 copy, and a source already swapped is swapped again (nothing can tell whether the app
 ran since, and the result must equal the backup).
+
+The live data is the app's, and the app may have left symlinks in it. A restore writes
+only where the backup was taken: every source path must still lead (``paths.resolve``)
+to the real path recorded in the backup, with no symlink inside another source's data on
+the way; otherwise it changes nothing at all and raises ``UnsafeSymlink``. A source
+inside another one (anything-llm's ``storage/.env``; nesting is decided on the recorded
+real paths) comes back with that directory and is never touched by itself. The rest
+happens relative to each source's open parent directory: renames, the staged copy, the
+fsync; a directory swapped for a symlink meanwhile is not followed.
 """
 
 from __future__ import annotations
@@ -21,12 +30,13 @@ import shutil
 import stat
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
-from workers.backup import files
-from workers.backup.files import join
+from workers.backup import files, paths
+from workers.backup.files import join, parent_of
 from workers.backup.model import (
     BackupInfo,
     RestoreAction,
@@ -45,12 +55,22 @@ ASIDE = ".rollhook-aside-"
 STAGED = ".rollhook-restore-"
 
 
-@dataclass(frozen=True)
+@dataclass
 class _Plan:
     source: SourceInfo
-    live: str  # a symlink at the source path is followed, as at backup time
+    live: str  # the real path the source was backed up from, and still leads to
     origin: str | None  # its copy in the backup; None when it was missing then
-    staged: str
+    at: paths.Resolved  # where the source path leads now, held open
+    parent_fd: int | None  # the live path's parent, open; None while it does not exist
+    nested: bool = False  # inside another source: restored as part of it
+
+    @property
+    def name(self) -> str:
+        return self.at.name
+
+    @property
+    def parent(self) -> str:
+        return os.path.dirname(self.live)
 
 
 class Restorer:
@@ -60,16 +80,18 @@ class Restorer:
 
     def run(self) -> RestoreResult:
         began = time.monotonic()
-        plans = [self._plan(s) for s in self.info.sources]
-        nested = {p.source.name for p in plans if _container(p, plans) is not None}
-        todo = [p for p in plans if p.source.name not in nested]
-        self._check_space([p for p in todo if p.origin and not os.path.lexists(p.staged)])
-        for plan in todo:
-            # A staged copy left by an interrupted run is complete (it is renamed into
-            # that name only once synced) and the backup never changes: reuse it.
-            if plan.origin is not None and not os.path.lexists(plan.staged):
-                self._io(plan.staged, _stage, plan.origin, plan.staged)
-        swapped = {p.source.name: self._swap(p) for p in todo}
+        with ExitStack() as held:
+            plans = self._plans(held)  # every check, before anything changes
+            todo = [p for p in plans if not p.nested]
+            self._check_space([p for p in todo if p.origin and not self._is_staged(p)])
+            for plan in todo:
+                # A staged copy left by an interrupted run is complete (it is renamed into
+                # that name only once synced) and the backup never changes: reuse it.
+                if plan.origin is not None and not self._is_staged(plan):
+                    parent = self._make_parent(plan, held)
+                    staged = self._staged(plan)
+                    self._io(join(plan.parent, staged), _stage, plan.origin, parent, staged)
+            swapped = {p.source.name: self._swap(p) for p in todo}
         results = tuple(
             swapped[p.source.name] if p.source.name in swapped else self._included(p) for p in plans
         )
@@ -87,12 +109,63 @@ class Restorer:
         size = src.bytes_copied + src.bytes_linked
         return RestoredSource(src.name, plan.live, "included", None, src.files, size)
 
-    def _plan(self, source: SourceInfo) -> _Plan:
-        live = os.path.realpath(source.path)
-        origin = None if source.kind == "missing" else str(self.backup_dir / source.dir)
-        if origin is not None and not os.path.lexists(origin):
-            raise InfrastructureError(f"backup {self.info.id} lacks its copy of {source.path}")
-        return _Plan(source, live, origin, f"{live}{STAGED}{self.info.id}")
+    def _plans(self, held: ExitStack) -> list[_Plan]:
+        """Where each source goes; refuses (changing nothing) what the rule forbids."""
+        sources = self.info.sources
+        recorded = {s.resolved for s in sources if s.resolved}
+        try:
+            roots = paths.settle([s.path for s in sources], recorded)
+        except paths.UnsafeSymlink as exc:
+            raise paths.UnsafeSymlink(self._refused(str(exc))) from exc
+        plans = []
+        for source in sources:
+            try:
+                at = paths.resolve(source.path, roots)
+            except paths.UnsafeSymlink as exc:  # planted since the check just above
+                raise paths.UnsafeSymlink(self._refused(str(exc))) from exc
+            except OSError as exc:
+                raise InfrastructureError(
+                    f"restore of backup {self.info.id}: cannot resolve {source.path}: "
+                    f"{exc.strerror}; nothing was changed"
+                ) from exc
+            held.callback(at.close)
+            # Backups from before the real path was recorded: where it leads now.
+            live = source.resolved or at.path
+            if at.path != live:
+                raise paths.UnsafeSymlink(
+                    self._refused(
+                        f"{source.path} now leads to {at.path}, not to {live} where it was "
+                        "backed up: a symlink on the way changed since"
+                    )
+                )
+            origin = None if source.kind == "missing" else str(self.backup_dir / source.dir)
+            if origin is not None and not os.path.lexists(origin):
+                raise InfrastructureError(f"backup {self.info.id} lacks its copy of {source.path}")
+            parent_fd = at.dir_fd if at.parent_exists else None
+            plans.append(_Plan(source, live, origin, at, parent_fd))
+        for plan in plans:
+            plan.nested = any(_inside(plan.live, other.live) for other in plans)
+        return plans
+
+    def _refused(self, why: str) -> str:
+        return f"restore of backup {self.info.id} refused: {why}; nothing was changed"
+
+    def _staged(self, plan: _Plan) -> str:
+        return f"{plan.name}{STAGED}{self.info.id}"
+
+    def _is_staged(self, plan: _Plan) -> bool:
+        if plan.parent_fd is None:
+            return False
+        return self._io(plan.parent, files.exists, self._staged(plan), dir_fd=plan.parent_fd)
+
+    def _make_parent(self, plan: _Plan, held: ExitStack) -> int:
+        """The live path's parent, created if missing (a source recreated from scratch)."""
+        if plan.parent_fd is None:
+            at = plan.at
+            fd = self._io(plan.parent, paths.open_dirs, at.dir_fd, at.rest[:-1], create=True)
+            held.callback(os.close, fd)
+            plan.parent_fd = fd
+        return plan.parent_fd
 
     def _swap(self, plan: _Plan) -> RestoredSource:
         """Set the live data aside and put the staged copy in its place.
@@ -101,42 +174,45 @@ class Restorer:
         swapped: nothing here can tell whether the app ran since, so only a full swap
         guarantees the result (the redundant aside copy costs space until prune).
         """
-        live = plan.live
-        base = f"{live}{ASIDE}{self.info.id}"
+        src, live, parent = plan.source, plan.live, plan.parent_fd
+        if parent is None:  # no parent, so nothing there; and nothing to put there
+            log.info("restore %s: absent %s", self.info.id, live)
+            return RestoredSource(src.name, live, "absent", None, 0, 0)
+        name, staged = plan.name, self._staged(plan)
+        base = f"{name}{ASIDE}{self.info.id}"
         aside: str | None
-        if os.path.lexists(live):
-            aside = _free_name(base)
+        if self._io(live, files.exists, name, dir_fd=parent):
+            aside = self._io(live, _free_name, parent, base)
             log.info("restore %s: setting %s aside as %s", self.info.id, live, aside)
-            set_aside(live, aside)
-        elif plan.origin is not None and os.path.lexists(plan.staged):
-            aside = _last_name(base)  # an interrupted run set it aside, if anything
+            self._io(live, set_aside, parent, name, aside)
+        elif plan.origin is not None and self._io(live, files.exists, staged, dir_fd=parent):
+            aside = self._io(live, _last_name, parent, base)  # set aside by an interrupted run
         else:
             aside = None
         if plan.origin is not None:
-            put_in_place(plan.staged, live)
-        parent = os.path.dirname(live)
-        self._io(parent, files.fsync_path, parent)
+            self._io(live, put_in_place, parent, staged, name)
+        self._io(plan.parent, os.fsync, parent)
         action: RestoreAction
         if plan.origin is None:
             action = "removed" if aside else "absent"
         else:
             action = "replaced" if aside else "recreated"
-        src = plan.source
         count, size = (src.files, src.bytes_copied + src.bytes_linked) if plan.origin else (0, 0)
         log.info("restore %s: %s %s", self.info.id, action, live)
-        return RestoredSource(src.name, live, action, aside, count, size)
+        where = join(plan.parent, aside) if aside else None
+        return RestoredSource(src.name, live, action, where, count, size)
 
     def _check_space(self, plans: Iterable[_Plan]) -> None:
         """Refuse before touching anything when a staged copy cannot fit."""
-        need: dict[int, tuple[str, int]] = {}
+        need: dict[int, tuple[int, str, int]] = {}
         for plan in plans:
-            where = _existing_ancestor(os.path.dirname(plan.live))
-            dev = self._io(where, os.stat, where).st_dev
+            fd, where = plan.at.dir_fd, plan.at.dir_path  # the deepest existing directory
+            dev = self._io(where, os.fstat, fd).st_dev
             size = plan.source.bytes_copied + plan.source.bytes_linked
             size += 4096 * (plan.source.dirs + plan.source.files)
-            need[dev] = (where, need.get(dev, (where, 0))[1] + size)
-        for where, size in need.values():
-            free = shutil.disk_usage(where).free
+            need[dev] = (fd, where, need.get(dev, (fd, where, 0))[2] + size)
+        for fd, where, size in need.values():
+            free = shutil.disk_usage(fd).free
             if free < size:
                 raise InfrastructureError(
                     f"restore of backup {self.info.id} needs {size >> 20} MiB next to the "
@@ -151,97 +227,123 @@ class Restorer:
             raise InfrastructureError(f"restore: failed at {path}: {exc.strerror}") from exc
 
 
-def set_aside(live: str, aside: str) -> None:
-    try:
-        os.rename(live, aside)
-    except OSError as exc:
-        raise InfrastructureError(f"cannot move {live} aside: {exc.strerror}") from exc
+def set_aside(dir_fd: int, name: str, aside: str) -> None:
+    os.rename(name, aside, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def put_in_place(staged: str, live: str) -> None:
-    try:
-        os.rename(staged, live)
-    except OSError as exc:
-        raise InfrastructureError(f"cannot move {staged} to {live}: {exc.strerror}") from exc
+def put_in_place(dir_fd: int, staged: str, name: str) -> None:
+    os.rename(staged, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def _stage(origin: str, staged: str) -> None:
-    """A full, synced copy of a backed-up source, renamed to ``staged`` once complete."""
+def _stage(origin: str, parent_fd: int, staged: str) -> None:
+    """A full, synced copy of a backed-up source, renamed to ``staged`` once complete.
+
+    ``parent_fd`` was opened before the copy, so that syncfs on it reports write-back
+    errors of the copy.
+    """
     tmp = f"{staged}.partial"
-    parent = os.path.dirname(staged)
-    files.remove(tmp)  # a crash left it half-built
-    os.makedirs(parent, exist_ok=True)
-    # Opened before copying, so that syncfs on it reports write-back errors of the copy.
-    parent_fd = os.open(parent, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    files.remove(tmp, dir_fd=parent_fd)  # a crash left it half-built
+    top = os.lstat(origin)
+    if stat.S_ISREG(top.st_mode):
+        files.copy_file(origin, tmp, dst_dir_fd=parent_fd)
+    else:
+        _copy_tree(origin, parent_fd, tmp, top)
+        files.syncfs(parent_fd)
+    os.rename(tmp, staged, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
+    os.fsync(parent_fd)
+
+
+def _copy_tree(origin: str, parent_fd: int, tmp: str, top: os.stat_result) -> None:
+    """Copy the backup's tree ``origin`` to ``tmp`` under ``parent_fd``, all by fd."""
+    os.mkdir(tmp, 0o700, dir_fd=parent_fd)
+    root = files.open_dir(tmp, dir_fd=parent_fd)
     try:
-        top = os.lstat(origin)
-        if stat.S_ISREG(top.st_mode):
-            files.copy_file(origin, tmp)
-        else:
-            _copy_tree(origin, tmp, top)
-            files.syncfs(parent_fd)
-        os.rename(tmp, staged)
-        os.fsync(parent_fd)
+        dirs = {"": top}
+        here, fd = "", os.dup(root)  # the copy's directory the entries being copied go to
+        try:
+            for entry in files.scan(origin):
+                parent = parent_of(entry.rel) or ""
+                if parent != here:  # scan yields a directory's entries one after another
+                    os.close(fd)
+                    fd = -1
+                    fd = _open_below(root, parent)
+                    here = parent
+                st, name = entry.st, entry.name
+                if stat.S_ISDIR(st.st_mode):
+                    os.mkdir(name, 0o700, dir_fd=fd)
+                    dirs[entry.rel] = st
+                elif stat.S_ISLNK(st.st_mode):
+                    files.copy_symlink(name, name, st, src_dir_fd=entry.dir_fd, dst_dir_fd=fd)
+                elif stat.S_ISREG(st.st_mode):
+                    files.copy_file(name, name, sync=False, src_dir_fd=entry.dir_fd, dst_dir_fd=fd)
+        finally:
+            if fd >= 0:
+                os.close(fd)
+        # Directory metadata last and deepest first: adding an entry moves a dir's mtime.
+        for rel in sorted(dirs, key=lambda r: r.count("/") + bool(r), reverse=True):
+            fd = _open_below(root, rel)
+            try:
+                files.set_file_meta(fd, dirs[rel])
+            finally:
+                os.close(fd)
     finally:
-        os.close(parent_fd)
+        os.close(root)
 
 
-def _copy_tree(origin: str, tmp: str, top: os.stat_result) -> None:
-    os.mkdir(tmp, 0o700)
-    dirs = {"": top}
-    for rel, st in files.walk(origin):
-        src, dst = join(origin, rel), join(tmp, rel)
-        if stat.S_ISDIR(st.st_mode):
-            os.mkdir(dst, 0o700)
-            dirs[rel] = st
-        elif stat.S_ISLNK(st.st_mode):
-            files.copy_symlink(src, dst, st)
-        elif stat.S_ISREG(st.st_mode):
-            files.copy_file(src, dst, sync=False)
-    # Directory metadata last and deepest first: adding an entry moves a dir's mtime.
-    for rel in sorted(dirs, key=lambda r: r.count("/") + bool(r), reverse=True):
-        files.set_dir_meta(join(tmp, rel), dirs[rel])
+def _open_below(root: int, rel: str) -> int:
+    return paths.open_dirs(root, rel.split("/") if rel else [], create=False)
 
 
-def _container(plan: _Plan, plans: Iterable[_Plan]) -> _Plan | None:
-    """Another restored directory source that holds this source's path, if any."""
-    for other in plans:
-        holds = other.origin is not None and other.source.kind == "dir"
-        if holds and plan.live.startswith(other.live + "/"):
-            return other
-    return None
+def _inside(path: str, other: str) -> bool:
+    """``path`` lies strictly below ``other`` (real paths, compared lexically)."""
+    return path != other and paths.within(path, other)
 
 
-def _free_name(base: str) -> str:
+def _free_name(dir_fd: int, base: str) -> str:
     """``base``, or ``base.2``, ``base.3``...: a second restore keeps the first's aside copy."""
     name, n = base, 1
-    while os.path.lexists(name):
+    while files.exists(name, dir_fd=dir_fd):
         n += 1
         name = f"{base}.{n}"
     return name
 
 
-def _last_name(base: str) -> str | None:
+def _last_name(dir_fd: int, base: str) -> str | None:
     """The newest of ``base``, ``base.2``, ``base.3``... that exists."""
     last, n = None, 1
     name = base
-    while os.path.lexists(name):
+    while files.exists(name, dir_fd=dir_fd):
         last, n = name, n + 1
         name = f"{base}.{n}"
     return last
 
 
-def _existing_ancestor(path: str) -> str:
-    while not os.path.exists(path):
-        path = os.path.dirname(path)
-    return path
+def restored_places(info: BackupInfo) -> list[str]:
+    """The live paths a restore of this backup swaps: where its leftovers may lie.
+
+    Never through a symlink the app may have planted: the real paths recorded in the
+    backup (or, for older backups, resolved by the same rule), without the sources
+    nested in another (never swapped by themselves).
+    """
+    recorded = {s.resolved for s in info.sources if s.resolved}
+    roots = paths.settle([s.path for s in info.sources], recorded, strict=False)
+    places = []
+    for source in info.sources:
+        if source.resolved:
+            places.append(source.resolved)
+            continue
+        try:
+            with paths.resolve(source.path, roots) as at:
+                places.append(at.path)
+        except (paths.UnsafeSymlink, OSError):
+            continue  # a restore would refuse it too: it left nothing beside it
+    return [p for p in places if not any(_inside(p, other) for other in places)]
 
 
-def find_leftovers(paths: Iterable[str]) -> Iterator[tuple[str, str]]:
-    """Set-aside and staged copies next to these source paths, with their backup ids."""
-    for path in paths:
-        live = os.path.realpath(path)
-        parent, name = os.path.split(live)
+def find_leftovers(places: Iterable[str]) -> Iterator[tuple[str, str]]:
+    """Set-aside and staged copies next to these live paths, with their backup ids."""
+    for path in places:
+        parent, name = os.path.split(path)
         try:
             entries = list(os.scandir(parent))
         except OSError:

@@ -12,6 +12,11 @@ A backup becomes complete by one rename, once everything in it is durable (one s
 after pass 1, an fsync for each file and directory the final pass touched). Nothing
 writes into a complete backup, which is what makes the hard links between consecutive
 backups safe; restores copy out of it, never link.
+
+The live data is the app's: it may hold symlinks and swap directories at any time.
+Which symlinks rollhook follows on the way to a source is decided in ``paths`` (only
+outside the data of every source, and at restore only while unchanged since the backup);
+below a source, nothing is ever followed (``files.scan``).
 """
 
 from __future__ import annotations
@@ -30,11 +35,11 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from workers.backup import files
+from workers.backup import files, paths
 from workers.backup.links import Previous
 from workers.backup.mirror import Mirror
 from workers.backup.model import BackupInfo, RestoreResult, Source
-from workers.backup.restore import Restorer, find_leftovers
+from workers.backup.restore import Restorer, find_leftovers, restored_places
 from workers.backup.running import INDEX, MANIFEST, RunningBackup
 from workers.errors import DeployError, InfrastructureError, OperatorError
 
@@ -67,6 +72,10 @@ class BackupStore:
             raise OperatorError(f"backup {backup_id}: two sources share a name: {names}")
         if (self.root / backup_id).exists():
             raise DeployError(f"backup {backup_id} already exists under {self.root}")
+        try:
+            roots = paths.settle([s.path for s in sources])
+        except paths.UnsafeSymlink as exc:
+            raise paths.UnsafeSymlink(f"backup {backup_id} refused: {exc}") from exc
         self._make_root()
         latest = self._latest()
         previous = self._previous(latest)
@@ -80,7 +89,13 @@ class BackupStore:
             partial=partial,
             lock_fd=lock_fd,
             mirrors=[
-                Mirror(s, str(partial / "data" / str(n)), previous.get(s.name), self._exclude())
+                Mirror(
+                    s,
+                    str(partial / "data" / str(n)),
+                    previous.get(s.name),
+                    self._exclude(),
+                    roots,
+                )
                 for n, s in enumerate(sources)
             ],
             linked_from=latest.id if latest else None,
@@ -99,32 +114,48 @@ class BackupStore:
         sparse files count for what they hold. For the preflight disk check.
         """
         previous = self._previous(self._latest())
+        try:
+            roots = paths.settle([s.path for s in sources])
+        except paths.UnsafeSymlink as exc:
+            raise paths.UnsafeSymlink(f"backup refused: {exc}") from exc
         total = 0
         for source in sources:
-            prev = previous.get(source.name)
-            root = os.path.realpath(source.path)
             try:
-                st = os.lstat(root)
-            except FileNotFoundError:
-                continue
+                top = paths.resolve(source.path, roots)
+            except paths.UnsafeSymlink as exc:
+                raise paths.UnsafeSymlink(f"backup of {source.path} refused: {exc}") from exc
             except OSError as exc:
-                raise InfrastructureError(f"cannot read {root}: {exc.strerror}") from exc
-            if stat.S_ISREG(st.st_mode):
-                total += _allocated(st)
-                continue
-            if not stat.S_ISDIR(st.st_mode):
-                continue
-            total += _DIR_BYTES
-            try:
-                for rel, child in files.walk(root, exclude=self._exclude(), strict=False):
-                    if stat.S_ISDIR(child.st_mode):
-                        total += _DIR_BYTES
-                    elif stat.S_ISREG(child.st_mode) and not (
-                        prev is not None and prev.would_link(root, rel, child)
-                    ):
-                        total += _allocated(child)
-            except OSError as exc:
-                raise InfrastructureError(f"cannot list {exc.filename}: {exc.strerror}") from exc
+                raise InfrastructureError(f"cannot read {source.path}: {exc.strerror}") from exc
+            with top:
+                total += self._estimate(top, previous.get(source.name))
+        return total
+
+    def _estimate(self, top: paths.Resolved, prev: Previous | None) -> int:
+        st = top.st
+        if st is None:
+            return 0
+        if stat.S_ISREG(st.st_mode):
+            return _allocated(st)
+        if not stat.S_ISDIR(st.st_mode):
+            return 0
+        total = _DIR_BYTES
+        try:
+            fd = files.open_dir(top.name, dir_fd=top.dir_fd, expect=st)
+        except OSError:
+            return total  # swapped while the app runs: the backup will say what it is
+        try:
+            for entry in files.scan(fd, path=top.path, exclude=self._exclude(), strict=False):
+                child = entry.st
+                if stat.S_ISDIR(child.st_mode):
+                    total += _DIR_BYTES
+                elif stat.S_ISREG(child.st_mode) and not (
+                    prev is not None and prev.would_link(entry.rel, child, entry.dir_fd, entry.name)
+                ):
+                    total += _allocated(child)
+        except OSError as exc:
+            raise InfrastructureError(f"cannot list {exc.filename}: {exc.strerror}") from exc
+        finally:
+            os.close(fd)
         return total
 
     def get(self, backup_id: str) -> BackupInfo:
@@ -167,8 +198,8 @@ class BackupStore:
             for backup_id in removed:
                 self._trash(self.root / backup_id)
             self._trash_partials()
-            paths = {s.path for b in backups for s in b.sources}
-            beside = [path for path, owner in find_leftovers(paths) if owner not in kept]
+            places = {place for b in backups for place in restored_places(b)}
+            beside = [path for path, owner in find_leftovers(places) if owner not in kept]
         # Deleting is the slow part (an unlink per file); it runs without the lock, which
         # a restore may be waiting for with the app down.
         self._empty_trash()
