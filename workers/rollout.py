@@ -321,7 +321,7 @@ class Rollout:
             # The new version never started, so the data is as the old one left it.
             # Bring the old one back first: aborting deletes the partial backup, which
             # takes a while on a large tree and must not lengthen the downtime.
-            self._bring_back_previous()
+            self.bring_back()
             if running_backup is not None:
                 running_backup.abort()
             raise
@@ -349,16 +349,16 @@ class Rollout:
             return self.outcome
 
     def bring_back(self) -> bool:
-        """A dead worker stopped the old version and never started the new one: start the
-        old one again before anything else, with its own data. If the dead worker had
-        begun restoring older data (a rollback), its complete snapshot of the current
-        data goes back first. False when that failed (the record says so, loudly)."""
-        snapshot = self.record.get("backup_id")
+        """The old version was stopped and the new one never started (this run failed
+        there, or a dead worker left it so): start the old one again, with its own data.
+        If a restore of older data had begun (a rollback), the complete snapshot of the
+        current data goes back first. False when that failed (recorded, loudly)."""
+        snapshot = self.outcome.backup_id or self.record.get("backup_id")
         try:
             with self.journal.step("restart-previous") as step:
                 if self.journal.reached("restore") and snapshot:
                     self.tools.backups.restore(snapshot)
-                    self.journal.log(f"recovery: data put back from snapshot {snapshot}")
+                    self.journal.log(f"data put back from snapshot {snapshot}")
                 self._restart_previous()
                 step["detail"] = "previous version serving again"
         except LeaseLost:
@@ -471,17 +471,6 @@ class Rollout:
         if not result.ok:
             raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")
         journal.log(f"rollback: {previous.deployment_id} serving again")
-
-    def _bring_back_previous(self) -> None:
-        """After a failure with the old version stopped but the data untouched."""
-        try:
-            with self.journal.step("restart-previous") as step:
-                self._restart_previous()
-                step["detail"] = "previous version serving"
-        except LeaseLost:
-            raise
-        except DeployError as exc:
-            self._rollback_failed(exc)
 
     def _roll_back_after_start(self, cause: BaseException) -> None:
         journal, tools, target = self.journal, self.tools, self.target
