@@ -7,7 +7,6 @@ committed, and the jobs reach the workers through the outbox.
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import logging
 import sys
@@ -22,7 +21,6 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rollhook.broker import make_celery
 from rollhook.records import db
 from rollhook.records import targets as target_records
 from rollhook.settings import ConfigError, Settings, load_settings
@@ -30,10 +28,10 @@ from rollhook.targets import Target, load_targets
 from service import answers, api, hooks, logs, probes, views
 from service.matching import Matcher
 from service.metrics import Metrics
-from service.publisher import Publisher
 from service.ratelimit import AuthFailures, ClientAddress, Network, parse_proxies
 from service.recorder import Recorder
 from service.runtime import Runtime
+from service.writer import WriterSettings
 
 log = logging.getLogger("rollhook.app")
 
@@ -81,32 +79,26 @@ def _lifespan(
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[dict[str, Runtime]]:
         engine = db.make_engine(settings.records_url())
-        if engine.dialect.name == "sqlite":
-            # One multi-row INSERT per table and batch instead of a SQLite step per row:
-            # every step hands the interpreter lock to and from the event loop.
-            engine.dialect.use_insertmanyvalues_wo_returning = True
         await run_in_threadpool(_prepare_records, engine, settings, list(targets))
         metrics = Metrics()
         metrics.attach_records(engine)
-        celery = make_celery(settings.broker_url())
-        publisher = Publisher(celery, engine, on_result=metrics.count_dispatch)
-        recorder = Recorder(engine, publisher.submit)
-        publisher.start()
-        publisher.drain_outbox()
-        recorder.start(asyncio.get_running_loop())
+        recorder = Recorder(
+            WriterSettings(settings.records_url(), settings.broker_url()),
+            on_dispatch=metrics.count_dispatch,
+            on_commit=metrics.count_commit,
+        )
+        await recorder.start()
         rt = Runtime(
             settings=settings,
             targets=targets,
             matcher=Matcher(targets),
             engine=engine,
             recorder=recorder,
-            publisher=publisher,
             metrics=metrics,
             addresses=ClientAddress(proxies),
             auth_failures=AuthFailures(
                 settings.auth_failures_allowed, settings.auth_failure_window
             ),
-            celery=celery,
         )
         log.info(
             "rollhook web ready: %d target(s), broker %s", len(targets), _broker_kind(settings)
@@ -118,9 +110,7 @@ def _lifespan(
         try:
             yield {"rollhook": rt}
         finally:
-            await run_in_threadpool(recorder.stop)
-            await run_in_threadpool(publisher.stop)
-            celery.close()
+            await recorder.stop()
             engine.dispose()
 
     return lifespan

@@ -23,7 +23,6 @@ from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records.events import NewEvent
 from rollhook.settings import Settings
 from service import answers, signatures
-from service.logs import request_log
 from service.recorder import Duplicate, Paused, StoreFailed
 from service.runtime import Runtime, runtime
 from service.sources import (
@@ -42,7 +41,8 @@ from service.sources import (
 
 log = logging.getLogger("rollhook.hooks")
 
-Authenticate = Callable[[Settings, Request, bytes], bool]
+# (settings, the request's headers, the request, its raw body) -> authentic?
+Authenticate = Callable[[Settings, Mapping[str, str], Request, bytes], bool]
 Parse = Callable[[Mapping[str, str], bytes, str], Parsed]
 
 
@@ -63,8 +63,8 @@ ENDPOINTS = {
     "github": Endpoint(
         "github",
         lambda s: s.github_secret is not None,
-        lambda s, r, body: signatures.verify_hub_signature(
-            body, r.headers.get("x-hub-signature-256"), s.github_secrets()
+        lambda s, h, _, body: signatures.verify_hub_signature(
+            body, h.get("x-hub-signature-256"), s.github_secrets()
         ),
         github.CONTENT_TYPES,
         github.parse,
@@ -72,8 +72,8 @@ ENDPOINTS = {
     "gitlab": Endpoint(
         "gitlab",
         lambda s: s.gitlab_token is not None,
-        lambda s, r, _: signatures.verify_token(
-            r.headers.get("x-gitlab-token"), _secret(s.gitlab_token)
+        lambda s, h, _, __: signatures.verify_token(
+            h.get("x-gitlab-token"), _secret(s.gitlab_token)
         ),
         gitlab.CONTENT_TYPES,
         lambda h, body, _: gitlab.parse(h, body),
@@ -81,8 +81,8 @@ ENDPOINTS = {
     "registry": Endpoint(
         "registry",
         lambda s: s.registry_token is not None,
-        lambda s, r, _: signatures.verify_bearer(
-            r.headers.get("authorization"), _secret(s.registry_token)
+        lambda s, h, _, __: signatures.verify_bearer(
+            h.get("authorization"), _secret(s.registry_token)
         ),
         registry.CONTENT_TYPES,
         lambda h, body, _: registry.parse(h, body),
@@ -90,7 +90,7 @@ ENDPOINTS = {
     "dockerhub": Endpoint(
         "dockerhub",
         lambda s: s.dockerhub_token is not None,
-        lambda s, r, _: signatures.verify_token(
+        lambda s, _, r, __: signatures.verify_token(
             r.path_params.get("token"), _secret(s.dockerhub_token)
         ),
         dockerhub.CONTENT_TYPES,
@@ -99,8 +99,8 @@ ENDPOINTS = {
     "harbor": Endpoint(
         "harbor",
         lambda s: s.harbor_token is not None,
-        lambda s, r, _: signatures.verify_harbor(
-            r.headers.get("authorization"), _secret(s.harbor_token)
+        lambda s, h, _, __: signatures.verify_harbor(
+            h.get("authorization"), _secret(s.harbor_token)
         ),
         harbor.CONTENT_TYPES,
         harbor.parse,
@@ -123,60 +123,112 @@ async def read_capped(request: Request, cap: int) -> bytes | None:
     return b"".join(chunks)
 
 
+def header_map(request: Request) -> dict[str, str]:
+    """The request's headers as a plain dict, read once.
+
+    ASGI names are lowercase already; of a repeated header the first wins, as with
+    Starlette's ``Headers.get``. A webhook looks up a dozen headers, most of them
+    absent, and a missing name costs Starlette a scan and an exception each time.
+    """
+    return {
+        name.decode("latin-1"): value.decode("latin-1")
+        for name, value in reversed(request.scope["headers"])
+    }
+
+
+@dataclass
+class Line:
+    """The one log line a webhook gets (uvicorn's access line is left out for it).
+
+    It names the source and the sender's delivery id (the parsed ones once known), the
+    client, the answer's code and what happened.
+    """
+
+    source: str
+    delivery_id: str | None
+    client: str = "-"
+    level: int = logging.INFO
+    note: str = ""
+
+    def says(self, note: str, level: int = logging.INFO) -> None:
+        self.note, self.level = note, level
+
+    def write(self, code: int) -> None:
+        log.log(
+            self.level,
+            "[%s delivery=%s] %d from %s: %s",
+            self.source,
+            self.delivery_id or "-",
+            code,
+            self.client,
+            self.note,
+            extra={"source": self.source, "delivery_id": self.delivery_id},
+        )
+
+
 def route(endpoint: Endpoint, path: str) -> Route:
     async def handle(request: Request) -> Response:
         rt = runtime(request)
-        response = await _receive(rt, endpoint, request)
-        rt.metrics.requests.labels(endpoint.source, str(response.status_code)).inc()
+        headers = header_map(request)
+        line = Line(endpoint.source, _delivery_header(headers))
+        response = await _receive(rt, endpoint, request, headers, line)
+        line.write(response.status_code)
+        rt.metrics.count_request(endpoint.source, response.status_code)
         return response
 
     return Route(path, handle, methods=["POST"], name=f"hook_{endpoint.source}")
 
 
-async def _receive(rt: Runtime, endpoint: Endpoint, request: Request) -> Response:
-    admitted = await _admit(rt, endpoint, request)
+async def _receive(
+    rt: Runtime, endpoint: Endpoint, request: Request, headers: dict[str, str], line: Line
+) -> Response:
+    admitted = await _admit(rt, endpoint, request, headers, line)
     if isinstance(admitted, Response):
         return admitted
-    content_type = answers.content_type(request)
+    content_type = answers.media_type(headers.get("content-type", ""))
     if content_type not in endpoint.content_types:
+        line.says(f"content type {content_type or '(none)'} not accepted")
         return answers.unsupported(content_type)
-    rlog = request_log(log, endpoint.source, _delivery_header(request))
     try:
-        parsed = endpoint.parse(request.headers, admitted, content_type)
+        parsed = endpoint.parse(headers, admitted, content_type)
     except Malformed as exc:
-        rlog.info("400: %s", exc)
+        line.says(str(exc))
         return answers.bad_request(str(exc))
     if isinstance(parsed, Ignored):
-        rlog.info("200 ignored: %s", parsed.reason)
+        line.says(f"ignored: {parsed.reason}")
         return answers.ignored(parsed.reason, parsed.detail)
-    return await _accept(rt, parsed)
+    line.source, line.delivery_id = parsed.source, parsed.delivery_id[:200]
+    return await _accept(rt, parsed, line)
 
 
-async def _admit(rt: Runtime, endpoint: Endpoint, request: Request) -> bytes | Response:
+async def _admit(
+    rt: Runtime, endpoint: Endpoint, request: Request, headers: dict[str, str], line: Line
+) -> bytes | Response:
     """The raw body of an authenticated request, or the answer that stops it."""
     settings = rt.settings
+    line.client = client = rt.client(request, headers)
     if not endpoint.configured(settings):
+        line.says("source not configured")
         return answers.not_found()
-    client = rt.client(request)
     if blocked := rt.refuse_if_blocked(client):
+        line.says("refused: too many failed authentications", logging.WARNING)
         return blocked
     try:
         body = await read_capped(request, settings.max_body_bytes)
     except ClientDisconnect:
+        line.says("client went away")
         return answers.bad_request("client went away")
     if body is None:
+        line.says(f"body over {settings.max_body_bytes} bytes")
         return answers.too_large(settings.max_body_bytes)
-    if not endpoint.authenticate(settings, request, body):
+    if not endpoint.authenticate(settings, headers, request, body):
         rt.auth_failures.failed(client)
-        request_log(log, endpoint.source, _delivery_header(request)).warning(
-            "401 from %s: missing or bad credentials", client
-        )
-        return _unauthorized(endpoint, request)
+        line.says("missing or bad credentials", logging.WARNING)
+        return _unauthorized(endpoint, headers)
     return body
 
 
-def _unauthorized(endpoint: Endpoint, request: Request) -> Response:
-    headers = request.headers
+def _unauthorized(endpoint: Endpoint, headers: Mapping[str, str]) -> Response:
     if (
         endpoint.source == "github"
         and "x-hub-signature-256" not in headers
@@ -186,36 +238,33 @@ def _unauthorized(endpoint: Endpoint, request: Request) -> Response:
     return answers.unauthorized()
 
 
-def _delivery_header(request: Request) -> str | None:
+def _delivery_header(headers: Mapping[str, str]) -> str | None:
     """The sender's delivery id for log lines, before the body is parsed."""
     for name in ("x-github-delivery", "x-gitea-delivery", "idempotency-key", "x-gitlab-event-uuid"):
-        if value := request.headers.get(name):
+        if value := headers.get(name):
             return value[:200]
     return None
 
 
-async def _accept(rt: Runtime, hints: Hints) -> Response:
+async def _accept(rt: Runtime, hints: Hints, line: Line) -> Response:
     matched = rt.matcher.match(hints)
-    rlog = request_log(log, hints.source, hints.delivery_id)
     if isinstance(matched, Ignored):
-        rlog.info("200 ignored: %s", matched.reason)
+        line.says(f"ignored: {matched.reason}")
         return answers.ignored(matched.reason, matched.detail)
     event = new_event(hints, matched)
     try:
         outcome = await rt.recorder.record(event)
     except StoreFailed as exc:
-        rlog.error("503: %s", exc)
+        line.says(str(exc), logging.ERROR)
         return answers.unavailable("the event could not be stored; deliver it again")
     if isinstance(outcome, Duplicate):
-        rlog.info("200 duplicate of event %s", outcome.event_id)
+        line.says(f"duplicate of event {outcome.event_id}")
         return answers.ignored("duplicate delivery", id=outcome.event_id)
     if isinstance(outcome, Paused):
-        rlog.info("200 ignored: target paused (%s)", ", ".join(outcome.targets))
+        line.says(f"ignored: target paused ({', '.join(outcome.targets)})")
         return answers.ignored("target paused", ", ".join(outcome.targets))
-    rt.metrics.events_stored.labels(hints.source).inc()
-    rlog.info(
-        "202 event %s queued for %s", outcome.event_id, ", ".join(j.target for j in outcome.jobs)
-    )
+    rt.metrics.count_stored(hints.source)
+    line.says(f"event {outcome.event_id} queued for {', '.join(j.target for j in outcome.jobs)}")
     return answers.queued(outcome.event_id)
 
 

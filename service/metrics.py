@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterator
+from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -47,7 +48,13 @@ class Metrics:
         )
         self.jobs_dispatched = Counter(
             "rollhook_jobs_dispatched",
-            "Jobs handed to the broker by this process",
+            "Jobs handed to the broker by this web process (its records writer)",
+            registry=self.registry,
+        )
+        self.commit_events = Histogram(
+            "rollhook_commit_events",
+            "Events stored per records commit (concurrent requests share one)",
+            buckets=(1, 2, 5, 10, 20, 50, 100, 200, 500),
             registry=self.registry,
         )
         self.dispatch_failures = Counter(
@@ -55,9 +62,27 @@ class Metrics:
             "Jobs the broker refused (left in the outbox)",
             registry=self.registry,
         )
+        # Children by label values: ``labels()`` costs a lock and a few dicts per call.
+        self._requests: dict[tuple[str, int], Any] = {}
+        self._stored: dict[str, Any] = {}
+
+    def count_request(self, source: str, code: int) -> None:
+        child = self._requests.get((source, code))
+        if child is None:
+            child = self._requests[(source, code)] = self.requests.labels(source, str(code))
+        child.inc()
+
+    def count_stored(self, source: str) -> None:
+        child = self._stored.get(source)
+        if child is None:
+            child = self._stored[source] = self.events_stored.labels(source)
+        child.inc()
 
     def attach_records(self, engine: Engine) -> None:
         self.registry.register(_RecordsCollector(engine))
+
+    def count_commit(self, events: int) -> None:
+        self.commit_events.observe(events)
 
     def count_dispatch(self, sent: int, failed: int) -> None:
         if sent:

@@ -35,7 +35,7 @@ def _ping(rt: Runtime) -> None:
 
 async def readyz(request: Request) -> Response:
     rt = runtime(request)
-    broker = rt.publisher.broker_state
+    broker = rt.recorder.broker_state
     try:
         await asyncio.wait_for(run_in_threadpool(_ping, rt), READY_TIMEOUT)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:

@@ -1,216 +1,238 @@
-"""Group commit: concurrent requests' events are stored in one transaction.
+"""The request side of group commit: hand an event to the writer process, await its outcome.
 
-A webhook is answered 202 only once its event and jobs are committed. Committing each
-request on its own would cost one fsync per request; here a single writer thread takes
-everything that queued up while the previous commit ran and stores it at once, then
-wakes each waiting request with its own outcome. Paused and held targets are read in
-that same transaction, so a pause is never read stale and costs one query per batch.
+A webhook's answer waits for its event's commit (``service.writer`` does the committing,
+in groups). Events go to the writer a loop turn at a time: everything that the requests of
+one turn of the event loop produced travels in one frame, and each answer frame wakes the
+requests of a whole commit. If the writer process dies, waiting requests are answered 503
+(their events may or may not be stored: the sender delivers again and a stored one is
+then a duplicate) and a new writer is started.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import itertools
 import logging
-import queue
-import threading
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+import os
+import socket
+import subprocess
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine, or_, select
-from sqlalchemy.exc import OperationalError
+from rollhook.records.events import NewEvent
+from service.writer import (
+    Duplicate,
+    Failed,
+    Frames,
+    Outcome,
+    Paused,
+    Queued,
+    WriterSettings,
+    frame,
+    from_wire,
+)
 
-from rollhook.jobs import Job
-from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent, store_batch
-from rollhook.records.schema import targets
+__all__ = ["Duplicate", "Outcome", "Paused", "Queued", "Recorder", "StoreFailed"]
 
 log = logging.getLogger("rollhook.recorder")
 
-
-@dataclass(frozen=True)
-class Queued:
-    event_id: str
-    jobs: tuple[Job, ...]
-
-
-@dataclass(frozen=True)
-class Duplicate:
-    event_id: str
-
-
-@dataclass(frozen=True)
-class Paused:
-    targets: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class _Failed:
-    error: str
-
-
-Outcome = Queued | Duplicate | Paused
+RESTART_AFTER = 1.0  # seconds between a writer's death and its successor
+START_TIMEOUT = 60.0
 
 
 class StoreFailed(Exception):
     """The event could not be committed (answer 503); the sender will deliver it again."""
 
 
-@dataclass
-class _Pending:
-    event: NewEvent
-    future: asyncio.Future[Outcome | _Failed]
-
-
 class Recorder:
     def __init__(
         self,
-        engine: Engine,
-        on_commit: Callable[[list[Job]], None],
+        settings: WriterSettings,
         *,
-        max_batch: int = 500,
+        on_dispatch: Callable[[int, int], None] | None = None,
+        on_commit: Callable[[int], None] | None = None,
         timeout: float = 8.0,
     ) -> None:
-        self._engine = engine
-        self._on_commit = on_commit
-        self._max_batch = max_batch
+        self._settings = settings
+        self._on_dispatch = on_dispatch or (lambda sent, failed: None)  # (sent, refused)
+        self._on_commit = on_commit or (lambda events: None)  # events per commit
         self._timeout = timeout  # under GitHub's 10 s, after which it gives up anyway
-        self._queue: queue.SimpleQueue[_Pending | None] = queue.SimpleQueue()
-        self._thread = threading.Thread(target=self._run, name="rollhook-recorder", daemon=True)
+        self._seq = itertools.count()
+        self._waiting: dict[int, tuple[NewEvent, asyncio.Future[Outcome | Failed]]] = {}
+        self._outgoing: list[tuple[int, NewEvent]] = []
+        self._channel: _Channel | None = None
+        self._process: subprocess.Popen[bytes] | None = None
+        self._ready: asyncio.Future[None] | None = None
+        self._closed: asyncio.Future[None] | None = None
+        self._stopping = False
+        self._up = False  # the writer said it is ready, and its socket is open
+        self._restart: asyncio.Task[None] | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self.broker_state = "unknown"  # "up" | "down" | "unknown", for /readyz
 
-    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+    # -- life cycle ---------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start the writer process and wait until it is ready."""
+        loop = asyncio.get_running_loop()
+        ours, theirs = socket.socketpair()
+        # The child imports service.writer from wherever this process found it.
+        paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
+        env = os.environ | {"PYTHONPATH": os.pathsep.join(p for p in paths if p)}
+        with theirs:
+            self._process = subprocess.Popen(
+                [sys.executable, "-m", "service.writer", str(theirs.fileno())],
+                pass_fds=(theirs.fileno(),),
+                stdin=subprocess.DEVNULL,
+                env=env,
+            )
         self._loop = loop
-        self._thread.start()
+        self._ready = loop.create_future()
+        self._closed = loop.create_future()
+        ours.setblocking(False)
+        _, channel = await loop.create_unix_connection(lambda: _Channel(self), sock=ours)
+        self._channel = channel
+        channel.send(frame(self._settings))
+        try:
+            await asyncio.wait_for(asyncio.shield(self._ready), START_TIMEOUT)
+        except TimeoutError:
+            raise RuntimeError("the records writer did not start") from None
 
-    def stop(self) -> None:
-        """Store everything already submitted, then end the writer thread."""
-        if self._thread.is_alive():
-            self._queue.put(None)
-            self._thread.join()
+    async def stop(self) -> None:
+        """Let the writer store what it was given, then wait for it to end."""
+        self._stopping = True
+        if self._restart is not None:
+            self._restart.cancel()
+        self._flush()
+        if self._channel is not None and self._closed is not None:
+            self._channel.close_writing()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._closed), 60)
+        await asyncio.to_thread(self._reap, 60.0)
+
+    def _reap(self, timeout: float) -> None:
+        process = self._process
+        if process is None:
+            return
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            log.error("the records writer did not stop; killing it")  # noqa: TRY400
+            process.kill()
+            process.wait()
+
+    # -- requests -----------------------------------------------------------------------
 
     async def record(self, event: NewEvent) -> Outcome:
         """Store one event with its jobs; returns once committed (or raises StoreFailed)."""
-        if self._loop is None or not self._thread.is_alive():
-            raise StoreFailed("the recorder is not running")
-        future: asyncio.Future[Outcome | _Failed] = self._loop.create_future()
-        self._queue.put(_Pending(event, future))
+        loop = self._loop
+        if not self._up or self._stopping or loop is None:
+            raise StoreFailed("the records writer is not running")
+        future: asyncio.Future[Outcome | Failed] = loop.create_future()
+        seq = next(self._seq)
+        self._waiting[seq] = (event, future)
+        if not self._outgoing:
+            loop.call_soon(self._flush)  # once this turn of the loop is over
+        self._outgoing.append((seq, event))
+        timer = loop.call_later(self._timeout, self._give_up, seq)
         try:
-            outcome = await asyncio.wait_for(future, self._timeout)
-        except TimeoutError:
-            raise StoreFailed("the records database did not answer in time") from None
-        if isinstance(outcome, _Failed):
+            outcome = await future
+        finally:
+            timer.cancel()
+        if isinstance(outcome, Failed):
             raise StoreFailed(outcome.error)
         return outcome
 
-    # -- the writer thread ------------------------------------------------------------
+    def _flush(self) -> None:
+        if self._outgoing and self._channel is not None and self._channel.open:
+            self._channel.send(frame(("events", self._outgoing)))
+        self._outgoing = []
 
-    def _run(self) -> None:
-        stopping = False
-        while not stopping:
-            first = self._queue.get()
-            if first is None:
-                break
-            batch = [first]
-            while len(batch) < self._max_batch:
-                try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                if item is None:
-                    stopping = True
-                    break
-                batch.append(item)
-            self._write(batch)
+    def _give_up(self, seq: int) -> None:
+        waiting = self._waiting.pop(seq, None)
+        if waiting is not None and not waiting[1].done():
+            waiting[1].set_result(Failed("the records database did not answer in time"))
 
-    def _write(self, batch: list[_Pending]) -> None:
-        try:
-            outcomes = self._commit([p.event for p in batch])
-        except OperationalError as exc:
-            # One line: the driver's own message says what is wrong (locked, gone, full).
-            log.error(  # noqa: TRY400
-                "records database unavailable; %d event(s) not stored: %s", len(batch), exc.orig
-            )
-            outcomes = [_Failed("records database unavailable")] * len(batch)
-        except Exception:  # noqa: BLE001 - isolate the bad event, whatever it raised
-            # One bad event must not fail the others that happened to share its commit.
-            outcomes = [self._commit_alone(p.event) for p in batch]
-        if self._loop is not None:
-            self._loop.call_soon_threadsafe(_resolve, batch, outcomes)
-        jobs = [job for o in outcomes if isinstance(o, Queued) for job in o.jobs]
-        if jobs:
-            self._on_commit(jobs)
+    # -- the writer's messages ----------------------------------------------------------
 
-    def _commit_alone(self, event: NewEvent) -> Outcome | _Failed:
-        try:
-            return self._commit([event])[0]
-        except Exception:  # the writer thread must outlive any one bad event
-            log.exception("event for delivery %s not stored", event.delivery_id)
-            return _Failed("the event could not be stored")
+    def received(self, message: tuple[Any, ...]) -> None:
+        kind = message[0]
+        if kind == "outcomes":
+            self._on_commit(len(message[1]))
+            waiting = self._waiting
+            for seq, wire in message[1]:
+                entry = waiting.pop(seq, None)
+                if entry is not None and not entry[1].done():
+                    entry[1].set_result(from_wire(wire, entry[0]))
+        elif kind == "broker":
+            _, self.broker_state, sent, failed = message
+            if sent or failed:
+                self._on_dispatch(sent, failed)
+        elif kind == "ready" and self._ready is not None and not self._ready.done():
+            self._up = True
+            self._ready.set_result(None)
 
-    def _commit(self, events: Sequence[NewEvent]) -> list[Outcome | _Failed]:
-        outcomes: list[Outcome | _Failed] = []
-        with self._engine.begin() as conn:
-            paused, held = _paused_and_held(conn)
-            keep: list[NewEvent] = []
-            for event in events:
-                # Pausing freezes automatic deployments; what a person asks for on the
-                # API (a rollback during the incident, say) still goes through.
-                stopped = [j.target for j in event.jobs if j.target in paused and not j.manual]
-                if stopped and len(stopped) == len(event.jobs):
-                    outcomes.append(Paused(tuple(sorted(stopped))))
-                    continue
-                keep.append(
-                    replace(
-                        event,
-                        jobs=[j for j in event.jobs if j.target not in stopped],
-                        summary={**event.summary, "paused": sorted(stopped)},
-                    )
-                    if stopped
-                    else event
-                )
-                outcomes.append(Queued(event.id, ()))  # placeholder, replaced below
-            stored = iter(store_batch(conn, keep))
-            for i, outcome in enumerate(outcomes):
-                if isinstance(outcome, Queued):
-                    result = next(stored)
-                    outcomes[i] = (
-                        Duplicate(result.event_id)
-                        if result.duplicate
-                        else Queued(result.event_id, result.jobs)
-                    )
-            # A new event for a target held after a manual rollback lets it deploy again.
-            for name in sorted(held & _deploy_targets(outcomes)):
-                target_records.set_held(conn, name, False)
-        return outcomes
+    def lost(self) -> None:
+        """The writer's socket closed: it ended (as asked, or by dying)."""
+        self._up = False
+        gone = Failed("the records writer stopped")
+        for _, future in self._waiting.values():
+            if not future.done():
+                future.set_result(gone)
+        self._waiting.clear()
+        self._outgoing = []
+        if self._ready is not None and not self._ready.done():
+            self._ready.set_exception(RuntimeError("the records writer ended at start"))
+        if self._closed is not None and not self._closed.done():
+            self._closed.set_result(None)
+        if not self._stopping:
+            log.error("the records writer ended; starting another in %.0f s", RESTART_AFTER)
+            self._restart = asyncio.get_running_loop().create_task(self._start_again())
+
+    async def _start_again(self) -> None:
+        await asyncio.to_thread(self._reap, 10.0)
+        while not self._stopping:
+            await asyncio.sleep(RESTART_AFTER)
+            try:
+                await self.start()
+            except (OSError, RuntimeError) as exc:
+                log.error("starting the records writer failed: %s", exc)  # noqa: TRY400
+            else:
+                log.info("records writer started again")
+                return
 
 
-def _paused_and_held(conn: Connection) -> tuple[set[str], set[str]]:
-    rows = conn.execute(
-        select(targets.c.name, targets.c.paused, targets.c.held).where(
-            or_(targets.c.paused, targets.c.held)
-        )
-    )
-    paused: set[str] = set()
-    held: set[str] = set()
-    for name, is_paused, is_held in rows:
-        if is_paused:
-            paused.add(name)
-        if is_held:
-            held.add(name)
-    return paused, held
+class _Channel(asyncio.Protocol):
+    """The web process's end of the socket to the writer."""
 
+    def __init__(self, recorder: Recorder) -> None:
+        self._recorder = recorder
+        self._frames = Frames()
+        self._transport: asyncio.WriteTransport | None = None
+        self.open = False
 
-def _deploy_targets(outcomes: Sequence[Outcome | _Failed]) -> set[str]:
-    return {
-        job.target
-        for o in outcomes
-        if isinstance(o, Queued)
-        for job in o.jobs
-        if job.action == "deploy"
-    }
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self._transport = cast(asyncio.WriteTransport, transport)
+        self.open = True
 
+    def data_received(self, data: bytes) -> None:
+        for message in self._frames.feed(data):
+            self._recorder.received(message)
 
-def _resolve(batch: list[_Pending], outcomes: Sequence[Outcome | _Failed]) -> None:
-    for pending, outcome in zip(batch, outcomes, strict=True):
-        if not pending.future.done():  # the request may have timed out or gone away
-            pending.future.set_result(outcome)
+    def eof_received(self) -> bool:
+        return False  # close the transport: connection_lost follows
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.open = False
+        self._recorder.lost()
+
+    def send(self, data: bytes) -> None:
+        if self._transport is not None and self.open:
+            self._transport.write(data)
+
+    def close_writing(self) -> None:
+        if self._transport is not None and self.open and self._transport.can_write_eof():
+            self._transport.write_eof()

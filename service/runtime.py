@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
 
 from sqlalchemy import Engine
 from starlette.requests import Request
@@ -14,7 +14,6 @@ from rollhook.targets import Target
 from service import answers
 from service.matching import Matcher
 from service.metrics import Metrics
-from service.publisher import Publisher
 from service.ratelimit import AuthFailures, ClientAddress
 from service.recorder import Recorder
 
@@ -26,15 +25,15 @@ class Runtime:
     matcher: Matcher
     engine: Engine
     recorder: Recorder
-    publisher: Publisher
     metrics: Metrics
     addresses: ClientAddress
     auth_failures: AuthFailures
-    celery: Any
 
-    def client(self, request: Request) -> str:
+    def client(self, request: Request, headers: Mapping[str, str] | None = None) -> str:
+        """The client's address; ``headers``: the request's, when already read into a dict."""
         peer = request.client.host if request.client else None
-        return self.addresses.resolve(peer, request.headers.get("x-forwarded-for"))
+        forwarded_for = (request.headers if headers is None else headers).get("x-forwarded-for")
+        return self.addresses.resolve(peer, forwarded_for)
 
     def refuse_if_blocked(self, client: str) -> Response | None:
         """429 for a client that kept failing auth; checked before its credentials."""

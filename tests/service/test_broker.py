@@ -25,8 +25,8 @@ def queued_job_ids(url: str) -> set[str]:
     with redis.Redis.from_url(url) as client:
         for message in client.lrange("deploy", 0, -1):
             body = json.loads(base64.b64decode(json.loads(message)["body"]))
-            args = body[0]
-            ids.add(json.loads(args[0])["id"])
+            (batch,) = body[0]  # rollhook.process_jobs takes one argument: a list of jobs
+            ids.update(json.loads(job)["id"] for job in batch)
     return ids
 
 

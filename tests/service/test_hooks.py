@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlencode
@@ -9,7 +10,9 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 from sqlalchemy import text
+from starlette.requests import Request
 
+from service.hooks import header_map
 from service.signatures import hub_signature
 from tests.service.support import (
     DOCKERHUB_TOKEN,
@@ -162,9 +165,24 @@ CASES: list[tuple[str, Call, int, str | None]] = [
 
 
 @pytest.mark.parametrize(("name", "call", "code", "reason"), CASES, ids=[c[0] for c in CASES])
-def test_answers(served: Served, name: str, call: Call, code: int, reason: str | None) -> None:
+def test_answers(  # noqa: PLR0917 - fixtures and the table's columns
+    served: Served,
+    caplog: pytest.LogCaptureFixture,
+    name: str,
+    call: Call,
+    code: int,
+    reason: str | None,
+) -> None:
+    caplog.set_level(logging.INFO)
     response = call(served)
     assert response.status_code == code, response.text
+    # One line per webhook, with its answer (what never reached a hook endpoint has none).
+    lines = [r.getMessage() for r in caplog.records if r.name == "rollhook.hooks"]
+    if name in {"no such path", "wrong method"}:
+        assert lines == []
+    else:
+        assert len(lines) == 1
+        assert f"] {code} from 127.0.0.1: " in lines[0]
     document = response.json()
     expected_status = {202: "queued", 200: "ignored"}.get(code)
     if expected_status:
@@ -178,6 +196,21 @@ def test_answers(served: Served, name: str, call: Call, code: int, reason: str |
             "missing or bad credentials",
             "X-Hub-Signature-256 required; SHA-1 signatures are refused",
         }
+
+
+def test_headers_are_read_once_first_value_wins() -> None:
+    request = Request(
+        {
+            "type": "http",
+            "headers": [
+                (b"x-github-event", b"push"),
+                (b"x-github-event", b"ping"),
+                (b"a", b"\xe9"),
+            ],
+        }
+    )
+    assert header_map(request) == {"x-github-event": "push", "a": "é"}
+    assert header_map(request)["x-github-event"] == request.headers["x-github-event"]
 
 
 def test_queued_means_committed(served: Served) -> None:

@@ -26,7 +26,7 @@ def test_readyz_is_503_when_the_records_do_not_answer(tmp_path: Path) -> None:
     broken = tmp_path / "records.sqlite"
     broken.write_bytes(b"this is not a database" * 100)
     engine = db.make_engine(f"sqlite:///{broken}")
-    runtime: Any = SimpleNamespace(engine=engine, publisher=SimpleNamespace(broker_state="up"))
+    runtime: Any = SimpleNamespace(engine=engine, recorder=SimpleNamespace(broker_state="up"))
     request = Request(
         {
             "type": "http",

@@ -26,15 +26,17 @@ class FakeBroker:
     def __init__(self) -> None:
         self.up = True
         self.taken: list[str] = []
+        self.messages: list[int] = []  # jobs per message
         self.attempts = 0
         self.lock = threading.Lock()
 
-    def publish(self, celery: Any, job_json: str) -> None:
+    def publish(self, celery: Any, job_jsons: list[str]) -> None:
         with self.lock:
             self.attempts += 1
             if not self.up:
                 raise ConnectionRefusedError("broker down")
-            self.taken.append(Job.from_json(job_json).id)
+            self.messages.append(len(job_jsons))
+            self.taken.extend(Job.from_json(j).id for j in job_jsons)
 
     def probe(self, celery: Any) -> None:
         if not self.up:
@@ -98,6 +100,19 @@ def test_committed_jobs_are_sent_and_marked(engine: Engine, broker: FakeBroker) 
     assert p.broker_state == "up"
 
 
+def test_jobs_committed_together_travel_in_one_message(engine: Engine, broker: FakeBroker) -> None:
+    """A broker message costs far more than a job: what is waiting goes out together."""
+    p = Publisher(object(), engine, publish=broker.publish, probe=broker.probe)
+    sent = store(engine, 40)
+    p.submit(sent[:25])
+    p.submit(sent[25:])  # both batches wait: the thread is not running yet
+    p.start()
+    wait_for(lambda: len(broker.taken) == 40, what="dispatch")
+    p.stop()
+    assert broker.messages == [40]
+    assert all(done for done, _ in dispatch_state(engine).values())
+
+
 def test_the_outbox_is_drained_at_start(engine: Engine, broker: FakeBroker) -> None:
     waiting = store(engine, 3)  # left by a web process that died before sending them
     p = publisher(engine, broker)
@@ -106,6 +121,34 @@ def test_the_outbox_is_drained_at_start(engine: Engine, broker: FakeBroker) -> N
     p.stop()
     assert sorted(broker.taken) == sorted(j.id for j in waiting)
     assert all(done for done, _ in dispatch_state(engine).values())
+
+
+def test_jobs_committed_during_the_start_up_drain_go_out_once(
+    engine: Engine, broker: FakeBroker
+) -> None:
+    """The drain reads the outbox while the writer commits: those jobs are both read and
+    submitted, and one message is enough."""
+    gate, sending = threading.Event(), threading.Event()
+    publish = broker.publish
+
+    def slow_publish(celery: Any, job_jsons: list[str]) -> None:
+        sending.set()
+        gate.wait(10)
+        publish(celery, job_jsons)
+
+    p = Publisher(object(), engine, publish=slow_publish, probe=broker.probe)
+    committed = store(engine, 3)
+    p.drain_outbox()
+    p.start()
+    wait_for(sending.is_set, what="the drain sending")
+    p.submit(committed)  # the writer's fast path, while the drain is sending them
+    gate.set()
+    wait_for(lambda: all(done for done, _ in dispatch_state(engine).values()), what="dispatch")
+    later = store(engine, 2)
+    p.submit(later)
+    wait_for(lambda: len(broker.taken) >= 5, what="the next jobs")
+    p.stop()
+    assert sorted(broker.taken) == sorted(j.id for j in committed + later)  # each once
 
 
 def test_broker_down_leaves_jobs_in_the_outbox_then_sends_them(

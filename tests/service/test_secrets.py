@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy import select
 
 from rollhook.records.schema import events, jobs
-from service.logs import RedactTokens, redact
+from service.logs import RedactTokens, SkipHookAccess, redact
 from service.signatures import hub_signature
 from tests.harness.ports import free_port, wait_for_port
 from tests.service.support import (
@@ -125,6 +125,34 @@ def test_redaction_of_access_log_records() -> None:
     assert redact("GET /hooks/github") == "GET /hooks/github"
 
 
+@pytest.mark.parametrize(
+    ("method", "path", "status", "kept"),
+    [
+        ("POST", "/hooks/github", 202, False),  # the hook pipeline wrote its own line
+        ("POST", "/hooks/dockerhub/abc123", 401, False),
+        ("POST", "/hooks/harbor", 413, False),
+        ("POST", "/hooks/github", 500, True),  # an unexpected error: no line of ours
+        ("GET", "/hooks/github", 405, True),  # never reached the pipeline
+        ("POST", "/hooks/unknown", 404, True),
+        ("POST", "/deploy", 202, True),
+        ("GET", "/healthz", 200, True),
+    ],
+)
+def test_access_lines_for_webhooks_are_left_to_the_hooks_own(
+    method: str, path: str, status: int, kept: bool
+) -> None:
+    record = logging.LogRecord(
+        "uvicorn.access",
+        logging.INFO,
+        __file__,
+        1,
+        '%s - "%s %s HTTP/%s" %d',
+        ("127.0.0.1:5", method, path, "1.1", status),
+        None,
+    )
+    assert SkipHookAccess().filter(record) is kept
+
+
 def test_uvicorn_access_log_redacts_the_docker_hub_token(tmp_path: Path) -> None:
     """The real command line, the real access log: the URL token never appears in it."""
     config = tmp_path / "rollhook.yml"
@@ -151,13 +179,20 @@ def test_uvicorn_access_log_redacts_the_docker_hub_token(tmp_path: Path) -> None
         try:
             wait_for_port(port, timeout=30)
             responses = exercise(f"http://127.0.0.1:{port}")
+            # A wrong method never reaches the hook pipeline: uvicorn's access line it is.
+            wrong = httpx.get(f"http://127.0.0.1:{port}/hooks/dockerhub/{DOCKERHUB_TOKEN}")
         finally:
             proc.send_signal(signal.SIGTERM)
             proc.wait(30)
     output = log_path.read_text()
     assert [r.status_code for r in responses][2:4] == [202, 401]
-    assert '"POST /hooks/dockerhub/<redacted> HTTP/1.1" 202' in output
-    assert '"POST /hooks/dockerhub/<redacted> HTTP/1.1" 401' in output
+    assert wrong.status_code == 405
+    assert '"GET /hooks/dockerhub/<redacted> HTTP/1.1" 405' in output
+    # Webhooks get one line of their own, with their outcome, instead of the access line.
+    assert "] 202 from 127.0.0.1: event " in output
+    assert "] 401 from 127.0.0.1: missing or bad credentials" in output
+    assert '"POST /hooks/dockerhub/' not in output
+    assert '"POST /deploy HTTP/1.1" 202' in output  # everything else keeps its access line
     for secret in ALL_SECRETS:
         assert secret not in output
 
