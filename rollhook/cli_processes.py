@@ -34,6 +34,9 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
             "--no-server-header",
             # Whose X-Forwarded-For to believe is ROLLHOOK_TRUSTED_PROXIES' call alone.
             "--no-proxy-headers",
+            # Bounds what slow clients can hold (each may buffer up to the body cap).
+            "--limit-concurrency",
+            "256",
         ]
     if command == "worker":
         return [

@@ -63,13 +63,10 @@ async def _guard(rt: Runtime, request: Request, handler: Handler) -> Response:
     token = rt.settings.api_token
     if token is None:
         return answers.not_found()
-    client = rt.client(request)
-    if blocked := rt.refuse_if_blocked(client):
-        return blocked
     if not signatures.verify_bearer(request.headers.get("authorization"), token.get_secret_value()):
-        rt.auth_failures.failed(client)
-        log.warning("[api] 401 from %s: missing or bad token", client)
-        return answers.unauthorized()
+        client = rt.client(request)
+        log.warning("[api] refused from %s: missing or bad token", client)
+        return rt.auth_failed(client)
     try:
         return await handler(rt, request)
     except BadRequest as exc:
@@ -87,7 +84,7 @@ async def read_json(rt: Runtime, request: Request) -> dict[str, Any]:
         return {}
     try:
         document = json.loads(body)
-    except ValueError:
+    except (ValueError, RecursionError):
         raise BadRequest("body is not valid JSON") from None
     if not isinstance(document, dict):
         raise BadRequest("body is not a JSON object")

@@ -8,6 +8,7 @@ that keep failing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -53,6 +54,9 @@ class Endpoint:
     authenticate: Authenticate
     content_types: frozenset[str]
     parse: Parse
+
+
+BODY_DEADLINE = 10.0  # GitHub itself gives up after 10 s; a slower body is not a sender
 
 
 def _secret(value: Any) -> str:
@@ -206,26 +210,54 @@ async def _admit(
 ) -> bytes | Response:
     """The raw body of an authenticated request, or the answer that stops it."""
     settings = rt.settings
-    line.client = client = rt.client(request, headers)
+    line.client = rt.client(request, headers)
     if not endpoint.configured(settings):
         line.says("source not configured")
         return answers.not_found()
-    if blocked := rt.refuse_if_blocked(client):
-        line.says("refused: too many failed authentications", logging.WARNING)
-        return blocked
+    # Credentials in headers or the URL are checked before the body is read; a signed
+    # body at least needs a signature-shaped header first. Either way an unauthenticated
+    # client gets no megabytes buffered.
+    signed_body = endpoint.source == "github"
+    if not (
+        signatures.hub_signature_shaped(headers.get("x-hub-signature-256"))
+        if signed_body
+        else endpoint.authenticate(settings, headers, request, b"")
+    ):
+        return _refuse(rt, endpoint, headers, line)
+    body = await _read_body(request, settings.max_body_bytes, line)
+    if signed_body and isinstance(body, bytes):
+        return (
+            body
+            if endpoint.authenticate(settings, headers, request, body)
+            else _refuse(rt, endpoint, headers, line)
+        )
+    return body
+
+
+async def _read_body(request: Request, cap: int, line: Line) -> bytes | Response:
+    """The body within the cap and the deadline, or the answer that says why not."""
     try:
-        body = await read_capped(request, settings.max_body_bytes)
+        async with asyncio.timeout(BODY_DEADLINE):
+            body = await read_capped(request, cap)
     except ClientDisconnect:
         line.says("client went away")
         return answers.bad_request("client went away")
+    except TimeoutError:
+        line.says(f"body not received within {BODY_DEADLINE:g}s", logging.WARNING)
+        return answers.answer(408, "error", f"body not received within {BODY_DEADLINE:g}s")
     if body is None:
-        line.says(f"body over {settings.max_body_bytes} bytes")
-        return answers.too_large(settings.max_body_bytes)
-    if not endpoint.authenticate(settings, headers, request, body):
-        rt.auth_failures.failed(client)
-        line.says("missing or bad credentials", logging.WARNING)
-        return _unauthorized(endpoint, headers)
+        line.says(f"body over {cap} bytes")
+        return answers.too_large(cap)
     return body
+
+
+def _refuse(rt: Runtime, endpoint: Endpoint, headers: Mapping[str, str], line: Line) -> Response:
+    answer = rt.auth_failed(line.client, _unauthorized(endpoint, headers))
+    line.says(
+        "missing or bad credentials" + ("; too many failures" if answer.status_code == 429 else ""),
+        logging.WARNING,
+    )
+    return answer
 
 
 def _unauthorized(endpoint: Endpoint, headers: Mapping[str, str]) -> Response:

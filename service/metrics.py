@@ -6,6 +6,8 @@ right whichever worker ran a deployment and survive restarts of every process.
 
 from __future__ import annotations
 
+import threading
+import time
 from collections import Counter as Tally
 from collections import defaultdict
 from collections.abc import Iterator
@@ -96,13 +98,27 @@ class Metrics:
 
 
 class _RecordsCollector(Collector):
+    """Deployment metrics from the records. A scrape reads every deployment row, so the
+    result is kept for a few seconds: scraping faster costs the database nothing."""
+
+    TTL = 15.0
+
     def __init__(self, engine: Engine) -> None:
         self._engine = engine
+        self._cached: tuple[float, list[Metric]] | None = None
+        self._lock = threading.Lock()
 
     def describe(self) -> list[Metric]:
         return []  # no describe-time database reads: collected only when scraped
 
     def collect(self) -> Iterator[Metric]:
+        with self._lock:
+            now = time.monotonic()
+            if self._cached is None or now - self._cached[0] > self.TTL:
+                self._cached = (now, list(self._read()))
+            return iter(self._cached[1])
+
+    def _read(self) -> Iterator[Metric]:
         with self._engine.connect() as conn:
             backlog = outbox_backlog(conn)
             rows = conn.execute(

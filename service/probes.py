@@ -47,14 +47,9 @@ async def readyz(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     rt = runtime(request)
     token = rt.settings.metrics_token
-    if token is not None:
-        client = rt.client(request)
-        if blocked := rt.refuse_if_blocked(client):
-            return blocked
-        if not signatures.verify_bearer(
-            request.headers.get("authorization"), token.get_secret_value()
-        ):
-            rt.auth_failures.failed(client)
-            return answers.unauthorized()
+    if token is not None and not signatures.verify_bearer(
+        request.headers.get("authorization"), token.get_secret_value()
+    ):
+        return rt.auth_failed(rt.client(request))
     body = await run_in_threadpool(rt.metrics.render)
     return Response(body, 200, media_type=CONTENT_TYPE)

@@ -65,6 +65,17 @@ class ClientAddress:
         return client
 
 
+def _bucket(client: str) -> str:
+    """The key failures count under: an IPv6 client by its /64, which one host gets whole
+    (rotating through it must not reset the count)."""
+    if ":" not in client:
+        return client
+    try:
+        return str(ipaddress.IPv6Network(f"{client}/64", strict=False))
+    except ValueError:
+        return client
+
+
 class AuthFailures:
     def __init__(
         self, allowed: int, window: float, clock: Callable[[], float] = time.monotonic
@@ -76,6 +87,7 @@ class AuthFailures:
 
     def retry_after(self, client: str) -> int | None:
         """Seconds the client must wait, or None when it may be heard."""
+        client = _bucket(client)
         failures = self._failures.get(client)
         if failures is None:
             return None
@@ -92,6 +104,7 @@ class AuthFailures:
         return max(1, math.ceil(release - now))
 
     def failed(self, client: str) -> None:
+        client = _bucket(client)
         failures = self._failures.get(client)
         if failures is None:
             failures = self._failures[client] = deque()

@@ -35,10 +35,18 @@ class Runtime:
         forwarded_for = (request.headers if headers is None else headers).get("x-forwarded-for")
         return self.addresses.resolve(peer, forwarded_for)
 
-    def refuse_if_blocked(self, client: str) -> Response | None:
-        """429 for a client that kept failing auth; checked before its credentials."""
+    def auth_failed(self, client: str, unauthorized: Response | None = None) -> Response:
+        """Count a failed authentication: 401, or 429 once the client keeps failing.
+
+        Credentials are always checked first, so a sender with the right secret is never
+        refused, even from an address somebody else keeps failing from (GitHub's and
+        Docker Hub's shared outgoing addresses, say).
+        """
+        self.auth_failures.failed(client)
         retry_after = self.auth_failures.retry_after(client)
-        return None if retry_after is None else answers.too_many(retry_after)
+        if retry_after is not None:
+            return answers.too_many(retry_after)
+        return unauthorized or answers.unauthorized()
 
 
 def runtime(request: Request) -> Runtime:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Sequence
 
 SHA256_PREFIX = b"sha256="
@@ -21,6 +22,15 @@ def _bytes(value: str) -> bytes:
 def hub_signature(secret: bytes, body: bytes) -> str:
     """The ``X-Hub-Signature-256`` value a sender with this secret would send."""
     return "sha256=" + hmac.new(secret, body, hashlib.sha256).hexdigest()
+
+
+_HUB_SIGNATURE = re.compile(r"^\s*sha256=[0-9a-fA-F]{64}\s*$")
+
+
+def hub_signature_shaped(signature: str | None) -> bool:
+    """Whether ``X-Hub-Signature-256`` can be a signature at all: checked before the body
+    is read, so that nobody gets megabytes buffered without even pretending to sign."""
+    return signature is not None and _HUB_SIGNATURE.match(signature) is not None
 
 
 def verify_hub_signature(body: bytes, signature: str | None, secrets: Sequence[bytes]) -> bool:

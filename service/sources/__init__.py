@@ -72,7 +72,8 @@ ZERO_SHA = "0" * 40
 def load_json(body: bytes) -> dict[str, Any]:
     try:
         doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+        # RecursionError: thousands of nested brackets, which no sender means.
         raise Malformed("body is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise Malformed("body is not a JSON object")

@@ -19,6 +19,9 @@ def test_the_web_process_never_trusts_forwarded_headers_by_itself() -> None:
         line for line in PROCFILE.read_text().splitlines() if line.startswith("web:")
     )
     assert "--no-proxy-headers" in procfile_web
+    # A bound on connections held at once (each may buffer up to the body cap).
+    assert web[web.index("--limit-concurrency") + 1] == "256"
+    assert "--limit-concurrency 256" in procfile_web
 
 
 def test_the_worker_consumes_every_queue() -> None:

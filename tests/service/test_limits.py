@@ -5,6 +5,10 @@ from __future__ import annotations
 import socket
 from collections.abc import Callable, Iterator
 
+import pytest
+
+from service import hooks
+from service.ratelimit import AuthFailures
 from service.signatures import hub_signature
 from tests.service.support import GITHUB_SECRET, Served, encode, payload
 
@@ -19,19 +23,26 @@ def body_of(size: int) -> bytes:
     return encode(doc)
 
 
+def announce(app: Served, extra_headers: str) -> str:
+    """Announce 100 MB and send none of it: the answer must not wait for the body."""
+    request = (
+        "POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-GitHub-Event: push\r\n{extra_headers}Content-Length: 104857600\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as sock:
+        sock.sendall(request.encode())
+        return sock.recv(4096).decode()
+
+
 def test_declared_length_over_the_cap_is_refused_before_reading(
     serve: Callable[..., Served],
 ) -> None:
     app = serve(max_body_bytes=CAP)
-    # Announce 100 MB and send none of it: the answer must not wait for the body.
-    request = (
-        "POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-        "X-GitHub-Event: push\r\nContent-Length: 104857600\r\n\r\n"
-    )
-    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as sock:
-        sock.sendall(request.encode())
-        answer = sock.recv(4096).decode()
-    assert answer.startswith("HTTP/1.1 413"), answer
+    signed = announce(app, f"X-Hub-Signature-256: sha256={'0' * 64}\r\n")
+    assert signed.startswith("HTTP/1.1 413"), signed
+    # Without even a signature-shaped header, nothing is read: 401 at once.
+    unsigned = announce(app, "")
+    assert unsigned.startswith("HTTP/1.1 401"), unsigned
 
 
 def test_streamed_body_over_the_cap_is_refused(serve: Callable[..., Served]) -> None:
@@ -59,18 +70,24 @@ def test_a_body_at_the_cap_is_accepted(serve: Callable[..., Served]) -> None:
     assert len(body) == CAP
     assert app.github(body).status_code == 202
     too_big = body_of(CAP + 1)
-    # Size is checked before auth: an unsigned oversized body is a 413, not a 401.
-    response = app.client.post(
+    headers = {
+        "content-type": "application/json",
+        "x-hub-signature-256": hub_signature(GITHUB_SECRET.encode(), too_big),
+    }
+    response = app.client.post("/hooks/github", content=too_big, headers=headers)
+    assert response.status_code == 413
+    # Unsigned, it is refused before a byte of it is buffered.
+    unsigned = app.client.post(
         "/hooks/github", content=too_big, headers={"content-type": "application/json"}
     )
-    assert response.status_code == 413
+    assert unsigned.status_code == 401
 
 
 def bad(app: Served, forwarded: str | None = None) -> int:
     headers = {
         "content-type": "application/json",
         "x-github-event": "push",
-        "x-hub-signature-256": "sha256=00",
+        "x-hub-signature-256": "sha256=" + "0" * 64,
     }
     if forwarded:
         headers["x-forwarded-for"] = forwarded
@@ -79,13 +96,22 @@ def bad(app: Served, forwarded: str | None = None) -> int:
 
 def test_clients_that_keep_failing_are_limited(serve: Callable[..., Served]) -> None:
     app = serve(auth_failures_allowed=2, auth_failure_window=60)
-    assert [bad(app) for _ in range(3)] == [401, 401, 401]
-    limited = app.github(encode(payload("github-push.json")))  # even a right signature waits
+    assert [bad(app) for _ in range(2)] == [401, 401]
+    limited = app.client.post(
+        "/hooks/github",
+        content=b"{}",
+        headers={"content-type": "application/json", "x-hub-signature-256": "sha256=" + "1" * 64},
+    )
     assert limited.status_code == 429
     assert 1 <= int(limited.headers["retry-after"]) <= 60
     assert limited.json()["status"] == "too_many_requests"
-    # The API's bearer token counts too, and answers 429 the same way.
-    assert app.api("GET", "/targets").status_code == 429
+    # The API's bearer token counts too, and answers 429 the same way...
+    bad_token = app.client.get("/targets", headers={"authorization": "Bearer wrong"})
+    assert bad_token.status_code == 429
+    # ...but the right secret is always heard: somebody failing from a shared address
+    # (GitHub's or Docker Hub's outgoing one) must not block the real sender.
+    assert app.github(encode(payload("github-push.json"))).status_code == 202
+    assert app.api("GET", "/targets").status_code == 200
 
 
 def test_senders_with_the_right_secret_are_never_limited(serve: Callable[..., Served]) -> None:
@@ -96,10 +122,37 @@ def test_senders_with_the_right_secret_are_never_limited(serve: Callable[..., Se
 
 def test_forwarded_for_is_believed_only_from_trusted_proxies(serve: Callable[..., Served]) -> None:
     trusting = serve(auth_failures_allowed=1, trusted_proxies="10.0.0.0/8, 127.0.0.1")
-    assert [bad(trusting, "203.0.113.7") for _ in range(3)] == [401, 401, 429]
+    assert [bad(trusting, "203.0.113.7") for _ in range(3)] == [401, 429, 429]
     # Another client behind the same proxy is still heard.
     assert bad(trusting, "198.51.100.2") == 401
     untrusting = serve(auth_failures_allowed=1)
-    assert [bad(untrusting, "203.0.113.7"), bad(untrusting, "198.51.100.2")] == [401, 401]
-    # Without trust, both were the proxy's own address: now it is limited.
-    assert bad(untrusting, "192.0.2.1") == 429
+    # Without trust, both are the proxy's own address: the second failure is limited.
+    assert [bad(untrusting, "203.0.113.7"), bad(untrusting, "198.51.100.2")] == [401, 429]
+
+
+def test_ipv6_clients_count_by_their_64() -> None:
+    failures = AuthFailures(allowed=1, window=60)
+    failures.failed("2001:db8:1:2::1")
+    failures.failed("2001:db8:1:2:ffff::9")  # the same /64: one host rotating addresses
+    assert failures.retry_after("2001:db8:1:2::77") is not None
+    assert failures.retry_after("2001:db8:1:3::1") is None
+
+
+def test_a_body_that_never_arrives_is_cut_off(
+    serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(hooks, "BODY_DEADLINE", 0.5)
+    app = serve(max_body_bytes=CAP)
+    request = (
+        "POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-Hub-Signature-256: sha256={'0' * 64}\r\nContent-Length: 1000\r\n\r\n{{"
+    )
+    with socket.create_connection(("127.0.0.1", app.port), timeout=5) as sock:
+        sock.sendall(request.encode())  # one byte of a thousand, then nothing
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 408"), answer
+
+
+def test_deeply_nested_json_is_a_bad_request(serve: Callable[..., Served]) -> None:
+    app = serve()
+    assert app.github(b"[" * 100_000 + b"]" * 100_000).status_code == 400
