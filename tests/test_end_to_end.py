@@ -152,13 +152,28 @@ def test_embedded_default_deploys_a_push_end_to_end(
         assert [d["id"] for d in event["deployments"]] == [second["id"]]
         assert [d["status"] for d in event["deployments"]] == ["succeeded"]
 
-        # The CLI reads the same records through the API.
+        # The CLI drives the same API: history, pause and resume, a rollback it follows.
         cli_env = {**stack.env, "ROLLHOOK_URL": stack.url}
-        history = subprocess.run(
-            [sys.executable, "-m", "rollhook.cli", "history", "llm"],
-            env=cli_env, capture_output=True, text=True, check=True, timeout=60,
-        )  # fmt: skip
+
+        def cli(*args: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run(
+                [sys.executable, "-m", "rollhook.cli", *args],
+                env=cli_env, capture_output=True, text=True, check=False, timeout=300,
+            )  # fmt: skip
+
+        history = cli("history", "llm")
         assert second["id"] in history.stdout and "succeeded" in history.stdout
+        assert cli("pause", "llm", "--reason", "incident 42").returncode == 0
+        paused = stack.api.get("/targets").json()["targets"][0]
+        assert (paused["paused"], paused["paused_reason"]) == (True, "incident 42")
+        back = cli("rollback", "llm", "--wait")  # a person may roll back while paused
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert "restore" in back.stdout and "llm: succeeded" in back.stdout
+        assert infra.app_version() == "1.0.0"
+        assert cli("resume", "llm").returncode == 0
+        assert '"paused": false' in cli("status").stdout
+        refused = cli("deploy", "ghost")
+        assert refused.returncode == 1 and "404" in refused.stderr
     assert (stack.data_dir / "broker.sqlite").exists()
 
 
