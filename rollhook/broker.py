@@ -19,7 +19,6 @@ from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from sqlalchemy.exc import IntegrityError
 
 # Task names are the contract between publisher and worker; keep them stable.
-PROCESS_JOB = "rollhook.process_job"
 PROCESS_JOBS = "rollhook.process_jobs"
 RUN_TARGET = "rollhook.run_target"
 NOTIFY = "rollhook.notify"
@@ -107,7 +106,6 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         task_default_queue=DEPLOY_QUEUE,
         task_queues=[Queue(DEPLOY_QUEUE), Queue(NOTIFY_QUEUE), Queue(HOUSEKEEPING_QUEUE)],
         task_routes={
-            PROCESS_JOB: {"queue": DEPLOY_QUEUE},
             PROCESS_JOBS: {"queue": DEPLOY_QUEUE},
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
             NOTIFY: {"queue": NOTIFY_QUEUE},
@@ -117,11 +115,6 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         **conf,
     )
     return app
-
-
-def publish_job(app: Celery, job_json: str) -> None:
-    """Hand one job to the broker; raises if the broker cannot take it right now."""
-    publish_jobs(app, [job_json])
 
 
 def publish_jobs(app: Celery, job_jsons: list[str]) -> None:

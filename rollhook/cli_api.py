@@ -10,9 +10,8 @@ from typing import Any
 
 import httpx
 
+from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.settings import Settings
-
-FINAL = {"succeeded", "failed", "rolled_back", "no_op", "superseded"}
 
 
 class ApiError(Exception):
@@ -69,7 +68,11 @@ def follow(client: Client, event_id: str, timeout: float = 3600) -> int:
             if record["id"] not in printed:
                 print(f"{record['target']}: deployment {record['id']}", flush=True)
             printed[record["id"]] = _print_steps(record, printed.get(record["id"], 0))
-        if records and len(records) == len(jobs) and all(r["status"] in FINAL for r in records):
+        if (
+            records
+            and len(records) == len(jobs)
+            and all(r["status"] in TERMINAL_STATUSES for r in records)
+        ):
             for record in records:
                 reason = f" ({record['reason']})" if record.get("reason") else ""
                 print(f"{record['target']}: {record['status']}{reason}", flush=True)

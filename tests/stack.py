@@ -22,6 +22,7 @@ from typing import Any
 
 import httpx
 
+from rollhook.records.schema import TERMINAL_STATUSES
 from tests.harness import free_port
 
 SECRETS = {
@@ -163,7 +164,6 @@ class Stack:
 
     def wait_final(self, event_id: str, timeout: float = 180) -> list[dict[str, Any]]:
         """The deployments an event led to, once all of them are final."""
-        final = {"succeeded", "failed", "rolled_back", "no_op", "superseded"}
 
         def done() -> list[dict[str, Any]] | None:
             event = self.api.get(f"/events/{event_id}").json()
@@ -172,7 +172,7 @@ class Stack:
             if not jobs or len(ids) != len(jobs):
                 return None
             records = [self.latest(i) for i in ids]
-            return records if all(r["status"] in final for r in records) else None
+            return records if all(r["status"] in TERMINAL_STATUSES for r in records) else None
 
         result: list[dict[str, Any]] = self.wait_for(done, timeout, f"event {event_id}")
         return result

@@ -20,14 +20,13 @@ import httpx
 import pytest
 import yaml
 
+from rollhook.records.schema import TERMINAL_STATUSES
 from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
 from tests.harness.redis import RedisServer
 from tests.stack import SECRETS, Stack, running_stack
 from workers.compose import find_compose
 
 pytestmark = pytest.mark.engine
-
-FINAL = {"succeeded", "failed", "rolled_back", "no_op", "superseded"}
 
 
 class Infra:
@@ -271,7 +270,7 @@ def test_a_registry_push_deploys_its_digest_and_the_pin_holds(
                 # rollhook listened: that one is a no-op. The 1.1.0 push is the one to see.
                 for record in stack.deployments("llm"):
                     hint = record["requested"].get("image") or {}
-                    if hint.get("tag") == "1.1.0" and record["status"] in FINAL:
+                    if hint.get("tag") == "1.1.0" and record["status"] in TERMINAL_STATUSES:
                         return record
                 return None
 

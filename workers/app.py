@@ -60,11 +60,6 @@ def _on_worker_start(**_: Any) -> None:
         logger.exception("start-up recovery failed; beat will try again")
 
 
-@app.task(name=broker.PROCESS_JOB, ignore_result=True)
-def process_job(job_json: str) -> None:
-    process_jobs([job_json])
-
-
 @app.task(name=broker.PROCESS_JOBS, ignore_result=True)
 def process_jobs(job_jsons: list[str]) -> None:
     """Record each job as queued work; run its target here, or fan out to other workers."""

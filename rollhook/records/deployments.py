@@ -71,13 +71,6 @@ def running(conn: Connection, target: str) -> list[dict[str, Any]]:
     return [row_dict(r) for r in rows]
 
 
-def targets_with_queued(conn: Connection) -> list[str]:
-    rows = conn.execute(
-        select(deployments.c.target).where(deployments.c.status == "queued").distinct()
-    )
-    return [name for (name,) in rows]
-
-
 def supersede(conn: Connection, ids: list[str], by: str, token: int) -> None:
     if ids:
         conn.execute(
