@@ -16,20 +16,13 @@ from packaging.version import InvalidVersion, Version
 
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.targets import Target
+from workers.backup import Source
 from workers.compose import config_hash
 from workers.errors import OperatorError
 
 
 class Resolver(Protocol):
     def resolve(self, ref: ImageRef) -> str: ...
-
-
-@dataclass(frozen=True)
-class DataSource:
-    """Where the gated service keeps data on the host: backed up before every change."""
-
-    name: str  # "volume:<name>" or "bind:<host path>"
-    path: Path | None  # None: a named volume that does not exist yet (first deployment)
 
 
 @dataclass
@@ -39,7 +32,7 @@ class Plan:
     pins: dict[str, dict[str, Any]]  # service -> pin, as persisted once this succeeds
     config_hash: str
     fingerprint: str  # commit + config hash: the desired state, remembered when it fails
-    sources: list[DataSource] = field(default_factory=list)
+    sources: list[Source] = field(default_factory=list)  # the gated service's data
     services: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
@@ -114,18 +107,20 @@ def effective_pins(
     return pins, notes
 
 
-def data_sources(config: dict[str, Any], service: str, volume_path: Any) -> list[DataSource]:
+def data_sources(config: dict[str, Any], service: str, volume_path: Any) -> list[Source]:
     """The gated service's bind mounts and named volumes, as host paths."""
-    sources: list[DataSource] = []
+    sources: list[Source] = []
     for mount in config["services"][service].get("volumes") or []:
         kind = mount.get("type")
         if kind == "bind":
             path = Path(mount["source"])
-            sources.append(DataSource(f"bind:{path}", path))
+            sources.append(Source(f"bind:{path}", path))
         elif kind == "volume" and mount.get("source"):
             declared = (config.get("volumes") or {}).get(mount["source"]) or {}
             name = declared.get("name") or mount["source"]
-            sources.append(DataSource(f"volume:{name}", volume_path(name)))
+            path = volume_path(name)
+            if path is not None:  # None: not created yet (first deployment), no data
+                sources.append(Source(f"volume:{name}", path))
     return sources
 
 

@@ -244,11 +244,10 @@ class Rollout:
         a symlink (O_CREAT|O_EXCL|O_NOFOLLOW, relative to the open parent directory): as
         root, that would create a file wherever the app pointed the link.
         """
-        sources = [Source(s.name, s.path) for s in plan.sources if s.path is not None]
-        for source in sources:
+        for source in plan.sources:
             if not (source.name.startswith("bind:") and source.path.name.endswith(".env")):
                 continue
-            done = source.create_empty_file(sources)
+            done = source.create_empty_file(plan.sources)
             if done == "created":
                 self.journal.log(
                     f"created empty {source.path} (a bind-mounted runtime .env); "
@@ -278,7 +277,7 @@ class Rollout:
         )
         self._prepare_bind_files(plan)
         spec = compose_spec(target, self.dirs, plan.commit, self.record["id"])
-        sources = [Source(s.name, s.path) for s in plan.sources if s.path is not None]
+        sources = plan.sources
         backing_up = target.backup.enabled and bool(sources)
 
         with journal.step("preflight") as step:

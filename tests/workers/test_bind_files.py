@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from workers.plan import DataSource, Plan
+from workers.backup import Source
+from workers.plan import Plan
 from workers.rollout import Rollout
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="runs as root, as rollhook does")
@@ -26,7 +27,7 @@ class Journal:
         self.lines.append(line)
 
 
-def prepare(*sources: DataSource) -> list[str]:
+def prepare(*sources: Source) -> list[str]:
     rollout = Rollout.__new__(Rollout)  # only the journal is used
     journal = Journal()
     rollout.journal = journal  # type: ignore[assignment]
@@ -42,8 +43,8 @@ def prepare(*sources: DataSource) -> list[str]:
     return journal.lines
 
 
-def bind(path: Path) -> DataSource:
-    return DataSource(f"bind:{path}", path)
+def bind(path: Path) -> Source:
+    return Source(f"bind:{path}", path)
 
 
 def test_a_missing_env_is_created_empty_and_private(tmp_path: Path) -> None:
