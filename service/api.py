@@ -19,12 +19,12 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records import deployments
 from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent
 from rollhook.targets import Target
 from service import answers, signatures
 from service.hooks import read_capped

@@ -19,9 +19,9 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import ImageHint, Job, Trigger
-from rollhook.records.events import NewEvent
 from rollhook.settings import Settings
 from service import answers, signatures
 from service.recorder import Duplicate, Paused, StoreFailed

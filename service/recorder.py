@@ -22,7 +22,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from rollhook.records.events import NewEvent
+from rollhook.events import NewEvent
 from service.writer import (
     Duplicate,
     Failed,

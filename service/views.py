@@ -9,15 +9,14 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollhook.records import deployments
+from rollhook.records import deployments, notifications
 from rollhook.records import targets as target_records
 from rollhook.records.events import get_event
-from rollhook.records.schema import notifications, row_dict
 from rollhook.targets import Target
 from service import answers
 from service.api import BadRequest
@@ -131,25 +130,7 @@ async def show_deployment(rt: Runtime, request: Request) -> Response:
 
 
 def _with_notifications(conn: Connection, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ids = [r["id"] for r in records]
-    by_deployment: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        rows = conn.execute(
-            select(
-                notifications.c.deployment_id,
-                notifications.c.channel,
-                notifications.c.status,
-                notifications.c.attempts,
-                notifications.c.history,
-                notifications.c.created_at,
-                notifications.c.updated_at,
-            )
-            .where(notifications.c.deployment_id.in_(ids))
-            .order_by(notifications.c.created_at, notifications.c.channel)
-        )
-        for row in rows:
-            item = row_dict(row)
-            by_deployment[item.pop("deployment_id")].append(item)
+    by_deployment = notifications.of_deployments(conn, [r["id"] for r in records])
     return [
         {k: v for k, v in r.items() if k not in _INTERNAL}
         | {"notifications": by_deployment[r["id"]]}

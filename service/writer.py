@@ -38,10 +38,11 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from rollhook.broker import make_celery
+from rollhook.events import NewEvent
 from rollhook.jobs import Job
 from rollhook.records import db
 from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent, store_batch
+from rollhook.records.events import store_batch
 from service import logs
 from service.publisher import Publisher
 from service.writelock import WriteLock, lock_path
@@ -182,7 +183,7 @@ class GroupCommit:
             self._conn = self._engine.connect()
         conn = self._conn
         with self._lock.held(), conn.begin():
-            paused, held = _paused_and_held(conn)
+            paused, held = target_records.paused_and_held(conn)
             keep: list[NewEvent] = []
             for event in events:
                 # Pausing freezes automatic deployments; what a person asks for on the
@@ -214,25 +215,6 @@ class GroupCommit:
             for name in sorted(held & _deploy_targets(outcomes) if held else ()):
                 target_records.set_held(conn, name, False)
         return outcomes
-
-
-def _paused_and_held(conn: Connection) -> tuple[set[str], set[str]]:
-    # The driver's cursor (no parameters: the same SQL for SQLite and PostgreSQL):
-    # through SQLAlchemy this one query cost more than the batch's inserts.
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute("SELECT name, paused, held FROM targets WHERE paused OR held")
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    paused: set[str] = set()
-    held: set[str] = set()
-    for name, is_paused, is_held in rows:
-        if is_paused:
-            paused.add(name)
-        if is_held:
-            held.add(name)
-    return paused, held
 
 
 def _deploy_targets(outcomes: Sequence[Outcome | Failed]) -> set[str]:

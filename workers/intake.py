@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import logging
 
+from sqlalchemy import Connection
+
 from rollhook.jobs import Job
-from rollhook.records import deployments, events
+from rollhook.records import deployments, jobs
 from workers.context import WorkerContext
 
 logger = logging.getLogger("rollhook.intake")
@@ -19,16 +21,11 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
     """
     job_id = Job.from_json(job_json).id
     with ctx.records.begin() as conn:
-        if not events.claim_job(conn, job_id):
-            logger.info("job %s already taken; duplicate delivery ignored", job_id)
-            return None
-        # The stored job, not the message: whoever can write to the broker must not be
-        # able to change a target, an action or a rollback point.
-        job = events.load_job(conn, job_id)
-        if job is None:  # claimed, so it exists; a purge in between is the only way
-            return None
-        deployment_id = deployments.create_queued(conn, job)
-        events.link_deployment(conn, job.id, deployment_id)
+        queued = queue_job(conn, job_id)
+    if queued is None:
+        logger.info("job %s already taken; duplicate delivery ignored", job_id)
+        return None
+    job, deployment_id = queued
     logger.info(
         "job %s for %s queued as %s (delivery %s)",
         job.id,
@@ -37,3 +34,20 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
         job.trigger.delivery_id or "-",
     )
     return job.target
+
+
+def queue_job(conn: Connection, job_id: str) -> tuple[Job, str] | None:
+    """Claim a stored job and record it as a queued deployment: (the job, its deployment id).
+
+    None when it was claimed before. The stored job is taken, not a message about it:
+    whoever can write to the broker must not be able to change a target, an action or a
+    rollback point.
+    """
+    if not jobs.claim(conn, job_id):
+        return None
+    job = jobs.load(conn, job_id)
+    if job is None:  # claimed, so it exists; a purge in between is the only way
+        return None
+    deployment_id = deployments.create_queued(conn, job)
+    jobs.link_deployment(conn, job.id, deployment_id)
+    return job, deployment_id

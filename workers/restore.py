@@ -11,11 +11,11 @@ import time
 from datetime import UTC, datetime
 
 from rollhook import broker
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events
+from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_state
-from rollhook.records.events import NewEvent
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.settings import Settings
 from workers.backup import BackupStore
@@ -66,9 +66,9 @@ def restore_target(settings: Settings, name: str, backup_id: str) -> int:
                 )
             ],
         )
-        events.claim_job(conn, job.id)
+        jobs.claim(conn, job.id)
         deployment_id = deployments.create_queued(conn, job)
-        events.link_deployment(conn, job.id, deployment_id)
+        jobs.link_deployment(conn, job.id, deployment_id)
     print(f"{name}: restoring backup {backup_id} as deployment {deployment_id}", flush=True)
     run_target(ctx, name)  # returns at once if a worker holds the target: wait for it
     while True:

@@ -102,3 +102,9 @@ def migrate(engine: Engine, lock_dir: Path) -> None:
     with _migration_lock(engine, lock_dir), engine.begin() as connection:
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a query now."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -6,6 +6,7 @@ a record is final once its status is terminal and is never changed after that.
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, literal, select, update
@@ -251,3 +252,17 @@ def for_event(conn: Connection, deployment_ids: list[str]) -> list[dict[str, Any
         ).where(deployments.c.id.in_(deployment_ids))
     )
     return [row_dict(r) for r in rows]
+
+
+def for_metrics(conn: Connection) -> list[tuple[str, str, str, datetime | None, datetime | None]]:
+    """Every deployment's target, kind, status, start and end."""
+    rows = conn.execute(
+        select(
+            deployments.c.target,
+            deployments.c.kind,
+            deployments.c.status,
+            deployments.c.started_at,
+            deployments.c.finished_at,
+        )
+    )
+    return [(r.target, r.kind, r.status, r.started_at, r.finished_at) for r in rows]

@@ -46,6 +46,26 @@ def set_paused(conn: Connection, name: str, paused: bool, reason: str | None) ->
     conn.execute(update(targets).where(targets.c.name == name).values(**values))
 
 
+def paused_and_held(conn: Connection) -> tuple[set[str], set[str]]:
+    """The names of paused targets and of held ones, read once per batch of events."""
+    # The driver's cursor (no parameters: the same SQL for SQLite and PostgreSQL):
+    # through SQLAlchemy this one query cost more than the batch's inserts.
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SELECT name, paused, held FROM targets WHERE paused OR held")
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    paused: set[str] = set()
+    held: set[str] = set()
+    for name, is_paused, is_held in rows:
+        if is_paused:
+            paused.add(name)
+        if is_held:
+            held.add(name)
+    return paused, held
+
+
 def set_held(conn: Connection, name: str, held: bool) -> None:
     conn.execute(
         update(targets).where(targets.c.name == name).values(held=held, updated_at=utcnow())
@@ -145,6 +165,18 @@ def expired_leases(conn: Connection) -> list[str]:
     rows = conn.execute(
         select(targets.c.name).where(
             targets.c.lease_owner.is_not(None), targets.c.lease_expires_at < utcnow()
+        )
+    )
+    return [name for (name,) in rows]
+
+
+def unleased_with_work(conn: Connection) -> list[str]:
+    """Targets with queued or running deployments whose lease is free or expired."""
+    busy = select(deployments.c.target).where(deployments.c.status.in_(["queued", "running"]))
+    rows = conn.execute(
+        select(targets.c.name).where(
+            targets.c.name.in_(busy),
+            targets.c.lease_owner.is_(None) | (targets.c.lease_expires_at < utcnow()),
         )
     )
     return [name for (name,) in rows]

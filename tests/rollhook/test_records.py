@@ -15,12 +15,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import Engine, inspect
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events
+from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_state
 from rollhook.records.db import make_engine, migrate
-from rollhook.records.events import NewEvent
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -65,7 +65,7 @@ def test_the_same_delivery_is_one_event(records: Engine) -> None:
         later = events.store_batch(conn, [new_event("github:d1")])
     assert later[0].duplicate and later[0].event_id == first.id
     with records.begin() as conn:
-        assert events.outbox_backlog(conn) == 2  # the duplicates queued nothing
+        assert jobs.backlog(conn) == 2  # the duplicates queued nothing
 
 
 def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
@@ -73,17 +73,17 @@ def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
     with records.begin() as conn:
         events.store_batch(conn, [item])
     with records.begin() as conn:
-        assert [j.id for j in events.undispatched(conn, timedelta(0))] == [item.jobs[0].id]
-        assert events.claim_job(conn, item.jobs[0].id)
-        assert not events.claim_job(conn, item.jobs[0].id)
-        assert events.undispatched(conn, timedelta(0)) == []
+        assert [j.id for j in jobs.undispatched(conn, timedelta(0))] == [item.jobs[0].id]
+        assert jobs.claim(conn, item.jobs[0].id)
+        assert not jobs.claim(conn, item.jobs[0].id)
+        assert jobs.undispatched(conn, timedelta(0)) == []
 
 
 def test_purging_keeps_events_whose_work_is_not_done(records: Engine) -> None:
     done, waiting = new_event("github:done"), new_event("github:waiting")
     with records.begin() as conn:
         events.store_batch(conn, [done, waiting])
-        events.claim_job(conn, done.jobs[0].id)
+        jobs.claim(conn, done.jobs[0].id)
     with records.begin() as conn:
         assert events.purge_events(conn, timedelta(seconds=-1)) == 1
         assert events.get_event(conn, done.id) is None

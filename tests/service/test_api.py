@@ -11,7 +11,7 @@ import pytest
 from rollhook.ids import new_id
 from rollhook.jobs import Job
 from rollhook.records import targets as target_records
-from rollhook.records.events import link_deployment
+from rollhook.records.jobs import link_deployment
 from rollhook.records.schema import notifications
 from service.views import public_url
 from tests.service.support import API_TOKEN, Served, add_deployment, encode, payload, unique

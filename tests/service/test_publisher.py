@@ -11,10 +11,11 @@ from typing import Any
 import pytest
 from sqlalchemy import Engine, select
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import db
-from rollhook.records.events import NewEvent, store_batch
+from rollhook.records.events import store_batch
 from rollhook.records.schema import jobs
 from service.publisher import Publisher
 from tests.service.support import wait_for

@@ -15,11 +15,12 @@ from typing import Any, Literal
 import pytest
 from sqlalchemy import Engine, event, func, select
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import db
 from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent, get_event, store_batch
+from rollhook.records.events import get_event, store_batch
 from rollhook.records.schema import events, jobs
 from service.writelock import lock_path
 from service.writer import (

@@ -15,13 +15,13 @@ from typing import Any
 
 import httpx
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.images import parse_reference
 from rollhook.jobs import ImageHint, Job, Trigger
-from rollhook.records import deployments, events
+from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_state
 from rollhook.records.db import make_engine, migrate
-from rollhook.records.events import NewEvent
 from rollhook.targets import Target
 from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
 from workers.compose import find_compose
@@ -122,7 +122,7 @@ class Deployer:
             events.store_batch(
                 conn, [NewEvent(event_id, source, f"test:{event_id}", "push", {}, now, jobs=[job])]
             )
-            assert events.claim_job(conn, job.id)
+            assert jobs.claim(conn, job.id)
             deployment_id = deployments.create_queued(conn, job)
         return deployment_id
 

@@ -5,11 +5,11 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import deployments, events
 from rollhook.records.db import make_engine, migrate
-from rollhook.records.events import NewEvent
 from workers.context import WorkerContext
 from workers.intake import take_job
 

@@ -10,17 +10,15 @@ caller's transaction as it was. Calling either twice for one deployment changes 
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
-from rollhook.ids import new_id
-from rollhook.records import deployments
-from rollhook.records.schema import TERMINAL_STATUSES, notifications, utcnow
+from rollhook.records import deployments, notifications
+from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
-from workers.notify import policy, rows
+from workers.notify import policy
 from workers.notify.channels import Channel, Notifiers
 from workers.notify.github import github_repo
 from workers.notify.report import build_report
@@ -34,61 +32,40 @@ def _record(conn: Connection, deployment: Mapping[str, Any] | str) -> dict[str, 
     return dict(deployment)
 
 
-def _existing(conn: Connection, deployment_id: str) -> dict[str, Any]:
-    query = select(notifications).where(notifications.c.deployment_id == deployment_id)
-    return {row.channel: row for row in conn.execute(query)}
-
-
 def _arm(
     conn: Connection, record: Mapping[str, Any], channel: Channel, spec: dict[str, Any]
 ) -> str:
     """Create the row, or move it on to a later phase; the same spec twice is a no-op."""
-    row = _existing(conn, record["id"]).get(channel)
+    row = notifications.of_deployment(conn, record["id"]).get(channel)
     if row is None:
-        notification_id = new_id("n")
-        conn.execute(
-            insert(notifications).values(
-                id=notification_id,
-                deployment_id=record["id"],
-                target=record["target"],
-                channel=channel,
-                status="pending",
-                attempts=0,
-                external={"spec": spec, "rev": 1},
-                history=[],
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
+        return notifications.create(
+            conn,
+            deployment_id=record["id"],
+            target=record["target"],
+            channel=channel,
+            status="pending",
+            external={"spec": spec, "rev": 1},
+            history=[],
         )
-        return notification_id
-    external = dict(row.external or {})
+    external = row.external
     if external.get("spec") == spec or external.get("spec", {}).get("phase") == "final":
-        return str(row.id)  # never back from the final phase to "running"
+        return row.id  # never back from the final phase to "running"
     external.update(spec=spec, rev=int(external.get("rev", 0)) + 1)
     # A new phase is new news: it gets its own attempts, even if the first phase failed.
-    conn.execute(
-        update(notifications)
-        .where(notifications.c.id == row.id)
-        .values(status="pending", attempts=0, external=external, updated_at=utcnow())
-    )
-    return str(row.id)
+    notifications.change(conn, row.id, status="pending", attempts=0, external=external)
+    return row.id
 
 
 def _skip(conn: Connection, record: Mapping[str, Any], channel: Channel, reason: str) -> None:
-    if channel not in _existing(conn, record["id"]):
-        conn.execute(
-            insert(notifications).values(
-                id=new_id("n"),
-                deployment_id=record["id"],
-                target=record["target"],
-                channel=channel,
-                status="skipped",
-                attempts=0,
-                external={},
-                history=[rows.entry(0, "skipped", reason)],
-                created_at=utcnow(),
-                updated_at=utcnow(),
-            )
+    if channel not in notifications.of_deployment(conn, record["id"]):
+        notifications.create(
+            conn,
+            deployment_id=record["id"],
+            target=record["target"],
+            channel=channel,
+            status="skipped",
+            external={},
+            history=[notifications.history_entry(0, "skipped", reason)],
         )
 
 
@@ -145,7 +122,7 @@ def _schedule(
     built = build_report(record, target.service)
     view, streak = policy.advance(conn, built)
     result = policy.result_of(built, view)
-    existing = _existing(conn, record["id"])
+    existing = notifications.of_deployment(conn, record["id"])
     spec: dict[str, Any] = {
         "phase": "final",
         "mode": view.mode,
@@ -194,17 +171,4 @@ def pending(conn: Connection, older_than: float = 60.0) -> list[str]:
 
     A row waiting out its retry delay, or being sent right now, is left alone.
     """
-    now = time.time()
-    query = select(notifications.c.id, notifications.c.external).where(
-        notifications.c.status == "pending",
-        notifications.c.updated_at < rows.stale_cutoff(older_than),
-    )
-    owed = []
-    for notification_id, raw in conn.execute(query.order_by(notifications.c.created_at)):
-        external = raw or {}
-        if float(external.get("lease_until") or 0) > now:
-            continue
-        if float(external.get("retry_at") or 0) + older_than > now:
-            continue
-        owed.append(str(notification_id))
-    return owed
+    return notifications.owed(conn, older_than)

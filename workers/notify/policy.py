@@ -20,9 +20,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
-from rollhook.records.schema import notify_state, utcnow
+from rollhook.records import notify_state
 from rollhook.targets import Target
 from workers.notify.channels import Channel
 from workers.notify.github import github_repo
@@ -95,20 +95,12 @@ def _key(target: str) -> str:
 
 
 def load_streak(conn: Connection, target: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(notify_state.c.value).where(notify_state.c.key == _key(target))
-    ).first()
-    return dict(row[0]) if row is not None and isinstance(row[0], dict) else None
+    return notify_state.read(conn, _key(target))
 
 
 def save_streak(conn: Connection, target: str, state: Mapping[str, Any]) -> None:
-    values = {"value": dict(state), "updated_at": utcnow()}
-    if load_streak(conn, target) is None:
-        conn.execute(insert(notify_state).values(key=_key(target), **values))
-    else:
-        conn.execute(
-            update(notify_state).where(notify_state.c.key == _key(target)).values(**values)
-        )
+    existing = load_streak(conn, target)
+    notify_state.write(conn, _key(target), dict(state), create=existing is None)
 
 
 def advance(conn: Connection, report: Report) -> tuple[View, dict[str, Any]]:

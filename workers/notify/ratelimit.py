@@ -14,10 +14,10 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from rollhook.records.schema import notify_state, utcnow
+from rollhook.records import notify_state
 from workers.notify.errors import TransientError
 
 
@@ -62,36 +62,16 @@ class SlotLimiter:
         for _ in range(3):
             try:
                 with self.engine.begin() as conn:
-                    current = _read(conn, name)
-                    slot = pick(current if current is not None else 0.0)
+                    held = notify_state.read(conn, name, lock=True)
+                    slot = pick(float((held or {}).get("next_at", 0.0)))
                     if limit is not None and slot > limit:
                         raise TransientError(
                             f"slack: channel busy for {slot - self._clock():.0f}s",
                             slot - self._clock(),
                         )
                     following = slot + self.interval if limit is not None else slot
-                    value = {"next_at": following}
-                    if current is None:
-                        conn.execute(
-                            insert(notify_state).values(key=name, value=value, updated_at=utcnow())
-                        )
-                    else:
-                        conn.execute(
-                            update(notify_state)
-                            .where(notify_state.c.key == name)
-                            .values(value=value, updated_at=utcnow())
-                        )
+                    notify_state.write(conn, name, {"next_at": following}, create=held is None)
                     return slot
             except IntegrityError:
                 continue  # another process created the row first (PostgreSQL): read it again
         raise TransientError("slack: could not take a rate-limit slot")
-
-
-def _read(conn: Connection, name: str) -> float | None:
-    row = conn.execute(
-        select(notify_state.c.value).where(notify_state.c.key == name).with_for_update()
-    ).first()
-    if row is None:
-        return None
-    value = row[0] if isinstance(row[0], dict) else {}
-    return float(value.get("next_at", 0.0))

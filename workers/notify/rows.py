@@ -16,13 +16,12 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Connection, Engine, select, update
+from sqlalchemy import Engine
 
-from rollhook.records import deployments
-from rollhook.records.schema import notifications, utcnow
+from rollhook.records import deployments, notifications
+from rollhook.records.notifications import history_entry
 
 LEASE_SECONDS = 120.0
 
@@ -48,47 +47,31 @@ class Claimed:
     record: dict[str, Any]
 
 
-def now_iso() -> str:
-    return utcnow().isoformat(timespec="milliseconds")
-
-
-def entry(attempt: int, outcome: str, detail: str, **more: Any) -> dict[str, Any]:
-    return {"attempt": attempt, "at": now_iso(), "outcome": outcome, "detail": detail, **more}
-
-
-def _locked(conn: Connection, notification_id: str) -> Any:
-    query = select(notifications).where(notifications.c.id == notification_id)
-    return conn.execute(query.with_for_update()).first()
-
-
-def _write(conn: Connection, notification_id: str, **values: Any) -> None:
-    conn.execute(
-        update(notifications)
-        .where(notifications.c.id == notification_id)
-        .values(updated_at=utcnow(), **values)
-    )
-
-
 def claim(engine: Engine, notification_id: str) -> Claimed | Outcome:
     with engine.begin() as conn:
-        row = _locked(conn, notification_id)
+        row = notifications.locked(conn, notification_id)
         if row is None:
             return Outcome(notification_id, "missing", "no such notification")
         if row.status != "pending":
             return Outcome(notification_id, row.status, f"nothing to do: {row.status}")
-        external = dict(row.external or {})
+        external = row.external
         now = time.time()
         if float(external.get("lease_until") or 0) > now:
             return Outcome(notification_id, "pending", "another delivery of it is running")
         record = deployments.get(conn, row.deployment_id)
         attempt = row.attempts + 1
         if record is None:
-            history = [*row.history, entry(attempt, "failed", "the deployment record is gone")]
-            _write(conn, notification_id, status="failed", attempts=attempt, history=history)
+            history = [
+                *row.history,
+                history_entry(attempt, "failed", "the deployment record is gone"),
+            ]
+            notifications.change(
+                conn, notification_id, status="failed", attempts=attempt, history=history
+            )
             return Outcome(notification_id, "failed", "the deployment record is gone")
         external["lease_until"] = now + LEASE_SECONDS
         external.pop("retry_at", None)
-        _write(conn, notification_id, external=external, attempts=attempt)
+        notifications.change(conn, notification_id, external=external, attempts=attempt)
     return Claimed(
         id=notification_id,
         channel=row.channel,
@@ -104,24 +87,27 @@ def claim(engine: Engine, notification_id: str) -> Claimed | Outcome:
 def save_progress(engine: Engine, notification_id: str, changes: dict[str, Any]) -> None:
     """Commit what just left, before anything else can fail."""
     with engine.begin() as conn:
-        row = _locked(conn, notification_id)
+        row = notifications.locked(conn, notification_id)
         if row is not None:
-            _write(conn, notification_id, external={**(row.external or {}), **changes})
+            notifications.change(conn, notification_id, external={**row.external, **changes})
 
 
 def finish(engine: Engine, claimed: Claimed, detail: str) -> Outcome | None:
     """Mark the row delivered, or None when its spec moved on meanwhile (go again)."""
     with engine.begin() as conn:
-        row = _locked(conn, claimed.id)
-        external = dict(row.external or {})
+        row = notifications.locked(conn, claimed.id)
+        assert row is not None  # noqa: S101 - claimed rows are never deleted
+        external = row.external
         external.pop("lease_until", None)
         phase = claimed.spec.get("phase")
         if int(external.get("rev", 0)) != claimed.rev:
-            history = [*row.history, entry(claimed.attempt, "sent", detail, phase=phase)]
-            _write(conn, claimed.id, external=external, history=history)
+            history = [*row.history, history_entry(claimed.attempt, "sent", detail, phase=phase)]
+            notifications.change(conn, claimed.id, external=external, history=history)
             return None
-        history = [*row.history, entry(claimed.attempt, "delivered", detail, phase=phase)]
-        _write(conn, claimed.id, status="delivered", external=external, history=history)
+        history = [*row.history, history_entry(claimed.attempt, "delivered", detail, phase=phase)]
+        notifications.change(
+            conn, claimed.id, status="delivered", external=external, history=history
+        )
     return Outcome(claimed.id, "delivered", detail)
 
 
@@ -130,8 +116,9 @@ def fail(
 ) -> tuple[Outcome, float | None]:
     """Record a failed attempt; give the delay before the next one, or None if it is over."""
     with engine.begin() as conn:
-        row = _locked(conn, claimed.id)
-        external = dict(row.external or {})
+        row = notifications.locked(conn, claimed.id)
+        assert row is not None  # noqa: S101 - claimed rows are never deleted
+        external = row.external
         external.pop("lease_until", None)
         phase = claimed.spec.get("phase")
         if int(external.get("rev", 0)) != claimed.rev:
@@ -144,28 +131,17 @@ def fail(
             external["retry_at"] = time.time() + retry_in
             history = [
                 *row.history,
-                entry(claimed.attempt, "retry", error, phase=phase, retry_in=round(retry_in, 1)),
+                history_entry(
+                    claimed.attempt, "retry", error, phase=phase, retry_in=round(retry_in, 1)
+                ),
             ]
-            _write(conn, claimed.id, external=external, history=history)
+            notifications.change(conn, claimed.id, external=external, history=history)
             return Outcome(claimed.id, "pending", error), retry_in
         gave_up = (
             error
             if claimed.attempt < max_attempts
             else f"{error} (gave up after {claimed.attempt})"
         )
-        history = [*row.history, entry(claimed.attempt, "failed", gave_up, phase=phase)]
-        _write(conn, claimed.id, status="failed", external=external, history=history)
+        history = [*row.history, history_entry(claimed.attempt, "failed", gave_up, phase=phase)]
+        notifications.change(conn, claimed.id, status="failed", external=external, history=history)
     return Outcome(claimed.id, "failed", gave_up), None
-
-
-def status_of(conn: Connection, notification_id: str) -> tuple[str, dict[str, Any]] | None:
-    row = conn.execute(
-        select(notifications.c.status, notifications.c.external).where(
-            notifications.c.id == notification_id
-        )
-    ).first()
-    return None if row is None else (row.status, dict(row.external or {}))
-
-
-def stale_cutoff(older_than: float) -> datetime:
-    return utcnow() - timedelta(seconds=older_than)

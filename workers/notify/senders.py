@@ -12,6 +12,7 @@ from typing import Any
 
 from sqlalchemy import Engine
 
+from rollhook.records import notifications
 from workers.notify import blocks, letter, rows, wording
 from workers.notify.channels import Notifiers
 from workers.notify.errors import MessageGone, PermanentError, TransientError
@@ -77,7 +78,7 @@ def _where(engine: Engine, job: rows.Claimed, view: View) -> dict[str, Any] | No
     if own or view.mode != "repeat" or not job.spec.get("anchor"):
         return dict(own) if own else None
     with engine.connect() as conn:
-        anchor = rows.status_of(conn, str(job.spec["anchor"]))
+        anchor = notifications.status_of(conn, str(job.spec["anchor"]))
     if anchor is not None and anchor[1].get("slack"):
         return dict(anchor[1]["slack"])
     if anchor is not None and anchor[0] == "pending":
