@@ -12,17 +12,16 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from rollhook.events import NewEvent
-from rollhook.ids import new_id
+from rollhook import events
+from rollhook.events import JobFields
 from rollhook.images import ImageRef, ReferenceError, parse_reference
-from rollhook.jobs import ImageHint, Job, Trigger
+from rollhook.jobs import ImageHint
 from rollhook.records import deployments
 from rollhook.records import targets as target_records
 from rollhook.targets import Target
@@ -117,7 +116,7 @@ async def deploy(rt: Runtime, request: Request) -> Response:
             raise BadRequest("'ref' must be a branch name or a commit sha")
     image_text = _string(document, "image")
     image = None if image_text is None else _image_hint(target, image_text)
-    fields: dict[str, Any] = {"ref": ref, "image": image}
+    fields: JobFields = {"ref": ref, "image": image}
     return await _submit(rt, request, target, action="deploy", fields=fields, document=document)
 
 
@@ -159,7 +158,7 @@ async def rollback(rt: Runtime, request: Request) -> Response:
             raise BadRequest(
                 f"deployment {to} did not succeed ({record['status']}); pick one that did"
             )
-    fields = {"rollback_to": to, "restore_data": restore}
+    fields: JobFields = {"rollback_to": to, "restore_data": restore}
     return await _submit(rt, request, target, action="rollback", fields=fields, document=document)
 
 
@@ -174,42 +173,26 @@ async def _submit(
     target: Target,
     *,
     action: Action,
-    fields: dict[str, Any],
+    fields: JobFields,
     document: dict[str, Any],
 ) -> Response:
-    event_id = new_id("e")
-    now = datetime.now(UTC)
     key = request.headers.get("idempotency-key")
-    actor = (_string(document, "actor") or "api")[:200]
-    trigger = Trigger(
-        source="api", event_id=event_id, delivery_id=key[:200] if key else None, actor=actor
-    )
-    job = Job(
-        id=new_id("j"),
-        target=target.name,
-        action=action,
-        trigger=trigger,
-        received_at=now,
-        manual=True,
-        **fields,
-    )
     summary = {"targets": [target.name], "action": action} | {
         k: (v.model_dump() if isinstance(v, ImageHint) else v)
         for k, v in fields.items()
         if v is not None
     }
-    event = NewEvent(
-        id=event_id,
-        source="api",
-        dedup_key=dedup_key("api", key) if key else f"api:{event_id}",
-        kind=action,
+    event = events.new_event(
+        "api",
+        action,
+        dedup_key=dedup_key("api", key) if key else None,
+        delivery_id=key,
+        actor=_string(document, "actor") or "api",
         summary=summary,
-        received_at=now,
-        delivery_id=trigger.delivery_id,
-        actor=actor,
-        jobs=[job],
+        jobs={target.name: {"action": action, **fields}},
+        manual=True,
     )
-    rlog = request_log(log, "api", trigger.delivery_id or event_id)
+    rlog = request_log(log, "api", event.delivery_id or event.id)
     try:
         outcome = await rt.recorder.record(event)
     except StoreFailed as exc:

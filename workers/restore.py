@@ -8,18 +8,16 @@ the app on health afterwards, and undoes itself if the app does not come back.
 from __future__ import annotations
 
 import time
-from datetime import UTC, datetime
 
-from rollhook import broker
-from rollhook.events import NewEvent
-from rollhook.ids import new_id
-from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events, jobs
+from rollhook import broker, events
+from rollhook.records import deployments
+from rollhook.records import events as event_records
 from rollhook.records import targets as target_state
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.settings import Settings
 from workers.backup import BackupStore
 from workers.context import build_context
+from workers.intake import queue_job
 from workers.layout import TargetDirs
 from workers.runner import run_target
 
@@ -39,36 +37,21 @@ def restore_target(settings: Settings, name: str, backup_id: str) -> int:
     if current is None:
         print(f"rollhook: {name} has no deployment to restore under; deploy it first")
         return 1
-    now = datetime.now(UTC)
-    event_id = new_id("e")
-    job = Job(
-        id=new_id("j"),
-        target=name,
-        action="rollback",
-        trigger=Trigger(source="api", event_id=event_id, actor="rollhook restore (cli)"),
-        received_at=now,
-        rollback_to=current,
-        restore_backup=backup_id,
+    event = events.new_event(
+        "api",
+        "restore",
+        dedup_key=None,
+        delivery_id=None,
+        actor="rollhook restore (cli)",
+        summary={"target": name, "backup": backup_id},
+        jobs={name: {"action": "rollback", "rollback_to": current, "restore_backup": backup_id}},
         manual=True,
     )
     with ctx.records.begin() as conn:
-        events.store_batch(
-            conn,
-            [
-                NewEvent(
-                    event_id,
-                    "api",
-                    f"cli-restore:{event_id}",
-                    "restore",
-                    {"target": name, "backup": backup_id},
-                    now,
-                    jobs=[job],
-                )
-            ],
-        )
-        jobs.claim(conn, job.id)
-        deployment_id = deployments.create_queued(conn, job)
-        jobs.link_deployment(conn, job.id, deployment_id)
+        event_records.store_batch(conn, [event])
+        queued = queue_job(conn, event.jobs[0].id)
+    assert queued is not None  # noqa: S101 - stored just now, in this transaction
+    deployment_id = queued[1]
     print(f"{name}: restoring backup {backup_id} as deployment {deployment_id}", flush=True)
     run_target(ctx, name)  # returns at once if a worker holds the target: wait for it
     while True:
