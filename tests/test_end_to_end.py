@@ -156,7 +156,7 @@ def test_embedded_default_deploys_a_push_end_to_end(
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "rollhook.cli", *args],
+                [sys.executable, "-m", "cli.main", *args],
                 env=cli_env, capture_output=True, text=True, check=False, timeout=300,
             )  # fmt: skip
 

@@ -1,4 +1,5 @@
-"""A job arrives from the broker: claim it once, record the request, run the target."""
+"""Requests come in: a job from the broker (claimed once, recorded as a queued deployment),
+or a data restore asked for on this host (``rollhook restore``)."""
 
 from __future__ import annotations
 
@@ -6,9 +7,15 @@ import logging
 
 from sqlalchemy import Connection
 
+from rollhook import events
 from rollhook.jobs import Job
 from rollhook.records import deployments, jobs
+from rollhook.records import events as event_records
+from rollhook.records import targets as target_records
+from workers.backup import BackupStore
 from workers.context import WorkerContext
+from workers.errors import InfrastructureError, OperatorError
+from workers.layout import TargetDirs
 
 logger = logging.getLogger("rollhook.intake")
 
@@ -51,3 +58,39 @@ def queue_job(conn: Connection, job_id: str) -> tuple[Job, str] | None:
     deployment_id = deployments.create_queued(conn, job)
     jobs.link_deployment(conn, job.id, deployment_id)
     return job, deployment_id
+
+
+def queue_restore(ctx: WorkerContext, name: str, backup_id: str) -> str:
+    """Queue a restore of a backup's data under the running version (``rollhook restore``);
+    returns its deployment id.
+
+    It is a rollback to the current deployment with that backup, so it is recorded in
+    the history, holds the target's lease, snapshots the data it replaces first, gates
+    the app on health afterwards, and undoes itself if the app does not come back.
+    Raises OperatorError when it cannot be done.
+    """
+    if name not in ctx.targets:
+        raise OperatorError(f"unknown target {name!r}")
+    known = {info.id for info in BackupStore(TargetDirs(ctx.data_dir, name).backups).list()}
+    if backup_id not in known:
+        raise OperatorError(f"{name} has no complete backup {backup_id!r} (see `rollhook backups`)")
+    with ctx.records.begin() as conn:
+        current = (target_records.get(conn, name) or {}).get("current_deployment_id")
+    if current is None:
+        raise OperatorError(f"{name} has no deployment to restore under; deploy it first")
+    event = events.new_event(
+        "api",
+        "restore",
+        dedup_key=None,
+        delivery_id=None,
+        actor="rollhook restore (cli)",
+        summary={"target": name, "backup": backup_id},
+        jobs={name: {"action": "rollback", "rollback_to": current, "restore_backup": backup_id}},
+        manual=True,
+    )
+    with ctx.records.begin() as conn:
+        event_records.store_batch(conn, [event])
+        queued = queue_job(conn, event.jobs[0].id)
+    if queued is None:  # stored just now, in this transaction: cannot happen
+        raise InfrastructureError("the restore's job was taken by somebody else")
+    return queued[1]

@@ -1,13 +1,11 @@
-"""Configuration: the targets file, tag policies, image names, settings, check-config.
+"""Configuration: the targets file, tag policies, image names, settings.
 
 A malformed config or a secret that is set but empty stops start-up with one line that
-names the setting; ``rollhook check-config`` explains each problem in one line.
+names the setting (``rollhook check-config``: tests/cli/test_local.py).
 """
 
 from __future__ import annotations
 
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -161,25 +159,3 @@ def test_secrets_come_from_files_too(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ROLLHOOK_GITHUB_SECRET_FILE: cannot read"):
         load_settings()
-
-
-def run_check_config(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
-    (tmp_path / "rollhook.yml").write_text(config)
-    env = {"PATH": "/usr/bin:/bin", "ROLLHOOK_CONFIG": str(tmp_path / "rollhook.yml")}
-    return subprocess.run(
-        [sys.executable, "-m", "rollhook.cli", "check-config"],
-        env=env, capture_output=True, text=True, timeout=60, check=False,
-    )  # fmt: skip
-
-
-def test_check_config_explains_each_problem(tmp_path: Path) -> None:
-    bad = yaml.safe_dump({"targets": {"llm": {**GOOD, "tags": "semver:??", "surprise": 1}}})
-    result = run_check_config(tmp_path, bad)
-    assert result.returncode == 1
-    assert sorted(result.stdout.splitlines()) == [
-        "targets.llm.surprise: unknown key",
-        "targets.llm.tags: invalid semver range '??'",
-    ]
-    good = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD}}))
-    assert good.returncode == 0, good.stdout
-    assert good.stdout.splitlines()[-1].endswith("OK, 1 target(s): llm")

@@ -43,7 +43,7 @@ def cli(deployer: Deployer, *args: str) -> subprocess.CompletedProcess[str]:
         "DOCKER_HOST": deployer.docker_host,
     }
     return subprocess.run(
-        [sys.executable, "-m", "rollhook.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
