@@ -47,7 +47,7 @@ def floor_app() -> Starlette:
     )
 
 
-async def _answer_at_once(self: recorder.Recorder, event: NewEvent) -> recorder.Outcome:
+async def _answer_at_once(self: recorder.Recorder, event: NewEvent) -> recorder.Recorded:
     return recorder.Queued(event.id, tuple(event.jobs))
 
 

@@ -76,10 +76,10 @@ class Failed:
     error: str
 
 
-Outcome = Queued | Duplicate | Paused
+Recorded = Queued | Duplicate | Paused  # what storing an event came to
 
 
-def to_wire(outcome: Outcome | Failed) -> tuple[Any, ...]:
+def to_wire(outcome: Recorded | Failed) -> tuple[Any, ...]:
     """A small tuple for the web process, which still holds the event and its jobs."""
     if isinstance(outcome, Queued):
         return ("queued", outcome.event_id, tuple(job.id for job in outcome.jobs))
@@ -90,7 +90,7 @@ def to_wire(outcome: Outcome | Failed) -> tuple[Any, ...]:
     return ("failed", outcome.error)
 
 
-def from_wire(wire: tuple[Any, ...], event: NewEvent) -> Outcome | Failed:
+def from_wire(wire: tuple[Any, ...], event: NewEvent) -> Recorded | Failed:
     kind = wire[0]
     if kind == "queued":
         stored = set(wire[2])
@@ -156,7 +156,7 @@ class GroupCommit:
                 self._conn.close()
             self._conn = None
 
-    def write(self, events: Sequence[NewEvent]) -> list[Outcome | Failed]:
+    def write(self, events: Sequence[NewEvent]) -> list[Recorded | Failed]:
         try:
             return self._commit(events)
         except OperationalError as exc:
@@ -170,15 +170,15 @@ class GroupCommit:
             # One bad event must not fail the others that happened to share its commit.
             return [self._commit_alone(event) for event in events]
 
-    def _commit_alone(self, event: NewEvent) -> Outcome | Failed:
+    def _commit_alone(self, event: NewEvent) -> Recorded | Failed:
         try:
             return self._commit([event])[0]
         except Exception:  # the writer must outlive any one bad event
             log.exception("event for delivery %s not stored", event.delivery_id)
             return Failed("the event could not be stored")
 
-    def _commit(self, events: Sequence[NewEvent]) -> list[Outcome | Failed]:
-        outcomes: list[Outcome | Failed] = []
+    def _commit(self, events: Sequence[NewEvent]) -> list[Recorded | Failed]:
+        outcomes: list[Recorded | Failed] = []
         if self._conn is None:
             self._conn = self._engine.connect()
         conn = self._conn
@@ -217,7 +217,7 @@ class GroupCommit:
         return outcomes
 
 
-def _deploy_targets(outcomes: Sequence[Outcome | Failed]) -> set[str]:
+def _deploy_targets(outcomes: Sequence[Recorded | Failed]) -> set[str]:
     return {
         job.target
         for o in outcomes
@@ -320,15 +320,15 @@ def main() -> None:
     lock = lock_path(engine)
     writer: Writer | None = None
 
-    def report(sent: int, failed: int) -> None:
+    def tell_web(sent: int, failed: int) -> None:
         if writer is not None:
             writer.send(("broker", publisher.broker_state, sent, failed))
 
     publisher = Publisher(
         celery,
         engine,
-        on_result=report,
-        on_state=lambda state: report(0, 0),
+        on_result=tell_web,
+        on_state=lambda state: tell_web(0, 0),
         lock=lock,
     )
     commit = GroupCommit(engine, lock)

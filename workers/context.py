@@ -12,7 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollhook.datadir import prepare_data_dir
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings
 from rollhook.targets import Target, load_targets
@@ -49,7 +49,7 @@ def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) ->
     migrate(records, settings.data_dir)
     targets = load_targets(settings.config)
     with records.begin() as conn:
-        target_state.ensure(conn, list(targets))
+        target_records.ensure(conn, list(targets))
     return WorkerContext(
         records=records,
         data_dir=settings.data_dir.resolve(),

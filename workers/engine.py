@@ -108,7 +108,7 @@ def _reason(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
 
 
-class Engine:
+class DockerEngine:
     """One connection to a Docker engine; use as a context manager (it holds a pool)."""
 
     def __init__(self, base_url: str | None, timeout: float = 60.0) -> None:
@@ -121,7 +121,7 @@ class Engine:
             self._client = docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
         self._api = self._client.api
 
-    def __enter__(self) -> Engine:
+    def __enter__(self) -> DockerEngine:
         return self
 
     def __exit__(

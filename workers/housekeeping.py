@@ -17,11 +17,11 @@ from typing import Any
 
 from rollhook.broker import purge_consumed
 from rollhook.records import deployments, events
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.targets import Target
 from workers.backup import BackupStore
 from workers.context import WorkerContext
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
 
@@ -49,7 +49,7 @@ def run(ctx: WorkerContext) -> None:
 def tidy_target(ctx: WorkerContext, target: Target) -> None:
     """Prune one target, holding it like a deployment would (lease, heartbeat, host lock)."""
     with ctx.records.begin() as conn:
-        token = target_state.acquire_lease(
+        token = target_records.acquire_lease(
             conn, target.name, f"{ctx.owner}/tidy", ctx.lease_seconds, only_free=True
         )
     if token is None:
@@ -64,14 +64,14 @@ def tidy_target(ctx: WorkerContext, target: Target) -> None:
                 _tidy(ctx, target, beat)
     finally:
         with ctx.records.begin() as conn:
-            target_state.release_lease(conn, target.name, token)
+            target_records.release_lease(conn, target.name, token)
 
 
 def _needed(ctx: WorkerContext, target: Target) -> list[dict[str, Any]]:
     """Records a rollback may need: the current and last good deployment, the last
     ``backup.keep`` good ones, and whatever is queued or running."""
     with ctx.records.begin() as conn:
-        state = target_state.get(conn, target.name) or {}
+        state = target_records.get(conn, target.name) or {}
         keep = {
             r["id"]: r for r in deployments.last_succeeded(conn, target.name, target.backup.keep)
         }
@@ -136,7 +136,7 @@ def _prune_images(
     candidates = _images_of(history) - keep
     if not candidates:
         return
-    with Engine(ctx.docker_host) as engine:
+    with DockerEngine(ctx.docker_host) as engine:
         running = {c.image for c in engine.containers(target.project)}
         for image in sorted(candidates - running):
             if engine.remove_image(image):

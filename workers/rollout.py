@@ -1,7 +1,8 @@
 """One deployment, start to finish: sync, plan, preflight, backup, apply, gate, roll back.
 
-The pipeline takes its adapters (:class:`Tools`) and a journal, and returns an
-:class:`Outcome`; recording the final status and notifying happen around it (runner.py).
+The pipeline takes its adapters (:class:`Tools`) and a journal, and returns a
+:class:`RolloutResult`; recording the final status and notifying happen around it
+(runner.py).
 The order is chosen for the data: nothing stops before the new images are pulled and
 the first backup pass is done; the final backup pass runs in the short window while the
 app is stopped; the new version never starts before its backup is complete; and from
@@ -22,7 +23,7 @@ from rollhook.images import short_digest
 from rollhook.targets import Target
 from workers.backup import BackupStore, Source
 from workers.compose import Compose, ComposeSpec, write_override
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
 from workers.health import GateResult, gate
@@ -38,12 +39,12 @@ BACKUP_MARGIN_BYTES = 256 << 20
 class Tools:
     git: GitRepo
     compose: Compose
-    engine: Engine
+    engine: DockerEngine
     backups: BackupStore
 
 
 @dataclass
-class Outcome:
+class RolloutResult:
     status: str  # succeeded | failed | rolled_back | no_op
     reason: str | None = None
     plan: Plan | None = None
@@ -75,7 +76,7 @@ class Rollout:
         journal: Journal,
         tools: Tools,
         dirs: TargetDirs,
-        announce: Callable[[Outcome], None],
+        announce: Callable[[RolloutResult], None],
         cancelled: Callable[[], bool],
     ) -> None:
         self.target = target
@@ -88,11 +89,11 @@ class Rollout:
         self.announce = announce
         self.cancelled = cancelled
         self.deadline = time.monotonic() + target.deploy_timeout
-        self.outcome = Outcome(status="failed")
+        self.outcome = RolloutResult(status="failed")
 
     # -- the two kinds of deployment ---------------------------------------------------
 
-    def deploy(self) -> Outcome:
+    def deploy(self) -> RolloutResult:
         requested = self.record["requested"]
         # A webhook's commit is a hint: an automatic deployment always takes the branch
         # head as fetched now, so a late or replayed delivery can never go back in
@@ -105,7 +106,7 @@ class Rollout:
             return self.outcome
         return self._roll_out(plan, restore_from=None)
 
-    def rollback(self, to: dict[str, Any], restore_from: str | None) -> Outcome:
+    def rollback(self, to: dict[str, Any], restore_from: str | None) -> RolloutResult:
         """Go back to a recorded good deployment, with the data it left when asked."""
         commit = to["commit"]
         with self.journal.step("sync") as step:
@@ -259,7 +260,7 @@ class Rollout:
                     "the app's data is on the way to it; rollhook never creates a file through one"
                 )
 
-    def _roll_out(self, plan: Plan, restore_from: str | None) -> Outcome:
+    def _roll_out(self, plan: Plan, restore_from: str | None) -> RolloutResult:
         target, tools, journal = self.target, self.tools, self.journal
         self.outcome.changed = True
         self.announce(self.outcome)
@@ -327,7 +328,7 @@ class Rollout:
 
         return self._start_and_gate(spec)
 
-    def resume(self) -> Outcome:
+    def resume(self) -> RolloutResult:
         """Finish a deployment whose worker died after the new version was started.
 
         The journal says how far it got: from "start" on, the planned state is applied
@@ -367,7 +368,7 @@ class Rollout:
             return False
         return True
 
-    def abandon(self, why: str) -> Outcome:
+    def abandon(self, why: str) -> RolloutResult:
         """Stop trying the new version and leave the old one serving.
 
         If the new version may have started, this is a rollback (data restored); if the
@@ -403,7 +404,7 @@ class Rollout:
         self.outcome.changed = True
         return plan
 
-    def _start_and_gate(self, spec: ComposeSpec) -> Outcome:
+    def _start_and_gate(self, spec: ComposeSpec) -> RolloutResult:
         journal, tools = self.journal, self.tools
         try:
             with journal.step("start") as step:

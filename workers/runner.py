@@ -16,20 +16,20 @@ from typing import Any
 
 from rollhook.broker import NOTIFY
 from rollhook.records import deployments
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.targets import Target
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import DeployError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.notify import announce, report
+from workers.notify import schedule_announcement, schedule_report
 from workers.procs import end_group
-from workers.rollout import Outcome, Previous, Rollout, Tools
+from workers.rollout import Previous, Rollout, RolloutResult, Tools
 
 logger = logging.getLogger("rollhook.runner")
 
@@ -41,7 +41,7 @@ def run_target(ctx: WorkerContext, name: str) -> None:
         with ctx.records.begin() as conn:
             if not has_work(conn, name):
                 return
-            token = target_state.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
+            token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
             return  # another worker holds it and will see our queued record
         try:
@@ -51,19 +51,19 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                     logger.warning("%s: host lock busy; leaving the work for later", name)
                     return
                 with ctx.records.begin() as conn:  # the wait may have eaten the lease
-                    if not target_state.renew_lease(conn, name, token, ctx.lease_seconds):
+                    if not target_records.renew_lease(conn, name, token, ctx.lease_seconds):
                         return
                 with Heartbeat(ctx.records, name, token, ctx.lease_seconds) as beat:
                     _drain(ctx, name, token, beat)
         finally:
             with ctx.records.begin() as conn:
-                target_state.release_lease(conn, name, token)
+                target_records.release_lease(conn, name, token)
 
 
 def has_work(conn: Any, name: str) -> bool:
     """Work this worker may do now: an orphaned deployment, or queued requests that a
     pause does not hold back (a person's request passes a pause; automatic ones wait)."""
-    state = target_state.get(conn, name)
+    state = target_records.get(conn, name)
     if state is None:
         return False
     if deployments.running(conn, name):
@@ -110,7 +110,7 @@ def _coalesce(conn: Any, name: str, token: int) -> dict[str, Any] | None:
     queued before it are skipped (a new event clears the hold in the web process).
     """
     queued = deployments.queued(conn, name)
-    state = target_state.get(conn, name) or {}
+    state = target_records.get(conn, name) or {}
     manual = [r for r in queued if r["requested"].get("manual")]
     if not queued or (state.get("paused") and not manual):
         return None  # kept queued: resume picks it up, nothing accepted is lost
@@ -145,7 +145,7 @@ def _coalesce(conn: Any, name: str, token: int) -> dict[str, Any] | None:
 
 
 def _previous(
-    ctx: WorkerContext, state: dict[str, Any], engine: Engine, target: Target
+    ctx: WorkerContext, state: dict[str, Any], engine: DockerEngine, target: Target
 ) -> Previous:
     running = {c.service: c.image for c in engine.containers(target.project)}
     current_id = state.get("current_deployment_id")
@@ -168,15 +168,15 @@ def _execute(
 ) -> None:
     dirs = TargetDirs(ctx.data_dir, target.name)
     journal = Journal(ctx.records, record, token)
-    outcome = Outcome(status="failed")
+    outcome = RolloutResult(status="failed")
     operator_error = False
     with ExitStack() as stack:
         # Everything that can fail is inside the try, so a record never stays "running"
         # because the engine was briefly unreachable.
         try:
-            engine = stack.enter_context(Engine(ctx.docker_host))
+            engine = stack.enter_context(DockerEngine(ctx.docker_host))
             with ctx.records.begin() as conn:
-                state = target_state.get(conn, target.name) or {}
+                state = target_records.get(conn, target.name) or {}
             tools = Tools(
                 git=GitRepo(
                     target.repo,
@@ -240,7 +240,7 @@ def _run(
     state: dict[str, Any],
     *,
     resume: bool,
-) -> Outcome:
+) -> RolloutResult:
     """Start, resume or give up a deployment, from what its journal says."""
     journal = rollout.journal
     if resume and record["attempt"] > MAX_ATTEMPTS:
@@ -257,7 +257,7 @@ def _run(
     return rollout.deploy()
 
 
-def _failed(outcome: Outcome, reason: str) -> Outcome:
+def _failed(outcome: RolloutResult, reason: str) -> RolloutResult:
     if outcome.status not in {"rolled_back", "failed"} or outcome.reason is None:
         outcome.reason = outcome.reason or reason
     if outcome.status not in {"rolled_back"}:
@@ -272,7 +272,7 @@ def _record(
     record: dict[str, Any],
     token: int,
     journal: Journal,
-    outcome: Outcome,
+    outcome: RolloutResult,
     operator_error: bool,
 ) -> None:
     journal.log(
@@ -290,7 +290,7 @@ def _record(
         if outcome.status == "succeeded" and plan is not None:
             # A manual rollback holds automatic deployments until a new event or a resume.
             held = record["kind"] == "rollback" and not record["requested"].get("restore_backup")
-            recorded = target_state.record_outcome(
+            recorded = target_records.record_outcome(
                 conn,
                 target.name,
                 token,
@@ -303,7 +303,7 @@ def _record(
         elif plan is not None and (
             outcome.status == "rolled_back" or outcome.rollback_failed or operator_error
         ):
-            recorded = target_state.record_outcome(
+            recorded = target_records.record_outcome(
                 conn, target.name, token, failed_fingerprint=plan.fingerprint
             )
         if not recorded:  # fenced out: roll this transaction back, the new holder decides
@@ -368,7 +368,7 @@ def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -
             record = deployments.get(conn, deployment_id)
             if record is None:
                 return
-            schedule = announce if phase == "announce" else report
+            schedule = schedule_announcement if phase == "announce" else schedule_report
             ids = schedule(conn, record, target, ctx.notifiers)
         for notification_id in ids:
             ctx.send(NOTIFY, [notification_id])

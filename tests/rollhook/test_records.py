@@ -19,7 +19,7 @@ from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import deployments, events, jobs
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
 
 
@@ -33,7 +33,7 @@ def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     migrate(engine, tmp_path)
     migrate(engine, tmp_path)  # a second start finds nothing to do
     with engine.begin() as conn:
-        target_state.ensure(conn, ["llm"])
+        target_records.ensure(conn, ["llm"])
     yield engine
     engine.dispose()
 
@@ -92,20 +92,20 @@ def test_purging_keeps_events_whose_work_is_not_done(records: Engine) -> None:
 
 def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
     with records.begin() as conn:
-        first = target_state.acquire_lease(conn, "llm", "worker-a", ttl=0.5)
+        first = target_records.acquire_lease(conn, "llm", "worker-a", ttl=0.5)
         assert first is not None
-        assert target_state.acquire_lease(conn, "llm", "worker-b", ttl=0.5) is None
+        assert target_records.acquire_lease(conn, "llm", "worker-b", ttl=0.5) is None
     time.sleep(0.7)
     with records.begin() as conn:
-        assert target_state.expired_leases(conn) == ["llm"]
-        second = target_state.acquire_lease(conn, "llm", "worker-b", ttl=30)
+        assert target_records.expired_leases(conn) == ["llm"]
+        second = target_records.acquire_lease(conn, "llm", "worker-b", ttl=30)
         assert second == first + 1
         # The old holder is fenced out: it can neither renew nor record an outcome.
-        assert not target_state.renew_lease(conn, "llm", first, 30)
-        assert not target_state.record_outcome(conn, "llm", first, current="d-old")
-        assert target_state.record_outcome(conn, "llm", second, current="d-new")
-        target_state.release_lease(conn, "llm", first)  # a stale release changes nothing
-        assert target_state.get(conn, "llm")["lease_owner"] == "worker-b"
+        assert not target_records.renew_lease(conn, "llm", first, 30)
+        assert not target_records.record_outcome(conn, "llm", first, current="d-old")
+        assert target_records.record_outcome(conn, "llm", second, current="d-new")
+        target_records.release_lease(conn, "llm", first)  # a stale release changes nothing
+        assert target_records.get(conn, "llm")["lease_owner"] == "worker-b"
 
 
 def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
@@ -113,7 +113,7 @@ def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
     with records.begin() as conn:
         events.store_batch(conn, [item])
         deployment_id = deployments.create_queued(conn, item.jobs[0])
-        token = target_state.acquire_lease(conn, "llm", "worker-a", ttl=30)
+        token = target_records.acquire_lease(conn, "llm", "worker-a", ttl=30)
         assert token is not None
         assert not deployments.start(conn, deployment_id, token + 1, {"ref": None})
         assert deployments.start(conn, deployment_id, token, {"ref": None})
@@ -133,11 +133,11 @@ def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> N
     with records.begin() as conn:
         events.store_batch(conn, [item])
         deployment_id = deployments.create_queued(conn, item.jobs[0])
-        first = target_state.acquire_lease(conn, "llm", "worker-a", ttl=0.2)
+        first = target_records.acquire_lease(conn, "llm", "worker-a", ttl=0.2)
         assert first is not None and deployments.start(conn, deployment_id, first, {})
     time.sleep(0.4)
     with records.begin() as conn:  # someone else takes the expired lease, adopting nothing
-        assert target_state.acquire_lease(conn, "llm", "worker-b", ttl=30) == first + 1
+        assert target_records.acquire_lease(conn, "llm", "worker-b", ttl=30) == first + 1
         assert not deployments.update_fenced(conn, deployment_id, first, log="after losing it")
         assert not deployments.finish(conn, deployment_id, first, "succeeded", None)
         assert deployments.get(conn, deployment_id)["status"] == "running"
@@ -149,7 +149,7 @@ def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
         events.store_batch(conn, items)
         ids = [deployments.create_queued(conn, item.jobs[0]) for item in items]
         assert [d["id"] for d in deployments.queued(conn, "llm")] == ids
-        token = target_state.acquire_lease(conn, "llm", "worker", ttl=30)
+        token = target_records.acquire_lease(conn, "llm", "worker", ttl=30)
         assert token is not None
         deployments.supersede(conn, ids[:2], ids[2], token + 1)  # not the holder: nothing
         assert len(deployments.queued(conn, "llm")) == 3

@@ -28,9 +28,9 @@ from service.writer import (
     Failed,
     Frames,
     GroupCommit,
-    Outcome,
     Paused,
     Queued,
+    Recorded,
     frame,
     from_wire,
     to_wire,
@@ -79,7 +79,7 @@ def new_event(
     )
 
 
-def write(engine: Engine, items: list[NewEvent]) -> list[Outcome | Failed]:
+def write(engine: Engine, items: list[NewEvent]) -> list[Recorded | Failed]:
     commit = GroupCommit(engine, lock_path(engine))
     try:
         return commit.write(items)

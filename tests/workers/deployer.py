@@ -20,7 +20,7 @@ from rollhook.ids import new_id
 from rollhook.images import parse_reference
 from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records import deployments, events, jobs
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
 from rollhook.targets import Target
 from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
@@ -67,7 +67,7 @@ class Deployer:
         self.records = make_engine(f"sqlite:///{root / 'records.sqlite'}")
         migrate(self.records, root)
         with self.records.begin() as conn:
-            target_state.ensure(conn, [self.name])
+            target_records.ensure(conn, [self.name])
         self.sent: list[tuple[str, list[Any]]] = []
         self.ctx = WorkerContext(
             records=self.records,
@@ -144,7 +144,7 @@ class Deployer:
 
     def state(self) -> dict[str, Any]:
         with self.records.begin() as conn:
-            state = target_state.get(conn, self.name)
+            state = target_records.get(conn, self.name)
         assert state is not None
         return state
 

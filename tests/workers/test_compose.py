@@ -25,7 +25,7 @@ from workers.compose import (
     render_override,
     write_override,
 )
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import InfrastructureError, OperatorError, StepTimeout
 from workers.health import gate
 
@@ -260,7 +260,7 @@ def test_up_pins_digests_and_labels_then_stop(
     spawned: list[procs.ProcessGroup] = []
     compose = Compose(compose_argv, docker_host, on_spawn=spawned.append)
 
-    with Engine(docker_host) as engine:
+    with DockerEngine(docker_host) as engine:
         engine.pull(pinned)
         compose.up(spec, timeout=120)
         assert spawned

@@ -8,11 +8,11 @@ from typing import Any
 
 import pytest
 
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from tests.workers.deployer import Deployer
 from workers import housekeeping
 from workers.backup import BackupStore
-from workers.engine import Engine
+from workers.engine import DockerEngine
 
 pytestmark = pytest.mark.engine
 
@@ -38,12 +38,12 @@ def test_old_releases_backups_and_images_are_pruned(deployer: Deployer, standin:
         records.append(deployer.deploy())
         assert records[-1]["status"] == "succeeded", records[-1]["log"]
     images = [r["images"]["anything-llm"]["new"] for r in records]
-    with Engine(deployer.docker_host) as engine:
+    with DockerEngine(deployer.docker_host) as engine:
         assert all(engine.image_id(image) for image in images)
 
     housekeeping.tidy_target(deployer.ctx, deployer.target)
 
-    with Engine(deployer.docker_host) as engine:
+    with DockerEngine(deployer.docker_host) as engine:
         present = [engine.image_id(image) is not None for image in images]
     # The last two good deployments can be rolled back to; the older images are gone.
     assert present == [False, False, True, True]
@@ -64,10 +64,10 @@ def test_housekeeping_leaves_a_busy_target_alone(deployer: Deployer) -> None:
     assert deployer.deploy()["status"] == "succeeded"
     releases = sorted((deployer.dirs.root / "releases").iterdir())
     with deployer.records.begin() as conn:
-        token = target_state.acquire_lease(conn, deployer.name, "another-worker", 60)
+        token = target_records.acquire_lease(conn, deployer.name, "another-worker", 60)
     assert token is not None
     deployer.repo.commit({"x": "y"})  # nothing about the target changes
     housekeeping.tidy_target(deployer.ctx, deployer.target)
     assert sorted((deployer.dirs.root / "releases").iterdir()) == releases
     with deployer.records.begin() as conn:
-        assert target_state.get(conn, deployer.name)["lease_owner"] == "another-worker"
+        assert target_records.get(conn, deployer.name)["lease_owner"] == "another-worker"

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.schema import deployments, targets
 from tests.workers.deployer import Deployer
 from workers.compose import find_compose
@@ -128,7 +128,7 @@ def _orphan(deployer: Deployer, deployment_id: str, steps: list[str]) -> None:
         for n in steps
     ]
     with deployer.records.begin() as conn:
-        state = target_state.get(conn, deployer.name)
+        state = target_records.get(conn, deployer.name)
         conn.execute(
             update(deployments)
             .where(deployments.c.id == deployment_id)
@@ -185,7 +185,7 @@ def test_losing_the_lease_mid_gate_leaves_the_app_to_the_new_holder(deployer: De
             update(targets).where(targets.c.name == deployer.name)
             .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )  # fmt: skip
-        taken = target_state.acquire_lease(conn, deployer.name, "other-worker", 3)
+        taken = target_records.acquire_lease(conn, deployer.name, "other-worker", 3)
     assert taken is not None
     worker.join(timeout=60)
     assert not worker.is_alive()

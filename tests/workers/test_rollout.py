@@ -16,7 +16,7 @@ from typing import Any
 import pytest
 
 from rollhook.records import deployments
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from tests.workers.deployer import Deployer
 from workers.backup import BackupStore
 
@@ -235,7 +235,7 @@ def test_a_paused_target_keeps_automatic_work_queued_without_spinning(
     deployer.commit("1.0.0")
     assert deployer.deploy()["status"] == "succeeded"
     with deployer.records.begin() as conn:
-        target_state.set_paused(conn, deployer.name, True, "incident")
+        target_records.set_paused(conn, deployer.name, True, "incident")
     deployer.commit("2.0.0")
     queued = deployer.queue()
     runner = threading.Thread(target=deployer.run)
@@ -245,7 +245,7 @@ def test_a_paused_target_keeps_automatic_work_queued_without_spinning(
     assert deployer.record(queued)["status"] == "queued"
     assert deployer.app_version() == "1.0.0"
     with deployer.records.begin() as conn:
-        target_state.set_paused(conn, deployer.name, False, None)
+        target_records.set_paused(conn, deployer.name, False, None)
     deployer.run()
     assert deployer.record(queued)["status"] == "succeeded"
 

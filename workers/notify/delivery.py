@@ -26,7 +26,7 @@ from sqlalchemy import Engine
 from workers.notify import rows, senders
 from workers.notify.channels import Notifiers
 from workers.notify.errors import PermanentError, RetryLater, TransientError
-from workers.notify.rows import Outcome
+from workers.notify.rows import DeliveryResult
 
 logger = logging.getLogger("rollhook.notify")
 
@@ -35,11 +35,11 @@ logger = logging.getLogger("rollhook.notify")
 _ROUNDS = 3
 
 
-def deliver(engine: Engine, notifiers: Notifiers, notification_id: str) -> Outcome:
-    outcome = Outcome(notification_id, "pending", "not attempted")
+def deliver(engine: Engine, notifiers: Notifiers, notification_id: str) -> DeliveryResult:
+    outcome = DeliveryResult(notification_id, "pending", "not attempted")
     for _ in range(_ROUNDS):
         job = rows.claim(engine, notification_id)
-        if isinstance(job, Outcome):
+        if isinstance(job, DeliveryResult):
             return job
 
         def save(changes: dict[str, Any], job: rows.Claimed = job) -> None:
@@ -63,13 +63,13 @@ def deliver(engine: Engine, notifiers: Notifiers, notification_id: str) -> Outco
         if finished is not None:
             logger.info("notification %s (%s) delivered: %s", job.id, job.channel, detail)
             return finished
-        outcome = Outcome(notification_id, "pending", detail)
+        outcome = DeliveryResult(notification_id, "pending", detail)
     return outcome
 
 
 def _failed(
     engine: Engine, notifiers: Notifiers, job: rows.Claimed, error: str, delay: float | None
-) -> Outcome:
+) -> DeliveryResult:
     outcome, retry_in = rows.fail(engine, job, error, delay, notifiers.max_attempts)
     if retry_in is not None:
         logger.warning(

@@ -27,7 +27,7 @@ LEASE_SECONDS = 120.0
 
 
 @dataclass(frozen=True)
-class Outcome:
+class DeliveryResult:
     """What one ``deliver`` call left behind: the row's status and why."""
 
     notification_id: str
@@ -47,17 +47,17 @@ class Claimed:
     record: dict[str, Any]
 
 
-def claim(engine: Engine, notification_id: str) -> Claimed | Outcome:
+def claim(engine: Engine, notification_id: str) -> Claimed | DeliveryResult:
     with engine.begin() as conn:
         row = notifications.locked(conn, notification_id)
         if row is None:
-            return Outcome(notification_id, "missing", "no such notification")
+            return DeliveryResult(notification_id, "missing", "no such notification")
         if row.status != "pending":
-            return Outcome(notification_id, row.status, f"nothing to do: {row.status}")
+            return DeliveryResult(notification_id, row.status, f"nothing to do: {row.status}")
         external = row.external
         now = time.time()
         if float(external.get("lease_until") or 0) > now:
-            return Outcome(notification_id, "pending", "another delivery of it is running")
+            return DeliveryResult(notification_id, "pending", "another delivery of it is running")
         record = deployments.get(conn, row.deployment_id)
         attempt = row.attempts + 1
         if record is None:
@@ -68,7 +68,7 @@ def claim(engine: Engine, notification_id: str) -> Claimed | Outcome:
             notifications.change(
                 conn, notification_id, status="failed", attempts=attempt, history=history
             )
-            return Outcome(notification_id, "failed", "the deployment record is gone")
+            return DeliveryResult(notification_id, "failed", "the deployment record is gone")
         external["lease_until"] = now + LEASE_SECONDS
         external.pop("retry_at", None)
         notifications.change(conn, notification_id, external=external, attempts=attempt)
@@ -92,7 +92,7 @@ def save_progress(engine: Engine, notification_id: str, changes: dict[str, Any])
             notifications.change(conn, notification_id, external={**row.external, **changes})
 
 
-def finish(engine: Engine, claimed: Claimed, detail: str) -> Outcome | None:
+def finish(engine: Engine, claimed: Claimed, detail: str) -> DeliveryResult | None:
     """Mark the row delivered, or None when its spec moved on meanwhile (go again)."""
     with engine.begin() as conn:
         row = notifications.locked(conn, claimed.id)
@@ -108,12 +108,12 @@ def finish(engine: Engine, claimed: Claimed, detail: str) -> Outcome | None:
         notifications.change(
             conn, claimed.id, status="delivered", external=external, history=history
         )
-    return Outcome(claimed.id, "delivered", detail)
+    return DeliveryResult(claimed.id, "delivered", detail)
 
 
 def fail(
     engine: Engine, claimed: Claimed, error: str, retry_in: float | None, max_attempts: int
-) -> tuple[Outcome, float | None]:
+) -> tuple[DeliveryResult, float | None]:
     """Record a failed attempt; give the delay before the next one, or None if it is over."""
     with engine.begin() as conn:
         row = notifications.locked(conn, claimed.id)
@@ -136,7 +136,7 @@ def fail(
                 ),
             ]
             notifications.change(conn, claimed.id, external=external, history=history)
-            return Outcome(claimed.id, "pending", error), retry_in
+            return DeliveryResult(claimed.id, "pending", error), retry_in
         gave_up = (
             error
             if claimed.attempt < max_attempts
@@ -144,4 +144,4 @@ def fail(
         )
         history = [*row.history, history_entry(claimed.attempt, "failed", gave_up, phase=phase)]
         notifications.change(conn, claimed.id, status="failed", external=external, history=history)
-    return Outcome(claimed.id, "failed", gave_up), None
+    return DeliveryResult(claimed.id, "failed", gave_up), None

@@ -15,7 +15,7 @@ from sqlalchemy import Engine, update
 
 from rollhook.ids import new_id
 from rollhook.records import deployments as store
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.schema import deployments, targets
 
 REPO = "docker.io/mintplexlabs/anythingllm"
@@ -153,7 +153,7 @@ def finish(
             add("rollback", "failed", "compose up: image not found")
     with engine.begin() as conn:
         # As a worker would: the target's lease (token 1) is held while it finishes.
-        target_state.ensure(conn, [record["target"]])
+        target_records.ensure(conn, [record["target"]])
         conn.execute(
             update(targets).where(targets.c.name == record["target"]).values(lease_token=1)
         )

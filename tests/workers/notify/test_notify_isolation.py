@@ -15,7 +15,13 @@ from tests.workers.notify import records as rec
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.mailserver import smtp_server
 from tests.workers.notify.standins import GitHubStandIn, SlackStandIn
-from workers.notify import RetryLater, announce, deliver, pending, report
+from workers.notify import (
+    RetryLater,
+    deliver,
+    pending,
+    schedule_announcement,
+    schedule_report,
+)
 
 
 def _until_settled(flow: Flow, ids: list[str]) -> None:
@@ -93,9 +99,9 @@ def test_announce_and_report_never_raise_and_leave_the_callers_transaction_usabl
     broken: dict[str, Any] = {**record, "id": None}  # a record the rows cannot be made for
     caplog.set_level(logging.ERROR, "rollhook.notify")
     with records.begin() as conn:
-        assert announce(conn, broken, target, notifiers) == []
-        assert report(conn, {**broken, "status": "failed"}, target, notifiers) == []
-        assert announce(conn, "no-such-deployment", target, notifiers) == []
+        assert schedule_announcement(conn, broken, target, notifiers) == []
+        assert schedule_report(conn, {**broken, "status": "failed"}, target, notifiers) == []
+        assert schedule_announcement(conn, "no-such-deployment", target, notifiers) == []
         conn.execute(text("SELECT 1"))  # still usable: only the savepoint was rolled back
         conn.execute(
             deployments.update().where(deployments.c.id == record["id"]).values(reason="still ours")

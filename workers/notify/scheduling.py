@@ -1,4 +1,4 @@
-"""Scheduling notifications: the rows ``announce`` and ``report`` write for ``deliver``.
+"""Scheduling notifications: the rows written for ``deliver`` when a deployment starts and ends.
 
 Both run inside the rollout's own transaction (the caller commits, then publishes a
 ``rollhook.notify`` task per returned id), touch only the records database (no network,
@@ -78,7 +78,7 @@ def _github_spec(target: Target, state: str) -> dict[str, Any]:
     }
 
 
-def announce(
+def schedule_announcement(
     conn: Connection, deployment: Mapping[str, Any] | str, target: Target, notifiers: Notifiers
 ) -> list[str]:
     """The plan shows a real change: post the Slack message, set the commit pending."""
@@ -101,7 +101,7 @@ def announce(
         return []
 
 
-def report(
+def schedule_report(
     conn: Connection, deployment: Mapping[str, Any] | str, target: Target, notifiers: Notifiers
 ) -> list[str]:
     """The record is final: schedule what each channel should say, per policy."""

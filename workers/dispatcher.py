@@ -17,7 +17,7 @@ from rollhook.records import targets as target_records
 from workers.context import WorkerContext
 from workers.runner import has_work
 
-logger = logging.getLogger("rollhook.outbox")
+logger = logging.getLogger("rollhook.dispatcher")
 
 GRACE = timedelta(seconds=2)  # the web process publishes by itself within this
 UNCLAIMED = timedelta(seconds=60)  # a worker claims a job within this unless all are busy
