@@ -97,10 +97,10 @@ def restore(args: argparse.Namespace) -> int:
     run_target(ctx, args.target)  # returns at once if a worker holds the target: wait for it
     while True:
         with ctx.records.begin() as conn:
-            record = deployments.get(conn, deployment_id) or {}
-        if record.get("status") in TERMINAL_STATUSES:
+            record = deployments.get(conn, deployment_id)
+        if record is not None and record.status in TERMINAL_STATUSES:
             break
         time.sleep(1.0)
-    print_steps(record.get("steps") or [], 0)
-    print_end(args.target, str(record.get("status")), record.get("reason"))
-    return 0 if record.get("status") == "succeeded" else 1
+    print_steps(record.steps or [], 0)
+    print_end(args.target, record.status, record.reason)
+    return 0 if record.status == "succeeded" else 1

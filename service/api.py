@@ -24,6 +24,7 @@ from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.jobs import ImageHint
 from rollhook.records import deployments
 from rollhook.records import targets as target_records
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
 from service import answers, signatures
 from service.hooks import read_capped
@@ -150,19 +151,19 @@ async def rollback(rt: Runtime, request: Request) -> Response:
         record = await run_in_threadpool(_deployment, rt, to)
         if record is None:
             return answers.not_found(f"no deployment {to!r}")
-        if record["target"] != target.name:
+        if record.target != target.name:
             raise BadRequest(
-                f"deployment {to} belongs to target {record['target']}, not {target.name}"
+                f"deployment {to} belongs to target {record.target}, not {target.name}"
             )
-        if record["status"] not in ROLLBACK_TO:
+        if record.status not in ROLLBACK_TO:
             raise BadRequest(
-                f"deployment {to} did not succeed ({record['status']}); pick one that did"
+                f"deployment {to} did not succeed ({record.status}); pick one that did"
             )
     fields: JobFields = {"rollback_to": to, "restore_data": restore}
     return await _submit(rt, request, target, action="rollback", fields=fields, document=document)
 
 
-def _deployment(rt: Runtime, deployment_id: str) -> dict[str, Any] | None:
+def _deployment(rt: Runtime, deployment_id: str) -> DeploymentRecord | None:
     with rt.engine.connect() as conn:
         return deployments.get(conn, deployment_id)
 

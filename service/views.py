@@ -17,6 +17,7 @@ from starlette.responses import Response
 from rollhook.records import deployments, notifications
 from rollhook.records import targets as target_records
 from rollhook.records.events import get_event
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from service import answers
 from service.api import BadRequest
@@ -42,15 +43,18 @@ async def list_targets(rt: Runtime, request: Request) -> Response:
     def read() -> list[dict[str, Any]]:
         with rt.engine.connect() as conn:
             states = target_records.all_states(conn)
-            return [_target(conn, t, states.get(t.name, {})) for t in rt.targets.values()]
+            return [
+                _target(conn, t, states.get(t.name) or TargetState(t.name))
+                for t in rt.targets.values()
+            ]
 
     return answers.reply(200, {"targets": await run_in_threadpool(read)})
 
 
-def _target(conn: Connection, target: Target, state: dict[str, Any]) -> dict[str, Any]:
+def _target(conn: Connection, target: Target, state: TargetState) -> dict[str, Any]:
     lease = None
-    if state.get("lease_owner"):
-        lease = {"owner": state["lease_owner"], "expires_at": state.get("lease_expires_at")}
+    if state.lease_owner:
+        lease = {"owner": state.lease_owner, "expires_at": state.lease_expires_at}
     return {
         "name": target.name,
         "repo": public_url(target.repo),
@@ -60,13 +64,13 @@ def _target(conn: Connection, target: Target, state: dict[str, Any]) -> dict[str
         "service": target.service,
         "images": target.images,
         "tags": target.tags,
-        "paused": bool(state.get("paused")),
-        "paused_reason": state.get("paused_reason"),
-        "paused_at": state.get("paused_at"),
-        "held": bool(state.get("held")),
-        "current_deployment": _brief(conn, state.get("current_deployment_id")),
-        "last_good_deployment": _brief(conn, state.get("last_good_deployment_id")),
-        "pins": state.get("pins") or {},
+        "paused": bool(state.paused),
+        "paused_reason": state.paused_reason,
+        "paused_at": state.paused_at,
+        "held": bool(state.held),
+        "current_deployment": _brief(conn, state.current_deployment_id),
+        "last_good_deployment": _brief(conn, state.last_good_deployment_id),
+        "pins": state.pins or {},
         "lease": lease,
     }
 
@@ -78,7 +82,7 @@ def _brief(conn: Connection, deployment_id: str | None) -> dict[str, Any] | None
     if record is None:
         return {"id": deployment_id}
     keys = ("id", "status", "commit", "images", "started_at", "finished_at")
-    return {k: record.get(k) for k in keys}
+    return {k: getattr(record, k) for k in keys}
 
 
 async def show_event(rt: Runtime, request: Request) -> Response:
@@ -110,7 +114,7 @@ async def list_deployments(rt: Runtime, request: Request) -> Response:
     def read() -> list[dict[str, Any]]:
         with rt.engine.connect() as conn:
             records = deployments.history(conn, target, int(limit_text))
-            return _with_notifications(conn, records)
+            return _with_notifications(conn, [r.as_dict() for r in records])
 
     return answers.reply(200, {"deployments": await run_in_threadpool(read)})
 
@@ -121,7 +125,7 @@ async def show_deployment(rt: Runtime, request: Request) -> Response:
     def read() -> dict[str, Any] | None:
         with rt.engine.connect() as conn:
             record = deployments.get(conn, deployment_id)
-            return None if record is None else _with_notifications(conn, [record])[0]
+            return None if record is None else _with_notifications(conn, [record.as_dict()])[0]
 
     record = await run_in_threadpool(read)
     if record is None:

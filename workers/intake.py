@@ -75,7 +75,8 @@ def queue_restore(ctx: WorkerContext, name: str, backup_id: str) -> str:
     if backup_id not in known:
         raise OperatorError(f"{name} has no complete backup {backup_id!r} (see `rollhook backups`)")
     with ctx.records.begin() as conn:
-        current = (target_records.get(conn, name) or {}).get("current_deployment_id")
+        state = target_records.get(conn, name)
+    current = None if state is None else state.current_deployment_id
     if current is None:
         raise OperatorError(f"{name} has no deployment to restore under; deploy it first")
     event = events.new_event(

@@ -8,13 +8,37 @@ took over) can no longer change the record.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from rollhook.records.schema import deployments, row_dict, targets, utcnow
+from rollhook.records.schema import deployments, targets, utcnow
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """One ``targets`` row: what rollhook knows and decided about a configured target."""
+
+    name: str
+    paused: bool = False
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
+    held: bool = False  # after a manual rollback: automatic deployments wait
+    current_deployment_id: str | None = None
+    last_good_deployment_id: str | None = None
+    pins: dict[str, Any] = field(default_factory=dict)  # service -> pin
+    failed_fingerprint: str | None = None
+    lease_owner: str | None = None
+    lease_token: int = 0
+    lease_expires_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> TargetState:
+        return cls(**row._mapping)
 
 
 def ensure(conn: Connection, names: list[str]) -> None:
@@ -28,13 +52,13 @@ def ensure(conn: Connection, names: list[str]) -> None:
         )
 
 
-def get(conn: Connection, name: str) -> dict[str, Any] | None:
+def get(conn: Connection, name: str) -> TargetState | None:
     row = conn.execute(select(targets).where(targets.c.name == name)).first()
-    return None if row is None else row_dict(row)
+    return None if row is None else TargetState.from_row(row)
 
 
-def all_states(conn: Connection) -> dict[str, dict[str, Any]]:
-    return {row.name: row_dict(row) for row in conn.execute(select(targets))}
+def all_states(conn: Connection) -> dict[str, TargetState]:
+    return {row.name: TargetState.from_row(row) for row in conn.execute(select(targets))}
 
 
 def set_paused(conn: Connection, name: str, paused: bool, reason: str | None) -> None:

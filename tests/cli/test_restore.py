@@ -52,32 +52,32 @@ def test_backups_are_listed_and_one_is_restored_under_the_running_version(
     deployer: Deployer,
 ) -> None:
     deployer.commit("2.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     (deployer.storage / "documents" / "kept.json").write_text("before")
     deployer.commit("2.0.0-slow")
     second = deployer.deploy()
-    assert second["status"] == "succeeded", second["log"]
+    assert second.status == "succeeded", second.log
     (deployer.storage / "documents" / "kept.json").write_text("after: lost by the restore")
     (deployer.storage / "documents" / "new.json").write_text("written after the backup")
 
     listed = cli(deployer, "backups", deployer.name)
     assert listed.returncode == 0, listed.stderr
-    assert second["backup_id"] in listed.stdout
+    assert second.backup_id in listed.stdout
 
-    refused = cli(deployer, "restore", deployer.name, second["backup_id"])
+    refused = cli(deployer, "restore", deployer.name, second.backup_id)
     assert refused.returncode == 2 and "--yes" in refused.stderr
 
-    restored = cli(deployer, "restore", deployer.name, second["backup_id"], "--yes")
+    restored = cli(deployer, "restore", deployer.name, second.backup_id, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "restore" in restored.stdout and "succeeded" in restored.stdout
     assert (deployer.storage / "documents" / "kept.json").read_text() == "before"
     assert not (deployer.storage / "documents" / "new.json").exists()
     assert deployer.app_version() == "2.0.0-slow"  # the running version stays
     state = deployer.state()
-    assert state["held"] is False  # a data restore does not hold the target
+    assert state.held is False  # a data restore does not hold the target
     with deployer.records.begin() as conn:
-        record = deployments.get(conn, state["current_deployment_id"])
-    assert record is not None and record["trigger"]["actor"] == "rollhook restore (cli)"
+        record = deployments.get(conn, state.current_deployment_id)
+    assert record is not None and record.trigger["actor"] == "rollhook restore (cli)"
 
     unknown = cli(deployer, "restore", deployer.name, "no-such-backup", "--yes")
     assert unknown.returncode == 1 and "no complete backup" in unknown.stdout

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -18,9 +19,11 @@ from sqlalchemy import Engine, inspect
 from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events, jobs
+from rollhook.records import deployments, events, jobs, schema
 from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.targets import TargetState
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
@@ -105,7 +108,7 @@ def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
         assert not target_records.record_outcome(conn, "llm", first, current="d-old")
         assert target_records.record_outcome(conn, "llm", second, current="d-new")
         target_records.release_lease(conn, "llm", first)  # a stale release changes nothing
-        assert target_records.get(conn, "llm")["lease_owner"] == "worker-b"
+        assert target_records.get(conn, "llm").lease_owner == "worker-b"
 
 
 def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
@@ -123,9 +126,9 @@ def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
         assert not deployments.finish(conn, deployment_id, token, "failed", "too late")
         record = deployments.get(conn, deployment_id)
     assert record is not None
-    assert (record["status"], record["log"], record["attempt"]) == ("succeeded", "mine", 1)
-    assert record["finished_at"].tzinfo is not None
-    assert record["started_at"] <= record["finished_at"]
+    assert (record.status, record.log, record.attempt) == ("succeeded", "mine", 1)
+    assert record.finished_at.tzinfo is not None
+    assert record.started_at <= record.finished_at
 
 
 def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> None:
@@ -140,7 +143,7 @@ def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> N
         assert target_records.acquire_lease(conn, "llm", "worker-b", ttl=30) == first + 1
         assert not deployments.update_fenced(conn, deployment_id, first, log="after losing it")
         assert not deployments.finish(conn, deployment_id, first, "succeeded", None)
-        assert deployments.get(conn, deployment_id)["status"] == "running"
+        assert deployments.get(conn, deployment_id).status == "running"
 
 
 def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
@@ -148,13 +151,19 @@ def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
     with records.begin() as conn:
         events.store_batch(conn, items)
         ids = [deployments.create_queued(conn, item.jobs[0]) for item in items]
-        assert [d["id"] for d in deployments.queued(conn, "llm")] == ids
+        assert [d.id for d in deployments.queued(conn, "llm")] == ids
         token = target_records.acquire_lease(conn, "llm", "worker", ttl=30)
         assert token is not None
         deployments.supersede(conn, ids[:2], ids[2], token + 1)  # not the holder: nothing
         assert len(deployments.queued(conn, "llm")) == 3
         deployments.supersede(conn, ids[:2], ids[2], token)
-        assert [d["id"] for d in deployments.queued(conn, "llm")] == [ids[2]]
-        assert deployments.get(conn, ids[0])["superseded_by"] == ids[2]
+        assert [d.id for d in deployments.queued(conn, "llm")] == [ids[2]]
+        assert deployments.get(conn, ids[0]).superseded_by == ids[2]
         history = deployments.history(conn, "llm", 10)
-    assert [d["id"] for d in history] == list(reversed(ids))
+    assert [d.id for d in history] == list(reversed(ids))
+
+
+def test_typed_records_follow_the_tables_columns() -> None:
+    # The API answers a record's fields in this order; a field out of place changes it.
+    assert [f.name for f in fields(DeploymentRecord)] == [c.name for c in schema.deployments.c]
+    assert [f.name for f in fields(TargetState)] == [c.name for c in schema.targets.c]

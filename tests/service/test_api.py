@@ -48,7 +48,7 @@ def test_every_endpoint_needs_the_token(serve: Callable[..., Served]) -> None:
     with app.records.connect() as conn:
         state = target_records.get(conn, "hello")
     assert state is not None
-    assert not state["paused"]  # the refused pause did not happen
+    assert not state.paused  # the refused pause did not happen
 
 
 def test_without_a_token_the_api_does_not_exist(serve: Callable[..., Served]) -> None:

@@ -163,7 +163,7 @@ def test_a_new_deploy_event_clears_a_hold_a_rollback_does_not(engine: Engine) ->
     write(engine, [new_event("a"), new_event("b", action="rollback")])
     with engine.connect() as conn:
         states = target_records.all_states(conn)
-    assert (states["a"]["held"], states["b"]["held"]) == (False, True)
+    assert (states["a"].held, states["b"].held) == (False, True)
 
 
 def test_one_bad_event_does_not_fail_its_batch(engine: Engine) -> None:

@@ -22,6 +22,8 @@ from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
 from workers.compose import find_compose
@@ -129,20 +131,20 @@ class Deployer:
     def run(self) -> None:
         run_target(self.ctx, self.name)
 
-    def deploy(self, **queue: Any) -> dict[str, Any]:
+    def deploy(self, **queue: Any) -> DeploymentRecord:
         deployment_id = self.queue(**queue)
         self.run()
         return self.record(deployment_id)
 
     # -- looking ----------------------------------------------------------------------
 
-    def record(self, deployment_id: str) -> dict[str, Any]:
+    def record(self, deployment_id: str) -> DeploymentRecord:
         with self.records.begin() as conn:
             record = deployments.get(conn, deployment_id)
         assert record is not None
         return record
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> TargetState:
         with self.records.begin() as conn:
             state = target_records.get(conn, self.name)
         assert state is not None

@@ -34,6 +34,6 @@ def test_a_job_is_taken_once_and_as_stored(tmp_path: Path) -> None:
 
     with records.begin() as conn:
         [record] = deployments.history(conn, None, 10)
-    assert (record["target"], record["kind"], record["requested"]["manual"]) == (
+    assert (record.target, record.kind, record.requested["manual"]) == (
         "llm", "deploy", False,
     )  # fmt: skip

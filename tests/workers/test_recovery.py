@@ -62,7 +62,7 @@ def _kill_at(deployer: Deployer, deployment_id: str, step: str) -> None:
     child.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        steps = deployer.record(deployment_id)["steps"]
+        steps = deployer.record(deployment_id).steps
         if any(s["name"] == step and s["outcome"] == "running" for s in steps):
             break
         assert child.is_alive(), "the worker finished before the step it should die in"
@@ -77,7 +77,7 @@ def _kill_at(deployer: Deployer, deployment_id: str, step: str) -> None:
 @pytest.mark.parametrize("step", ["backup", "start", "gate"])
 def test_a_killed_worker_is_recovered_and_the_app_serves(deployer: Deployer, step: str) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     if step == "backup":  # enough data that the first backup pass takes a while
         with open(deployer.storage / "documents" / "big.bin", "wb") as handle:
             for _ in range(300):
@@ -86,25 +86,25 @@ def test_a_killed_worker_is_recovered_and_the_app_serves(deployer: Deployer, ste
     deployment_id = deployer.queue()
 
     _kill_at(deployer, deployment_id, step)
-    assert deployer.record(deployment_id)["status"] == "running"
+    assert deployer.record(deployment_id).status == "running"
     # Nobody can take the target while the dead worker's lease is still valid...
     run_target(deployer.ctx, deployer.name)
-    assert deployer.record(deployment_id)["status"] == "running"
+    assert deployer.record(deployment_id).status == "running"
 
     time.sleep(LEASE + 0.5)  # ...and once it expired, the next worker finishes the job.
     run_target(deployer.ctx, deployer.name)
 
     record = deployer.record(deployment_id)
-    assert record["status"] in {"succeeded", "rolled_back"}, record["log"]
-    assert record["attempt"] == 2
+    assert record.status in {"succeeded", "rolled_back"}, record.log
+    assert record.attempt == 2
     assert deployer.app_version() in {"1.0.0", "2.0.0-slow"}
-    assert "recovery" in record["log"] or record["status"] == "succeeded"
-    assert deployer.state()["lease_owner"] is None
+    assert "recovery" in record.log or record.status == "succeeded"
+    assert deployer.state().lease_owner is None
 
 
 def test_after_too_many_worker_deaths_the_old_version_serves(deployer: Deployer) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     deployer.commit("2.0.0-slow")
     deployment_id = deployer.queue()
     _kill_at(deployer, deployment_id, "gate")
@@ -114,8 +114,8 @@ def test_after_too_many_worker_deaths_the_old_version_serves(deployer: Deployer)
     run_target(deployer.ctx, deployer.name)
 
     record = deployer.record(deployment_id)
-    assert record["status"] == "rolled_back", record["log"]
-    assert "gave up after 3 worker deaths" in record["reason"]
+    assert record.status == "rolled_back", record.log
+    assert "gave up after 3 worker deaths" in record.reason
     assert deployer.app_version() == "1.0.0"
     assert deployer.schema() == 1  # the new version's migration was undone
 
@@ -133,7 +133,7 @@ def _orphan(deployer: Deployer, deployment_id: str, steps: list[str]) -> None:
             update(deployments)
             .where(deployments.c.id == deployment_id)
             .values(status="running", steps=journal, attempt=1, lease_token=99,
-                    previous_deployment_id=state["current_deployment_id"])
+                    previous_deployment_id=state.current_deployment_id)
         )  # fmt: skip
         conn.execute(
             update(targets)
@@ -147,7 +147,7 @@ def test_an_app_stopped_by_a_dead_worker_serves_again_even_if_the_retry_fails(
     deployer: Deployer,
 ) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     deployer.commit("2.0.0")
     deployment_id = deployer.queue()
     _orphan(deployer, deployment_id, ["sync", "plan", "preflight", "backup", "stop"])
@@ -162,21 +162,21 @@ def test_an_app_stopped_by_a_dead_worker_serves_again_even_if_the_retry_fails(
     run_target(deployer.ctx, deployer.name)
 
     record = deployer.record(deployment_id)
-    assert record["status"] == "failed", record["log"]
-    assert "restart-previous" in [s["name"] for s in record["steps"]]
+    assert record.status == "failed", record.log
+    assert "restart-previous" in [s["name"] for s in record.steps]
     assert deployer.app_version() == "1.0.0"
 
 
 def test_losing_the_lease_mid_gate_leaves_the_app_to_the_new_holder(deployer: Deployer) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     deployer.commit("2.0.0-slow")
     deployment_id = deployer.queue()
     worker = threading.Thread(target=deployer.run)
     worker.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        steps = deployer.record(deployment_id)["steps"]
+        steps = deployer.record(deployment_id).steps
         if steps and steps[-1]["name"] == "gate" and steps[-1]["outcome"] == "running":
             break
         time.sleep(0.05)
@@ -191,10 +191,10 @@ def test_losing_the_lease_mid_gate_leaves_the_app_to_the_new_holder(deployer: De
     assert not worker.is_alive()
 
     record = deployer.record(deployment_id)
-    assert record["status"] == "running"  # not rolled back, not failed: not ours any more
-    assert "rollback" not in [s["name"] for s in record["steps"]]
+    assert record.status == "running"  # not rolled back, not failed: not ours any more
+    assert "rollback" not in [s["name"] for s in record.steps]
     time.sleep(3.5)  # the other holder's lease runs out; recovery finishes the deployment
     run_target(deployer.ctx, deployer.name)
     record = deployer.record(deployment_id)
-    assert record["status"] == "succeeded", record["log"]
+    assert record.status == "succeeded", record.log
     assert deployer.app_version() == "2.0.0-slow"

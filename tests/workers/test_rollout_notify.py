@@ -97,7 +97,7 @@ def test_deployments_report_to_slack_email_and_commit_status(reported: Reported)
 
     good_commit = deployer.commit("1.0.0", "anything-llm 1.0.0")
     good = deployer.deploy()
-    assert good["status"] == "succeeded", good["log"]
+    assert good.status == "succeeded", good.log
 
     [message] = slack.top_level()
     assert message.updates, "the message posted at the start is updated when it ends"
@@ -112,7 +112,7 @@ def test_deployments_report_to_slack_email_and_commit_status(reported: Reported)
 
     bad_commit = deployer.commit("3.0.0-crash", "a broken release")
     bad = deployer.deploy()
-    assert bad["status"] == "rolled_back", bad["log"]
+    assert bad.status == "rolled_back", bad.log
     failure = slack.top_level()[-1]
     assert "FAILED" in failure.current_text and "rolled back" in failure.current_text
     assert subjects(mailbox)[-1] == "llm: 3.0.0-crash FAILED, rolled back to 1.0.0"
@@ -125,15 +125,15 @@ def test_deployments_report_to_slack_email_and_commit_status(reported: Reported)
 
     # A no-op changes nothing and stays quiet everywhere.
     messages, mails = len(slack.messages), len(mailbox.received)
-    assert deployer.deploy(manual=True)["status"] in {"no_op", "rolled_back"}
+    assert deployer.deploy(manual=True).status in {"no_op", "rolled_back"}
     deployer.commit("1.0.0", "back to 1.0.0")
-    assert deployer.deploy()["status"] == "no_op"
+    assert deployer.deploy().status == "no_op"
     assert len(mailbox.received) >= mails
 
     with deployer.records.begin() as conn:
         rows = conn.execute(
             select(notifications.c.channel, notifications.c.status).where(
-                notifications.c.deployment_id == good["id"]
+                notifications.c.deployment_id == good.id
             )
         ).all()
     assert sorted(rows) == [("email", "delivered"), ("github", "delivered"), ("slack", "delivered")]
@@ -146,13 +146,13 @@ def test_a_failing_notifier_never_changes_the_deployment(reported: Reported) -> 
     deployer.commit("1.0.0")
     slack.stop()  # Slack unreachable for the whole deployment
     record = deployer.deploy()
-    assert record["status"] == "succeeded", record["log"]
+    assert record.status == "succeeded", record.log
     assert deployer.app_version() == "1.0.0"
     assert subjects(mailbox) == ["llm: 1.0.0 deployed"]  # the other channels still went out
     with deployer.records.begin() as conn:
         slack_rows = conn.execute(
             select(notifications.c.status, notifications.c.history).where(
-                notifications.c.deployment_id == record["id"],
+                notifications.c.deployment_id == record.id,
                 notifications.c.channel == "slack",
             )
         ).all()

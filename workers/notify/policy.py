@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from rollhook.records import notify_state
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
 from workers.notify.channels import Channel
 from workers.notify.github import github_repo
@@ -75,11 +76,11 @@ def announces(target: Target, streak: Mapping[str, Any] | None) -> bool:
     return wants(target, "slack", "succeeded") and not (streak or {}).get("count")
 
 
-def commit_status_applies(target: Target, record: Mapping[str, Any]) -> bool:
-    trigger = record.get("trigger") or {}
+def commit_status_applies(target: Target, record: DeploymentRecord) -> bool:
+    trigger = record.trigger or {}
     return (
         target.notify.commit_status
-        and bool(record.get("commit"))
+        and bool(record.commit)
         and trigger.get("source") == "github"
         and github_repo(target.repo) is not None
     )

@@ -15,6 +15,7 @@ from datetime import datetime
 from typing import Any, Literal
 
 from rollhook.images import ReferenceError, parse_reference, short_digest
+from rollhook.records.deployments import DeploymentRecord
 
 # Tokens people paste by accident, and credentials inside URLs (``https://user:pw@host``).
 _SECRETS = re.compile(
@@ -188,12 +189,12 @@ def _author(info: Mapping[str, Any]) -> str:
     return scrub(str(author)) if author else ""
 
 
-def build_report(record: Mapping[str, Any], service: str) -> Report:
-    """The report for a deployment record (a ``deployments`` row as a mapping)."""
-    info: Mapping[str, Any] = record.get("commit_info") or {}
+def build_report(record: DeploymentRecord, service: str) -> Report:
+    """The report for a deployment record."""
+    info: Mapping[str, Any] = record.commit_info or {}
     images = tuple(
         ImageChange(name, (pair or {}).get("old"), (pair or {}).get("new"))
-        for name, pair in sorted((record.get("images") or {}).items())
+        for name, pair in sorted((record.images or {}).items())
     )
     steps = tuple(
         Step(
@@ -202,25 +203,25 @@ def build_report(record: Mapping[str, Any], service: str) -> Report:
             seconds=_seconds(raw.get("started_at"), raw.get("finished_at")),
             detail=scrub(str(raw.get("detail") or "")),
         )
-        for raw in record.get("steps") or []
+        for raw in record.steps or []
         if isinstance(raw, Mapping)
     )
     message = str(info.get("message") or "").strip().splitlines()
     url = info.get("url")
     return Report(
-        deployment_id=str(record["id"]),
-        target=str(record["target"]),
-        kind=str(record.get("kind") or "deploy"),
-        status=str(record["status"]),
-        reason=scrub(str(record.get("reason") or "")),
+        deployment_id=str(record.id),
+        target=str(record.target),
+        kind=str(record.kind or "deploy"),
+        status=str(record.status),
+        reason=scrub(str(record.reason or "")),
         service=service,
-        trigger=dict(record.get("trigger") or {}),
-        commit=record.get("commit") or info.get("sha"),
+        trigger=dict(record.trigger or {}),
+        commit=record.commit or info.get("sha"),
         commit_message=scrub(message[0]) if message else "",
         commit_author=_author(info),
         commit_url=str(url) if isinstance(url, str) and url.startswith("http") else None,
         images=images,
         steps=steps,
-        log=scrub(str(record.get("log") or "")),
-        duration=_seconds(record.get("started_at"), record.get("finished_at")),
+        log=scrub(str(record.log or "")),
+        duration=_seconds(record.started_at, record.finished_at),
     )

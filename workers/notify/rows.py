@@ -21,6 +21,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollhook.records import deployments, notifications
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.notifications import history_entry
 
 LEASE_SECONDS = 120.0
@@ -44,7 +45,7 @@ class Claimed:
     rev: int
     spec: dict[str, Any]
     progress: dict[str, Any]
-    record: dict[str, Any]
+    record: DeploymentRecord
 
 
 def claim(engine: Engine, notification_id: str) -> Claimed | DeliveryResult:

@@ -10,12 +10,12 @@ caller's transaction as it was. Calling either twice for one deployment changes 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
 from typing import Any
 
 from sqlalchemy import Connection
 
 from rollhook.records import deployments, notifications
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
 from workers.notify import policy
@@ -26,22 +26,20 @@ from workers.notify.report import build_report
 logger = logging.getLogger("rollhook.notify")
 
 
-def _record(conn: Connection, deployment: Mapping[str, Any] | str) -> dict[str, Any] | None:
+def _record(conn: Connection, deployment: DeploymentRecord | str) -> DeploymentRecord | None:
     if isinstance(deployment, str):
         return deployments.get(conn, deployment)
-    return dict(deployment)
+    return deployment
 
 
-def _arm(
-    conn: Connection, record: Mapping[str, Any], channel: Channel, spec: dict[str, Any]
-) -> str:
+def _arm(conn: Connection, record: DeploymentRecord, channel: Channel, spec: dict[str, Any]) -> str:
     """Create the row, or move it on to a later phase; the same spec twice is a no-op."""
-    row = notifications.of_deployment(conn, record["id"]).get(channel)
+    row = notifications.of_deployment(conn, record.id).get(channel)
     if row is None:
         return notifications.create(
             conn,
-            deployment_id=record["id"],
-            target=record["target"],
+            deployment_id=record.id,
+            target=record.target,
             channel=channel,
             status="pending",
             external={"spec": spec, "rev": 1},
@@ -56,12 +54,12 @@ def _arm(
     return row.id
 
 
-def _skip(conn: Connection, record: Mapping[str, Any], channel: Channel, reason: str) -> None:
-    if channel not in notifications.of_deployment(conn, record["id"]):
+def _skip(conn: Connection, record: DeploymentRecord, channel: Channel, reason: str) -> None:
+    if channel not in notifications.of_deployment(conn, record.id):
         notifications.create(
             conn,
-            deployment_id=record["id"],
-            target=record["target"],
+            deployment_id=record.id,
+            target=record.target,
             channel=channel,
             status="skipped",
             external={},
@@ -79,7 +77,7 @@ def _github_spec(target: Target, state: str) -> dict[str, Any]:
 
 
 def schedule_announcement(
-    conn: Connection, deployment: Mapping[str, Any] | str, target: Target, notifiers: Notifiers
+    conn: Connection, deployment: DeploymentRecord | str, target: Target, notifiers: Notifiers
 ) -> list[str]:
     """The plan shows a real change: post the Slack message, set the commit pending."""
     try:
@@ -102,13 +100,13 @@ def schedule_announcement(
 
 
 def schedule_report(
-    conn: Connection, deployment: Mapping[str, Any] | str, target: Target, notifiers: Notifiers
+    conn: Connection, deployment: DeploymentRecord | str, target: Target, notifiers: Notifiers
 ) -> list[str]:
     """The record is final: schedule what each channel should say, per policy."""
     try:
         with conn.begin_nested():
             record = _record(conn, deployment)
-            if record is None or record.get("status") not in TERMINAL_STATUSES:
+            if record is None or record.status not in TERMINAL_STATUSES:
                 return []
             return _schedule(conn, record, target, notifiers)
     except Exception:
@@ -117,12 +115,12 @@ def schedule_report(
 
 
 def _schedule(
-    conn: Connection, record: dict[str, Any], target: Target, notifiers: Notifiers
+    conn: Connection, record: DeploymentRecord, target: Target, notifiers: Notifiers
 ) -> list[str]:
     built = build_report(record, target.service)
     view, streak = policy.advance(conn, built)
     result = policy.result_of(built, view)
-    existing = notifications.of_deployment(conn, record["id"])
+    existing = notifications.of_deployment(conn, record.id)
     spec: dict[str, Any] = {
         "phase": "final",
         "mode": view.mode,
@@ -137,7 +135,7 @@ def _schedule(
             if "github" in existing or (
                 policy.commit_status_applies(target, record) and result not in (None, "no_op")
             ):
-                state = "success" if record["status"] in ("succeeded", "no_op") else "failure"
+                state = "success" if record.status in ("succeeded", "no_op") else "failure"
                 ids.append(_arm(conn, record, "github", _github_spec(target, state)))
             continue
         if channel == "slack_webhook" and notifiers.slack is not None:
