@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     email_from: str | None = None
     email_to: str | None = None
+    notify_console: bool = False  # one log line per notification (make run, tests)
 
     # The usual meanings, without our prefix.
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")

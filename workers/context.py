@@ -17,7 +17,7 @@ from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings
 from rollhook.targets import Target, load_targets
 from workers.compose import find_compose
-from workers.notify import build_notifiers
+from workers.notify import Notifiers, build_notifiers
 
 
 @dataclass
@@ -32,7 +32,7 @@ class WorkerContext:
     git_ssh_key: str | None = None
     git_known_hosts: Path | None = None
     compose_argv: list[str] = field(default_factory=list)
-    notifiers: Any = None
+    notifiers: Notifiers = field(default_factory=Notifiers)
     broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
     event_retention_days: float = 30.0
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")

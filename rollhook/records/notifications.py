@@ -1,4 +1,7 @@
-"""Notification rows: per (deployment, channel), what to tell, what already left, each attempt.
+"""Notification rows: per (notice, channel), what to tell, what already left, each attempt.
+
+A notice is of a ``kind`` and about a ``subject`` (``subject_kind``: a deployment today; a
+target or a host to come); its rows are found again by (kind, subject, channel).
 
 ``external`` holds what should be told (``spec``, with a revision ``rev``), what already
 left (Slack's channel id and ``ts``, whether the email went, which commit states were
@@ -23,8 +26,11 @@ from rollhook.records.schema import notifications, row_dict, utcnow
 @dataclass(frozen=True)
 class Notification:
     id: str
-    deployment_id: str
-    target: str
+    kind: str
+    subject_kind: str
+    subject: str
+    deployment_id: str | None
+    target: str | None
     channel: str
     status: str  # pending | delivered | failed | skipped
     attempts: int
@@ -35,6 +41,9 @@ class Notification:
     def from_row(cls, row: Any) -> Notification:
         return cls(
             id=row.id,
+            kind=row.kind,
+            subject_kind=row.subject_kind,
+            subject=row.subject,
             deployment_id=row.deployment_id,
             target=row.target,
             channel=row.channel,
@@ -53,8 +62,11 @@ def history_entry(attempt: int, outcome: str, detail: str, **more: Any) -> dict[
 def create(
     conn: Connection,
     *,
-    deployment_id: str,
-    target: str,
+    kind: str,
+    subject_kind: str,
+    subject: str,
+    deployment_id: str | None,
+    target: str | None,
     channel: str,
     status: str,
     external: dict[str, Any],
@@ -64,6 +76,9 @@ def create(
     conn.execute(
         insert(notifications).values(
             id=notification_id,
+            kind=kind,
+            subject_kind=subject_kind,
+            subject=subject,
             deployment_id=deployment_id,
             target=target,
             channel=channel,
@@ -78,9 +93,11 @@ def create(
     return notification_id
 
 
-def of_deployment(conn: Connection, deployment_id: str) -> dict[str, Notification]:
-    """A deployment's rows, by channel."""
-    query = select(notifications).where(notifications.c.deployment_id == deployment_id)
+def of_subject(conn: Connection, kind: str, subject: str) -> dict[str, Notification]:
+    """A notice's rows, by channel."""
+    query = select(notifications).where(
+        notifications.c.kind == kind, notifications.c.subject == subject
+    )
     return {row.channel: Notification.from_row(row) for row in conn.execute(query)}
 
 

@@ -67,13 +67,13 @@ def wants(target: Target, channel: Channel, result: str | None) -> bool:
     return result in results or (result == "recovered" and "succeeded" in results)
 
 
-def announces(target: Target, streak: Mapping[str, Any] | None) -> bool:
-    """Post the Slack message when the deployment starts, or only at its end?
+def announces(target: Target, streak: Mapping[str, Any] | None, channel: Channel) -> bool:
+    """Tell a channel that tells progress when the deployment starts, or only at its end?
 
     At the start only when a success would be told anyway; during a failure streak the
     message waits for the result, since a repeat only updates the first failure's message.
     """
-    return wants(target, "slack", "succeeded") and not (streak or {}).get("count")
+    return wants(target, channel, "succeeded") and not (streak or {}).get("count")
 
 
 def commit_status_applies(target: Target, record: DeploymentRecord) -> bool:

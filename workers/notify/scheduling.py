@@ -16,11 +16,13 @@ from sqlalchemy import Connection
 
 from rollhook.records import deployments, notifications
 from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.notifications import Notification
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
 from workers.notify import policy
-from workers.notify.channels import Channel, Notifiers
+from workers.notify.channels import Notifiers
 from workers.notify.github import github_repo
+from workers.notify.notices import DEPLOYMENT, KINDS
 from workers.notify.report import build_report
 
 logger = logging.getLogger("rollhook.notify")
@@ -32,18 +34,39 @@ def _record(conn: Connection, deployment: DeploymentRecord | str) -> DeploymentR
     return deployment
 
 
-def _arm(conn: Connection, record: DeploymentRecord, channel: Channel, spec: dict[str, Any]) -> str:
+def _existing(conn: Connection, record: DeploymentRecord) -> dict[str, Notification]:
+    return notifications.of_subject(conn, DEPLOYMENT, record.id)
+
+
+def _create(
+    conn: Connection,
+    record: DeploymentRecord,
+    channel: str,
+    *,
+    status: str,
+    external: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> str:
+    return notifications.create(
+        conn,
+        kind=DEPLOYMENT,
+        subject_kind=KINDS[DEPLOYMENT].subject_kind,
+        subject=record.id,
+        deployment_id=record.id,
+        target=record.target,
+        channel=channel,
+        status=status,
+        external=external,
+        history=history,
+    )
+
+
+def _arm(conn: Connection, record: DeploymentRecord, channel: str, spec: dict[str, Any]) -> str:
     """Create the row, or move it on to a later phase; the same spec twice is a no-op."""
-    row = notifications.of_deployment(conn, record.id).get(channel)
+    row = _existing(conn, record).get(channel)
     if row is None:
-        return notifications.create(
-            conn,
-            deployment_id=record.id,
-            target=record.target,
-            channel=channel,
-            status="pending",
-            external={"spec": spec, "rev": 1},
-            history=[],
+        return _create(
+            conn, record, channel, status="pending", external={"spec": spec, "rev": 1}, history=[]
         )
     external = row.external
     if external.get("spec") == spec or external.get("spec", {}).get("phase") == "final":
@@ -54,17 +77,10 @@ def _arm(conn: Connection, record: DeploymentRecord, channel: Channel, spec: dic
     return row.id
 
 
-def _skip(conn: Connection, record: DeploymentRecord, channel: Channel, reason: str) -> None:
-    if channel not in notifications.of_deployment(conn, record.id):
-        notifications.create(
-            conn,
-            deployment_id=record.id,
-            target=record.target,
-            channel=channel,
-            status="skipped",
-            external={},
-            history=[notifications.history_entry(0, "skipped", reason)],
-        )
+def _skip(conn: Connection, record: DeploymentRecord, channel: str, reason: str) -> None:
+    if channel not in _existing(conn, record):
+        entry = notifications.history_entry(0, "skipped", reason)
+        _create(conn, record, channel, status="skipped", external={}, history=[entry])
 
 
 def _github_spec(target: Target, state: str) -> dict[str, Any]:
@@ -79,20 +95,25 @@ def _github_spec(target: Target, state: str) -> dict[str, Any]:
 def schedule_announcement(
     conn: Connection, deployment: DeploymentRecord | str, target: Target, notifiers: Notifiers
 ) -> list[str]:
-    """The plan shows a real change: post the Slack message, set the commit pending."""
+    """The plan shows a real change: tell the channels that tell progress (post the Slack
+    message, set the commit pending)."""
     try:
         with conn.begin_nested():
             record = _record(conn, deployment)
             if record is None:
                 return []
+            streak = policy.load_streak(conn, target.name)
             ids = []
-            if notifiers.slack is not None and policy.announces(
-                target, policy.load_streak(conn, target.name)
-            ):
-                spec = {"phase": "running", "service": target.service}
-                ids.append(_arm(conn, record, "slack", spec))
-            if notifiers.github is not None and policy.commit_status_applies(target, record):
-                ids.append(_arm(conn, record, "github", _github_spec(target, "pending")))
+            for notifier in notifiers:
+                channel = notifier.channel
+                if not notifier.tells_progress:
+                    continue
+                if channel == "github":
+                    if policy.commit_status_applies(target, record):
+                        ids.append(_arm(conn, record, channel, _github_spec(target, "pending")))
+                elif policy.announces(target, streak, channel):
+                    spec = {"phase": "running", "service": target.service}
+                    ids.append(_arm(conn, record, channel, spec))
             return ids
     except Exception:
         logger.exception("notify: announce failed for %s; the deployment goes on", deployment)
@@ -120,7 +141,7 @@ def _schedule(
     built = build_report(record, target.service)
     view, streak = policy.advance(conn, built)
     result = policy.result_of(built, view)
-    existing = notifications.of_deployment(conn, record.id)
+    existing = _existing(conn, record)
     spec: dict[str, Any] = {
         "phase": "final",
         "mode": view.mode,
@@ -130,7 +151,8 @@ def _schedule(
     }
     repeat = view.mode == "repeat"
     ids: list[str] = []
-    for channel in notifiers.configured():
+    for notifier in notifiers:
+        channel = notifier.channel
         if channel == "github":
             if "github" in existing or (
                 policy.commit_status_applies(target, record) and result not in (None, "no_op")
@@ -138,11 +160,11 @@ def _schedule(
                 state = "success" if record.status in ("succeeded", "no_op") else "failure"
                 ids.append(_arm(conn, record, "github", _github_spec(target, state)))
             continue
-        if channel == "slack_webhook" and notifiers.slack is not None:
+        if channel == "slack_webhook" and "slack" in notifiers:
             continue  # the bot is configured: it tells the story, the webhook would repeat it
         # A message posted at the start is always finished, whatever the policy says:
         # it must not go on saying "deploying" for ever.
-        announced = channel == "slack" and "slack" in existing
+        announced = notifier.tells_progress and channel in existing
         if not announced and not policy.wants(target, channel, result):
             continue
         if channel == "slack":
@@ -151,7 +173,7 @@ def _schedule(
             if built.failed and view.mode == "normal":
                 policy.remember_anchor(conn, target.name, "slack", notification_id)
             ids.append(notification_id)
-        elif repeat:
+        elif repeat and not notifier.tells_progress:
             _skip(
                 conn,
                 record,

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -16,7 +15,7 @@ from tests.workers.notify import records as rec
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.mailserver import client_tls, make_certificate, smtp_server
 from workers.notify import Notifiers, RetryLater
-from workers.notify.email import Mailer, parse_smtp_url
+from workers.notify.email import EmailNotifier, Mailer, parse_smtp_url
 
 PASSWORD = "p@ss:w/rd%42"  # URL-quoted in the SMTP URL below
 QUOTED = "p%40ss%3Aw%2Frd%2542"
@@ -33,11 +32,12 @@ def _notifiers(url: str, cert: Path | None = None) -> Notifiers:
         email_from="rollhook <rollhook@example.test>",
         email_to="ops@example.test, oncall@example.test",
     )
-    if cert is not None and built.email is not None:
+    email = built.get("email")
+    if cert is not None and isinstance(email, EmailNotifier):
         mailer = Mailer(
-            url, built.email.sender, built.email.recipients, ssl_context=client_tls(cert)
+            url, email.mailer.sender, email.mailer.recipients, ssl_context=client_tls(cert)
         )
-        built = dataclasses.replace(built, email=mailer)
+        built = built.with_notifier(EmailNotifier(mailer))
     return built
 
 
