@@ -11,6 +11,15 @@ Session-scoped; each starts only when a test asks for it:
 - ``postgres_server`` (``.create_database()``) and ``postgres_url``;
 - ``compose_bin``: the Compose v2 binary to run against ``docker_host``.
 
+Per test:
+
+- ``records``: a migrated records database of the test's own, SQLite in ``tmp_path``; a
+  test asks for PostgreSQL (a fresh database) with
+  ``@pytest.mark.parametrize("records", ["postgresql"], indirect=True)``;
+- ``deployer`` (a target driven through the worker's entry points, ``tests/workers/
+  deployer.py``), its options given by indirect parametrisation, and ``make_deployer``
+  for more than one.
+
 Tests that use the engine, the registry or the stand-in are marked ``engine`` here
 automatically, so ``-m "not engine"`` never starts them. Daemon logs live in pytest's
 temporary directory; a failing test shows the end of each.
@@ -20,13 +29,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
+from sqlalchemy import Engine
 
+from rollhook.records.db import make_engine, migrate
 from tests.harness.engine import PrivateEngine, compose_binary
 from tests.harness.gitserver import GitServer
 from tests.harness.ports import free_port
@@ -36,6 +48,7 @@ from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
 from tests.harness.standin import StandIn
+from tests.workers.deployer import Deployer
 
 ENGINE_FIXTURES = {"docker_engine", "docker_host", "docker_client", "registry", "standin"}
 
@@ -178,3 +191,55 @@ def postgres_server(harness_root: Path, harness_logs: Path) -> Iterator[Postgres
 def postgres_url(postgres_server: PostgresServer) -> str:
     """postgresql+psycopg://... of a fresh database, one per session."""
     return postgres_server.create_database()
+
+
+@pytest.fixture
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database()
+    engine = make_engine(url)
+    migrate(engine, tmp_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def make_deployer(
+    *,
+    tmp_path: Path,
+    records: Engine,
+    git_server: GitServer,
+    docker_host: str,
+    standin: StandIn,
+    registry: Registry,
+) -> Iterator[Callable[..., Deployer]]:
+    """Deployers on the test's records, each with an infra repository of its own; their
+    compose projects are taken down at the end."""
+    made: list[Deployer] = []
+
+    def make(*, repo: str = "infra", **options: Any) -> Deployer:
+        deployer = Deployer(
+            tmp_path,
+            records,
+            repo=git_server.create_repo(repo),
+            docker_host=docker_host,
+            standin=standin,
+            registry_host=registry.host,
+            **options,
+        )
+        made.append(deployer)
+        return deployer
+
+    yield make
+    for deployer in made:
+        deployer.down()
+
+
+@pytest.fixture
+def deployer(request: pytest.FixtureRequest, make_deployer: Callable[..., Deployer]) -> Deployer:
+    """A deployer with the defaults, or with the options a module gives it:
+    ``pytest.mark.parametrize("deployer", [{"lease_seconds": 3}], indirect=True)``."""
+    return make_deployer(**getattr(request, "param", {}))

@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -16,18 +13,6 @@ from rollhook.records import deployments
 from tests.workers.deployer import Deployer
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def deployer(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Deployer]:
-    repo = git_server.create_repo("infra")
-    target = Deployer(
-        tmp_path, repo=repo, docker_host=docker_host, standin=standin, registry_host=registry.host
-    )
-    yield target
-    target.down()
 
 
 def cli(deployer: Deployer, *args: str) -> subprocess.CompletedProcess[str]:

@@ -8,37 +8,27 @@ schema that migrates from nothing, twice, without harm.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
-from dataclasses import fields
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine, inspect, text
+from sqlalchemy import Engine, inspect
 
 from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events, jobs, notifications, schema
+from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_records
-from rollhook.records.db import make_engine, migrate
-from rollhook.records.deployments import DeploymentRecord
-from rollhook.records.targets import TargetState
+from rollhook.records.db import migrate
+
+pytestmark = pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'records.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_server").create_database()
-    engine = make_engine(url)
-    migrate(engine, tmp_path)
-    migrate(engine, tmp_path)  # a second start finds nothing to do
-    with engine.begin() as conn:
+@pytest.fixture(autouse=True)
+def _a_target(records: Engine, tmp_path: Path) -> None:
+    migrate(records, tmp_path)  # a second start finds nothing to do
+    with records.begin() as conn:
         target_records.ensure(conn, ["llm"])
-    yield engine
-    engine.dispose()
 
 
 def new_event(dedup_key: str, target: str = "llm") -> NewEvent:
@@ -161,44 +151,3 @@ def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
         assert deployments.get(conn, ids[0]).superseded_by == ids[2]
         history = deployments.history(conn, "llm", 10)
     assert [d.id for d in history] == list(reversed(ids))
-
-
-def test_typed_records_follow_the_tables_columns() -> None:
-    # The API answers a record's fields in this order; a field out of place changes it.
-    assert [f.name for f in fields(DeploymentRecord)] == [c.name for c in schema.deployments.c]
-    assert [f.name for f in fields(TargetState)] == [c.name for c in schema.targets.c]
-
-
-@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
-def test_notifications_made_before_subjects_existed_stay_valid(
-    backend: str, request: pytest.FixtureRequest, tmp_path: Path
-) -> None:
-    if backend == "sqlite":
-        url = f"sqlite:///{tmp_path / 'records.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_server").create_database()
-    engine = make_engine(url)
-    migrate(engine, tmp_path, "0001")
-    with engine.begin() as conn:
-        conn.execute(
-            text(
-                "INSERT INTO notifications (id, deployment_id, target, channel, status, attempts,"
-                " external, history, created_at) VALUES ('n1', 'd1', 'llm', 'slack', 'delivered',"
-                ' 1, \'{"slack": {"ts": "1.2"}}\', \'[]\', :now)'
-            ),
-            {"now": datetime(2026, 11, 30, 12, 0)},
-        )
-    migrate(engine, tmp_path)
-    with engine.begin() as conn:
-        [(channel, old)] = notifications.of_subject(conn, "deployment", "d1").items()
-        assert (channel, old.subject_kind, old.deployment_id, old.target) == (
-            "slack", "deployment", "d1", "llm",
-        )  # fmt: skip
-        assert old.external == {"slack": {"ts": "1.2"}} and old.status == "delivered"
-        # A notice about a host has neither a deployment nor a target.
-        notifications.create(
-            conn, kind="host_down", subject_kind="host", subject="box-2", deployment_id=None,
-            target=None, channel="slack", status="pending", external={}, history=[],
-        )  # fmt: skip
-        assert list(notifications.of_subject(conn, "host_down", "box-2")) == ["slack"]
-    engine.dispose()

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
 from rollhook.events import NewEvent
 from rollhook.ids import new_id
@@ -21,7 +22,6 @@ from rollhook.images import parse_reference
 from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_records
-from rollhook.records.db import make_engine, migrate
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
@@ -36,12 +36,14 @@ class Deployer:
     def __init__(
         self,
         root: Path,
+        records: Engine,
         *,
         repo: Any,
         docker_host: str,
         standin: Any,
         registry_host: str,
         health: dict[str, Any] | None = None,
+        backup: dict[str, Any] | None = None,
         lease_seconds: float = 30.0,
         **target: Any,
     ) -> None:
@@ -63,11 +65,10 @@ class Deployer:
                 "interval": 0.2,
                 **(health or {}),
             },
-            backup={"keep": 3},
+            backup=backup or {"keep": 3},
             **target,
         )
-        self.records = make_engine(f"sqlite:///{root / 'records.sqlite'}")
-        migrate(self.records, root)
+        self.records = records
         with self.records.begin() as conn:
             target_records.ensure(conn, [self.name])
         self.sent: list[tuple[str, list[Any]]] = []

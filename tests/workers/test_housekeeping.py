@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,20 +12,10 @@ from workers import housekeeping
 from workers.backup import BackupStore
 from workers.engine import DockerEngine
 
-pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def deployer(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Deployer]:
-    repo = git_server.create_repo("infra")
-    target = Deployer(
-        tmp_path, repo=repo, docker_host=docker_host, standin=standin, registry_host=registry.host
-    )
-    target.target.backup.keep = 2
-    yield target
-    target.down()
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.parametrize("deployer", [{"backup": {"keep": 2}}], indirect=True, ids=["keep-2"]),
+]
 
 
 def test_old_releases_backups_and_images_are_pruned(deployer: Deployer, standin: Any) -> None:

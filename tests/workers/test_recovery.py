@@ -13,10 +13,7 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import update
@@ -27,26 +24,14 @@ from tests.workers.deployer import Deployer
 from workers.compose import find_compose
 from workers.runner import run_target
 
-pytestmark = pytest.mark.engine
-
 LEASE = 3.0
 
-
-@pytest.fixture
-def deployer(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Deployer]:
-    repo = git_server.create_repo("infra")
-    target = Deployer(
-        tmp_path,
-        repo=repo,
-        docker_host=docker_host,
-        standin=standin,
-        registry_host=registry.host,
-        lease_seconds=LEASE,
-    )
-    yield target
-    target.down()
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.parametrize(
+        "deployer", [{"lease_seconds": LEASE}], indirect=True, ids=["short-lease"]
+    ),
+]
 
 
 def _worker(deployer: Deployer) -> None:

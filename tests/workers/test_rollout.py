@@ -9,8 +9,6 @@ restore the data cannot pass.
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,18 +19,6 @@ from tests.workers.deployer import Deployer
 from workers.backup import BackupStore
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def deployer(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Deployer]:
-    repo = git_server.create_repo("infra")
-    target = Deployer(
-        tmp_path, repo=repo, docker_host=docker_host, standin=standin, registry_host=registry.host
-    )
-    yield target
-    target.down()
 
 
 def step_names(record: dict[str, Any]) -> list[str]:

@@ -7,9 +7,8 @@ published, which is what a worker does with the ``rollhook.notify`` task.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,24 +37,14 @@ class Reported:
 
 
 @pytest.fixture
-def reported(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Reported]:
-    repo = git_server.create_repo("acme/llm-infra")
-    owner_repo = repo.url.split("/", 3)[3].removesuffix(".git")
+def reported(make_deployer: Callable[..., Deployer]) -> Iterator[Reported]:
+    deployer = make_deployer(repo="acme/llm-infra", notify={"commit_status": True})
+    owner_repo = deployer.repo.url.split("/", 3)[3].removesuffix(".git")
     with (
         SlackStandIn(token=SLACK_TOKEN, channels={"deploys": "C0DEPLOYS"}) as slack,
         GitHubStandIn(token=GITHUB_TOKEN, repos={owner_repo}) as github,
         smtp_server() as (mailbox, port),
     ):
-        deployer = Deployer(
-            tmp_path,
-            repo=repo,
-            docker_host=docker_host,
-            standin=standin,
-            registry_host=registry.host,
-            notify={"commit_status": True},
-        )
         notifiers = notifiers_for(
             slack_token=SLACK_TOKEN,
             slack_channel="deploys",
@@ -77,10 +66,7 @@ def reported(
 
         deployer.ctx.notifiers = notifiers
         deployer.ctx.send = deliver_now
-        try:
-            yield Reported(deployer, slack, github, mailbox, retries)
-        finally:
-            deployer.down()
+        yield Reported(deployer, slack, github, mailbox, retries)
 
 
 def subjects(mailbox: Mailbox) -> list[str]:
