@@ -47,7 +47,7 @@ from tests.harness.process import STARTED, Daemon
 from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
-from tests.harness.standin import StandIn
+from tests.harness.standin import StandInImages
 from tests.workers.deployer import Deployer
 
 ENGINE_FIXTURES = {"docker_engine", "docker_host", "docker_client", "registry", "standin"}
@@ -159,9 +159,9 @@ def registry(harness_root: Path, harness_logs: Path) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def standin(docker_engine: PrivateEngine, registry: Registry) -> Iterator[StandIn]:
+def standin(docker_engine: PrivateEngine, registry: Registry) -> Iterator[StandInImages]:
     """Stand-in anything-llm images, the default set already pushed to the registry."""
-    images = StandIn(docker_engine.host, registry.host)
+    images = StandInImages(docker_engine.host, registry.host)
     try:
         images.build_default_set()
         yield images
@@ -213,7 +213,7 @@ def make_deployer(
     records: Engine,
     git_server: GitServer,
     docker_host: str,
-    standin: StandIn,
+    standin: StandInImages,
     registry: Registry,
 ) -> Iterator[Callable[..., Deployer]]:
     """Deployers on the test's records, each with an infra repository of its own; their
