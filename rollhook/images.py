@@ -86,11 +86,6 @@ def parse_reference(text: str) -> ImageRef:
     return ImageRef(registry, "/".join(path), tag, digest)
 
 
-def repository_key(text: str) -> str:
-    """registry/repository of a reference, for matching events to targets."""
-    return parse_reference(text).name
-
-
 def short_digest(digest: str | None) -> str:
     """``sha256:05617e7b...`` -> ``05617e7b1c2d`` for people to read."""
     if not digest:

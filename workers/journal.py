@@ -141,11 +141,6 @@ class Journal:
             children = list(self._children)
         self.update(children=children)
 
-    def clear_children(self) -> None:
-        with self._lock:
-            self._children = []
-        self.update(children=[])
-
     # -- reading ---------------------------------------------------------------------
 
     def reached(self, *names: str) -> bool:

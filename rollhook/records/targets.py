@@ -184,16 +184,6 @@ def release_lease(conn: Connection, name: str, token: int) -> None:
     )
 
 
-def expired_leases(conn: Connection) -> list[str]:
-    """Targets whose lease holder stopped renewing (its worker died or hung)."""
-    rows = conn.execute(
-        select(targets.c.name).where(
-            targets.c.lease_owner.is_not(None), targets.c.lease_expires_at < utcnow()
-        )
-    )
-    return [name for (name,) in rows]
-
-
 def unleased_with_work(conn: Connection) -> list[str]:
     """Targets with queued or running deployments whose lease is free or expired."""
     busy = select(deployments.c.target).where(deployments.c.status.in_(["queued", "running"]))

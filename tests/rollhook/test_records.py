@@ -20,6 +20,7 @@ from rollhook.jobs import Job, Trigger
 from rollhook.records import deployments, events, jobs
 from rollhook.records import targets as target_records
 from rollhook.records.db import migrate
+from rollhook.records.schema import utcnow
 
 pytestmark = pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
 
@@ -90,7 +91,9 @@ def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
         assert target_records.acquire_lease(conn, "llm", "worker-b", ttl=0.5) is None
     time.sleep(0.7)
     with records.begin() as conn:
-        assert target_records.expired_leases(conn) == ["llm"]
+        expired = target_records.get(conn, "llm")
+        assert expired is not None and expired.lease_owner == "worker-a"
+        assert expired.lease_expires_at is not None and expired.lease_expires_at < utcnow()
         second = target_records.acquire_lease(conn, "llm", "worker-b", ttl=30)
         assert second == first + 1
         # The old holder is fenced out: it can neither renew nor record an outcome.

@@ -12,7 +12,7 @@ a channel without a notifier is not configured.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from workers.notify.notices import Notice
@@ -92,10 +92,6 @@ class Notifiers:
 
     def configured(self) -> list[Channel]:
         return [notifier.channel for notifier in self]
-
-    def with_notifier(self, notifier: Notifier) -> Notifiers:
-        """These notifiers, with ``notifier`` added or put in place of its channel's."""
-        return replace(self, by_channel={**self.by_channel, notifier.channel: notifier})
 
     def backoff(self, attempt: int, hint: float | None = None) -> float:
         delay = min(self.backoff_max, self.backoff_base * 3 ** max(0, attempt - 1))

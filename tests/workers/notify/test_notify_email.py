@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,9 @@ def _notifiers(url: str, cert: Path | None = None) -> Notifiers:
         mailer = Mailer(
             url, email.mailer.sender, email.mailer.recipients, ssl_context=client_tls(cert)
         )
-        built = built.with_notifier(EmailNotifier(mailer))
+        built = dataclasses.replace(
+            built, by_channel={**built.by_channel, "email": EmailNotifier(mailer)}
+        )
     return built
 
 
