@@ -37,12 +37,9 @@ class ImageRef:
         return ImageRef(self.registry, self.repository, self.tag, digest)
 
     def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        tag = f":{self.tag}" if self.tag else ""
+        digest = f"@{self.digest}" if self.digest else ""
+        return f"{self.name}{tag}{digest}"
 
     def pullable(self) -> str:
         """The reference to pull: by digest when one is known, else by tag."""

@@ -44,7 +44,11 @@ ROLLBACK_TO = ("succeeded", "no_op")  # states known to have served
 
 
 class BadRequest(Exception):
-    pass
+    """Answered 400 with the message as the reason."""
+
+
+class NotFound(Exception):
+    """Answered 404 with the message as the reason."""
 
 
 def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -71,6 +75,8 @@ async def _guard(rt: Runtime, request: Request, handler: Handler) -> Response:
         return await handler(rt, request)
     except BadRequest as exc:
         return answers.bad_request(str(exc))
+    except NotFound as exc:
+        return answers.not_found(str(exc))
 
 
 async def read_json(rt: Runtime, request: Request) -> dict[str, Any]:
@@ -100,16 +106,18 @@ def _string(document: dict[str, Any], key: str, *, required: bool = False) -> st
     return value.strip()
 
 
-def _target(rt: Runtime, name: str | None) -> Target | None:
-    return rt.targets.get(name) if name else None
+async def _requested(rt: Runtime, request: Request) -> tuple[dict[str, Any], Target]:
+    """The request's JSON body and the configured target it names."""
+    document = await read_json(rt, request)
+    name = _string(document, "target", required=True)
+    target = rt.targets.get(name) if name else None
+    if target is None:
+        raise NotFound(f"unknown target {name!r}")
+    return document, target
 
 
 async def deploy(rt: Runtime, request: Request) -> Response:
-    document = await read_json(rt, request)
-    name = _string(document, "target", required=True)
-    target = _target(rt, name)
-    if target is None:
-        return answers.not_found(f"unknown target {name!r}")
+    document, target = await _requested(rt, request)
     ref = _string(document, "ref")
     if ref is not None:
         ref = ref.removeprefix("refs/heads/")
@@ -138,11 +146,7 @@ def _image_hint(target: Target, text: str) -> ImageHint:
 
 
 async def rollback(rt: Runtime, request: Request) -> Response:
-    document = await read_json(rt, request)
-    name = _string(document, "target", required=True)
-    target = _target(rt, name)
-    if target is None:
-        return answers.not_found(f"unknown target {name!r}")
+    document, target = await _requested(rt, request)
     to = _string(document, "to")
     restore = document.get("restore_data")
     if restore is not None and not isinstance(restore, bool):

@@ -67,31 +67,22 @@ class Previous:
     images: dict[str, str]  # service -> image as the containers run it
 
 
+@dataclass
 class Rollout:
-    def __init__(
-        self,
-        *,
-        target: Target,
-        record: DeploymentRecord,
-        state: TargetState,
-        previous: Previous,
-        journal: Journal,
-        tools: Tools,
-        dirs: TargetDirs,
-        announce: Callable[[RolloutResult], None],
-        cancelled: Callable[[], bool],
-    ) -> None:
-        self.target = target
-        self.record = record
-        self.state = state
-        self.previous = previous
-        self.journal = journal
-        self.tools = tools
-        self.dirs = dirs
-        self.announce = announce
-        self.cancelled = cancelled
-        self.deadline = time.monotonic() + target.deploy_timeout
-        self.outcome = RolloutResult(status="failed")
+    target: Target
+    record: DeploymentRecord
+    state: TargetState
+    previous: Previous
+    journal: Journal
+    tools: Tools
+    dirs: TargetDirs
+    announce: Callable[[RolloutResult], None]
+    cancelled: Callable[[], bool]
+    outcome: RolloutResult = field(init=False, default_factory=lambda: RolloutResult("failed"))
+    deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.target.deploy_timeout
 
     # -- the two kinds of deployment ---------------------------------------------------
 

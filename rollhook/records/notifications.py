@@ -13,7 +13,7 @@ holds every attempt and its outcome. What those mean is the notifier's business
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -59,44 +59,48 @@ def history_entry(attempt: int, outcome: str, detail: str, **more: Any) -> dict[
     return {"attempt": attempt, "at": at, "outcome": outcome, "detail": detail, **more}
 
 
+@dataclass(frozen=True)
+class About:
+    """What a notice is about: its kind and subject, and the deployment and target it has."""
+
+    kind: str  # what is told: "deployment" (its start and end), ...
+    subject_kind: str  # deployment | target | host
+    subject: str  # its id or name
+    deployment_id: str | None = None
+    target: str | None = None
+
+
 def create(
     conn: Connection,
-    *,
-    kind: str,
-    subject_kind: str,
-    subject: str,
-    deployment_id: str | None,
-    target: str | None,
+    about: About,
     channel: str,
+    *,
     status: str,
     external: dict[str, Any],
     history: list[dict[str, Any]],
 ) -> str:
     notification_id = new_id("n")
+    now = utcnow()
     conn.execute(
         insert(notifications).values(
             id=notification_id,
-            kind=kind,
-            subject_kind=subject_kind,
-            subject=subject,
-            deployment_id=deployment_id,
-            target=target,
+            **asdict(about),
             channel=channel,
             status=status,
             attempts=0,
             external=external,
             history=history,
-            created_at=utcnow(),
-            updated_at=utcnow(),
+            created_at=now,
+            updated_at=now,
         )
     )
     return notification_id
 
 
-def of_subject(conn: Connection, kind: str, subject: str) -> dict[str, Notification]:
+def of_subject(conn: Connection, about: About) -> dict[str, Notification]:
     """A notice's rows, by channel."""
     query = select(notifications).where(
-        notifications.c.kind == kind, notifications.c.subject == subject
+        notifications.c.kind == about.kind, notifications.c.subject == about.subject
     )
     return {row.channel: Notification.from_row(row) for row in conn.execute(query)}
 

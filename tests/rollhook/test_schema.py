@@ -42,15 +42,14 @@ def test_notifications_made_before_subjects_existed_stay_valid(
         )
     migrate(engine, tmp_path)
     with engine.begin() as conn:
-        [(channel, old)] = notifications.of_subject(conn, "deployment", "d1").items()
+        about = notifications.About("deployment", "deployment", "d1")
+        [(channel, old)] = notifications.of_subject(conn, about).items()
         assert (channel, old.subject_kind, old.deployment_id, old.target) == (
             "slack", "deployment", "d1", "llm",
         )  # fmt: skip
         assert old.external == {"slack": {"ts": "1.2"}} and old.status == "delivered"
         # A notice about a host has neither a deployment nor a target.
-        notifications.create(
-            conn, kind="host_down", subject_kind="host", subject="box-2", deployment_id=None,
-            target=None, channel="slack", status="pending", external={}, history=[],
-        )  # fmt: skip
-        assert list(notifications.of_subject(conn, "host_down", "box-2")) == ["slack"]
+        host_down = notifications.About("host_down", "host", "box-2")
+        notifications.create(conn, host_down, "slack", status="pending", external={}, history=[])
+        assert list(notifications.of_subject(conn, host_down)) == ["slack"]
     engine.dispose()

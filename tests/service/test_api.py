@@ -253,11 +253,11 @@ def test_deployment_history_and_one_record(served: Served) -> None:
     first = add_deployment(served, "diaspora", "failed")
     second = add_deployment(served, "diaspora", "succeeded")
     with served.records.begin() as conn:
+        about = notifications.About("deployment", "deployment", second, second, "diaspora")
+        history = [{"outcome": "429"}, {"outcome": "ok"}]
         note_id = notifications.create(
-            conn, kind="deployment", subject_kind="deployment", subject=second,
-            deployment_id=second, target="diaspora", channel="slack", status="delivered",
-            external={"ts": "1.2"}, history=[{"outcome": "429"}, {"outcome": "ok"}],
-        )  # fmt: skip
+            conn, about, "slack", status="delivered", external={"ts": "1.2"}, history=history
+        )
         notifications.change(conn, note_id, attempts=2)
     history = served.api("GET", "/deployments", params={"target": "diaspora"}).json()["deployments"]
     assert [d["id"] for d in history] == [second, first]  # newest first

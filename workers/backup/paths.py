@@ -30,7 +30,6 @@ import stat
 from collections.abc import Collection, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal
 
 from workers.errors import InfrastructureError, OperatorError
@@ -73,12 +72,7 @@ class Resolved:
     def __enter__(self) -> Resolved:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
 

@@ -10,18 +10,20 @@ the report it comes from is scrubbed.
 from __future__ import annotations
 
 import logging
-from typing import Final
+from dataclasses import dataclass
+from typing import ClassVar
 
 from workers.notify import wording
-from workers.notify.channels import Delivery
+from workers.notify.channels import Channel, Delivery
 from workers.notify.notices import Notice
 
 logger = logging.getLogger("rollhook.notify.console")
 
 
+@dataclass(frozen=True)
 class ConsoleNotifier:
-    channel: Final = "console"
-    tells_progress: Final = True
+    channel: ClassVar[Channel] = "console"
+    tells_progress: ClassVar[bool] = True
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
         report, phase = notice.report, notice.view.phase

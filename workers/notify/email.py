@@ -14,11 +14,11 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Final, Literal
+from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
 from workers.notify import letter, wording
-from workers.notify.channels import Delivery
+from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
 from workers.notify.letter import Letter
 from workers.notify.notices import Notice
@@ -145,14 +145,13 @@ class Mailer:
         return smtp
 
 
+@dataclass(frozen=True)
 class EmailNotifier:
     """One email per notice, at its end; the notification id is its Message-ID."""
 
-    channel: Final = "email"
-    tells_progress: Final = False
-
-    def __init__(self, mailer: Mailer) -> None:
-        self.mailer = mailer
+    mailer: Mailer
+    channel: ClassVar[Channel] = "email"
+    tells_progress: ClassVar[bool] = False
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
         if delivery.sent.get("sent"):

@@ -10,13 +10,14 @@ headers is GitHub asking us to wait; other 4xx answers are configuration problem
 from __future__ import annotations
 
 import time
-from typing import Final, Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import httpx
 
 from rollhook.targets import repo_key
 from workers.notify import wording
-from workers.notify.channels import Delivery
+from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
 from workers.notify.notices import Notice
 
@@ -103,14 +104,13 @@ def _message(response: httpx.Response) -> str:
     return str(data.get("message", ""))[:120] if isinstance(data, dict) else ""
 
 
+@dataclass(frozen=True)
 class CommitStatusNotifier:
     """The deployment's commit marked ``pending`` when it starts, then how it ended."""
 
-    channel: Final = "github"
-    tells_progress: Final = True
-
-    def __init__(self, statuses: CommitStatuses) -> None:
-        self.statuses = statuses
+    statuses: CommitStatuses
+    channel: ClassVar[Channel] = "github"
+    tells_progress: ClassVar[bool] = True
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
         report = notice.report

@@ -9,12 +9,12 @@ comes from outside rollhook (commit messages, log lines, step details) goes thro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from rollhook.images import ReferenceError, parse_reference, short_digest
+from rollhook.images import ImageRef, ReferenceError, parse_reference, short_digest
 from rollhook.records.deployments import DeploymentRecord
 
 # Tokens people paste by accident, and credentials inside URLs (``https://user:pw@host``).
@@ -34,48 +34,35 @@ class ImageChange:
     old: str | None
     new: str | None
 
-    @property
-    def old_version(self) -> str:
-        return version_of(self.old)
-
-    @property
-    def new_version(self) -> str:
-        return version_of(self.new)
-
-    @property
-    def old_label(self) -> str:
-        return _labelled(self.old)
-
-    @property
-    def new_label(self) -> str:
-        return _labelled(self.new)
-
     def describe(self) -> str:
         """``1.16.1 (05617e7b1c2d) -> 1.16.2 (1a2b3c4d5e6f)``."""
-        return f"{self.old_label} -> {self.new_label}"
+        return f"{labelled(self.old)} -> {labelled(self.new)}"
 
 
 def version_of(reference: str | None) -> str:
     """The tag people know a version by; the short digest when there is no tag."""
+    return _told(reference, "-", lambda ref: ref.tag or short_digest(ref.digest))
+
+
+def labelled(reference: str | None) -> str:
+    """``1.16.1 (05617e7b1c2d)``: the tag and the short digest, or whichever is known."""
+
+    def label(ref: ImageRef) -> str:
+        if ref.tag and ref.digest:
+            return f"{ref.tag} ({short_digest(ref.digest)})"
+        return ref.tag or short_digest(ref.digest)
+
+    return _told(reference, "none", label)
+
+
+def _told(reference: str | None, nothing: str, tell: Callable[[ImageRef], str]) -> str:
     if not reference:
-        return "-"
+        return nothing
     try:
         ref = parse_reference(reference)
     except ReferenceError:
         return reference[-24:]
-    return ref.tag or short_digest(ref.digest)
-
-
-def _labelled(reference: str | None) -> str:
-    if not reference:
-        return "none"
-    try:
-        ref = parse_reference(reference)
-    except ReferenceError:
-        return reference[-24:]
-    if ref.tag and ref.digest:
-        return f"{ref.tag} ({short_digest(ref.digest)})"
-    return ref.tag or short_digest(ref.digest)
+    return tell(ref)
 
 
 @dataclass(frozen=True)
@@ -138,13 +125,13 @@ class Report:
     def version(self) -> str:
         change = self.gated
         if change is not None and change.new:
-            return change.new_version
+            return version_of(change.new)
         return self.short_commit or "deployment"
 
     @property
     def previous_version(self) -> str | None:
         change = self.gated
-        return change.old_version if change is not None and change.old else None
+        return version_of(change.old) if change is not None and change.old else None
 
     @property
     def failed_step(self) -> Step | None:

@@ -16,7 +16,7 @@ from sqlalchemy import Connection
 
 from rollhook.records import deployments, notifications
 from rollhook.records.deployments import DeploymentRecord
-from rollhook.records.notifications import Notification
+from rollhook.records.notifications import About, Notification
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
 from workers.notify import policy
@@ -34,39 +34,22 @@ def _record(conn: Connection, deployment: DeploymentRecord | str) -> DeploymentR
     return deployment
 
 
+def _about(record: DeploymentRecord) -> About:
+    kind = KINDS[DEPLOYMENT]
+    return About(DEPLOYMENT, kind.subject_kind, record.id, record.id, record.target)
+
+
 def _existing(conn: Connection, record: DeploymentRecord) -> dict[str, Notification]:
-    return notifications.of_subject(conn, DEPLOYMENT, record.id)
-
-
-def _create(
-    conn: Connection,
-    record: DeploymentRecord,
-    channel: str,
-    *,
-    status: str,
-    external: dict[str, Any],
-    history: list[dict[str, Any]],
-) -> str:
-    return notifications.create(
-        conn,
-        kind=DEPLOYMENT,
-        subject_kind=KINDS[DEPLOYMENT].subject_kind,
-        subject=record.id,
-        deployment_id=record.id,
-        target=record.target,
-        channel=channel,
-        status=status,
-        external=external,
-        history=history,
-    )
+    return notifications.of_subject(conn, _about(record))
 
 
 def _arm(conn: Connection, record: DeploymentRecord, channel: str, spec: dict[str, Any]) -> str:
     """Create the row, or move it on to a later phase; the same spec twice is a no-op."""
     row = _existing(conn, record).get(channel)
     if row is None:
-        return _create(
-            conn, record, channel, status="pending", external={"spec": spec, "rev": 1}, history=[]
+        armed = {"spec": spec, "rev": 1}
+        return notifications.create(
+            conn, _about(record), channel, status="pending", external=armed, history=[]
         )
     external = row.external
     if external.get("spec") == spec or external.get("spec", {}).get("phase") == "final":
@@ -80,7 +63,9 @@ def _arm(conn: Connection, record: DeploymentRecord, channel: str, spec: dict[st
 def _skip(conn: Connection, record: DeploymentRecord, channel: str, reason: str) -> None:
     if channel not in _existing(conn, record):
         entry = notifications.history_entry(0, "skipped", reason)
-        _create(conn, record, channel, status="skipped", external={}, history=[entry])
+        notifications.create(
+            conn, _about(record), channel, status="skipped", external={}, history=[entry]
+        )
 
 
 def _github_spec(target: Target, state: str) -> dict[str, Any]:

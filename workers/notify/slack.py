@@ -16,7 +16,7 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, ClassVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
@@ -24,7 +24,7 @@ from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
 from workers.notify import blocks
-from workers.notify.channels import Delivery
+from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import MessageGone, PermanentError, TransientError
 from workers.notify.notices import Notice
 from workers.notify.report import View
@@ -139,16 +139,15 @@ class SlackWebhook:
 # -- the notifiers ---------------------------------------------------------------------
 
 
+@dataclass(frozen=True)
 class SlackNotifier:
     """The bot's story of a deployment: one message, posted when it starts (or at its end),
     updated in place with the result, its steps and log in a thread. A repeat of the same
     failure updates the first failure's message instead of posting another."""
 
-    channel: Final = "slack"
-    tells_progress: Final = True
-
-    def __init__(self, bot: SlackBot) -> None:
-        self.bot = bot
+    bot: SlackBot
+    channel: ClassVar[Channel] = "slack"
+    tells_progress: ClassVar[bool] = True
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
         report, view = notice.report, notice.view
@@ -197,14 +196,13 @@ def _where(delivery: Delivery, view: View) -> dict[str, Any] | None:
     return None  # that message never made it: this one is posted on its own
 
 
+@dataclass(frozen=True)
 class SlackWebhookNotifier:
     """One message at the end: an incoming webhook cannot update what it posted."""
 
-    channel: Final = "slack_webhook"
-    tells_progress: Final = False
-
-    def __init__(self, webhook: SlackWebhook) -> None:
-        self.webhook = webhook
+    webhook: SlackWebhook
+    channel: ClassVar[Channel] = "slack_webhook"
+    tells_progress: ClassVar[bool] = False
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
         if delivery.sent.get("sent"):
