@@ -191,7 +191,7 @@ class RegistryClient:
         url = f"{base}/v2/{image.repository}/tags/list?n={self.page_size}"
         found: dict[str, None] = {}
         for _ in range(self.max_pages):
-            answer = self._send("GET", url, image, f"the tags of {image.name}")
+            answer = self._send("GET", url, image, f"the tags of {image.name}", "application/json")
             try:
                 listed = answer.json().get("tags") or []
             except (ValueError, AttributeError) as exc:
@@ -213,9 +213,11 @@ class RegistryClient:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _send(self, method: str, url: str, image: ImageRef, what: str) -> httpx.Response:
+    def _send(
+        self, method: str, url: str, image: ImageRef, what: str, accept: str = ACCEPT
+    ) -> httpx.Response:
         """One request, authenticated as the registry asks; raises the project's errors."""
-        headers = {"Accept": ACCEPT}
+        headers = {"Accept": accept}
         if authorization := self._remembered(image):
             headers["Authorization"] = authorization
         answer = self._request(method, url, headers, what)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -246,6 +247,16 @@ def test_unknown_tags_repositories_and_registries(standin: Any, tmp_path: Path) 
             registry.digest(nobody)
 
 
+def test_a_registry_that_never_answers_times_out(tmp_path: Path) -> None:
+    with socket.socket() as silent:  # accepts connections (the backlog) and never answers
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(4)
+        port = silent.getsockname()[1]
+        client = RegistryClient(credentials=DockerCredentials(tmp_path).lookup, timeout=0.5)
+        with client, pytest.raises(InfrastructureError, match=r"did not answer within 0.5s"):
+            client.digest(f"127.0.0.1:{port}/acme/anythingllm:1.0.0")
+
+
 def test_tags_are_listed_page_by_page(standin: Any, registry: Any, tmp_path: Path) -> None:
     repository = f"acme/paged-{uuid.uuid4().hex[:6]}"
     tags = ["1.0.0", "1.1.0", "1.2.0", "1.10.0", "2.0.0-rc1", "2.0.0", "latest"]
@@ -343,7 +354,7 @@ def basic_registry(
 
 
 def test_basic_auth_with_the_docker_config_credentials(
-    basic_registry: str, standin: Any, tmp_path: Path
+    basic_registry: str, standin: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     ref = f"{basic_registry}/{REPOSITORY}:1.0.0"
     expected = standin.digests[standin.ref("1.0.0")]
@@ -368,6 +379,10 @@ def test_basic_auth_with_the_docker_config_credentials(
         assert client.digest(ref) == expected
         assert client.digest(ref) == expected
         assert "1.0.0" in client.tags(ref)
+    # By default the credentials are those of the Docker client config in DOCKER_CONFIG.
+    monkeypatch.setenv("DOCKER_CONFIG", str(right))
+    with RegistryClient(timeout=10) as default:
+        assert default.digest(ref) == expected
     # Challenged once; then Basic credentials go along from the start.
     assert counting.to(basic_registry) == [
         ("HEAD", f"/v2/{REPOSITORY}/manifests/1.0.0"),
