@@ -162,8 +162,9 @@ class GitRepo:
     def heads(self, branches: Iterable[str]) -> dict[str, str]:
         """The remote's head commit of each branch, all in one ``git ls-remote``.
 
-        A branch the remote does not have is absent from the answer. Nothing is written to
-        the mirror: a poller may ask before any deployment fetched.
+        A branch the remote does not have is absent from the answer. Nothing is fetched and
+        no mirror is needed, so a poller may ask before any deployment fetched (with an SSH
+        key and no pinned known_hosts, the mirror folder is made to remember the host key).
         """
         wanted = list(dict.fromkeys(branches))
         if not wanted:
