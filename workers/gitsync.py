@@ -18,13 +18,13 @@ import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
 from workers import procs
-from workers.errors import InfrastructureError, OperatorError
+from workers.errors import DeployError, InfrastructureError, OperatorError
 
 _SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
@@ -159,6 +159,35 @@ class GitRepo:
         out = self._git(*names, strip=False)
         return [path for path in out.split("\x00") if path]
 
+    def heads(self, branches: Iterable[str]) -> dict[str, str]:
+        """The remote's head commit of each branch, all in one ``git ls-remote``.
+
+        A branch the remote does not have is absent from the answer. Nothing is fetched and
+        no mirror is needed, so a poller may ask before any deployment fetched (with an SSH
+        key and no pinned known_hosts, the mirror folder is made to remember the host key).
+        """
+        wanted = list(dict.fromkeys(branches))
+        if not wanted:
+            return {}
+        self._refuse_token_over_plain_http()
+        if self._ssh_key and self._known_hosts is None:
+            self.mirror_dir.mkdir(parents=True, exist_ok=True)  # trust on first use is kept there
+        args = ("ls-remote", "--heads", self.url, *(f"refs/heads/{b}" for b in wanted))
+        with self._environment(remote=True) as env:
+            # Run outside any repository: ls-remote needs none, and must read no repo config.
+            result = procs.run(
+                ["git", *args], env=env, timeout=self.timeout, cwd=Path("/"), on_spawn=self.on_spawn
+            )
+        if result.returncode != 0:
+            raise self._remote_failure(args, result)
+        found = {}
+        for line in result.stdout.decode(errors="replace").splitlines():
+            sha, _, ref = line.partition("\t")
+            branch = ref.removeprefix("refs/heads/")
+            if branch in wanted and _SHA.match(sha):
+                found[branch] = sha
+        return found
+
     # -- plumbing ---------------------------------------------------------------------
 
     def _git(self, *args: str, remote: bool = False, strip: bool = True) -> str:
@@ -189,6 +218,25 @@ class GitRepo:
                 timeout=self.timeout,
                 on_spawn=self.on_spawn,
             )
+
+    def _refuse_token_over_plain_http(self) -> None:
+        parts = urlsplit(self.url)
+        if self._token and parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            raise OperatorError(
+                f"refusing to send ROLLHOOK_GIT_TOKEN over plain http to {parts.hostname}; "
+                "use https"
+            )
+
+    def _remote_failure(self, args: tuple[str, ...], result: procs.Completed) -> DeployError:
+        """The project's error for a failed remote command, its message scrubbed."""
+        message = scrub(result.stderr.decode(errors="replace").strip(), self._secrets)
+        message = message.splitlines()[-1] if message else f"exit code {result.returncode}"
+        what = f"git {args[0]} {scrub(self.url, self._secrets)}"
+        if _AUTH.search(message):
+            message += " (check ROLLHOOK_GIT_TOKEN or ROLLHOOK_GIT_SSH_KEY)"
+        if _OPERATOR.search(message):
+            return OperatorError(f"{what}: {message}")
+        return InfrastructureError(f"{what}: {message}")
 
     @contextlib.contextmanager
     def _environment(self, remote: bool) -> Iterator[dict[str, str]]:
