@@ -1,0 +1,271 @@
+"""Consistent copies of a live SQLite database with the online backup API (workers.backup.sqlite).
+
+The "app" is another process committing transactions that keep two invariants: the
+accounts' balances always sum to zero, and every transaction appends one row to a ledger
+numbered without gaps. A copy holding half a transaction, or pages from two, breaks one
+of them (or SQLite's integrity_check).
+"""
+
+from __future__ import annotations
+
+import os
+import sqlite3
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from workers.backup import sqlite
+
+WRITER = r"""
+import random, sqlite3, sys
+path, mode = sys.argv[1], sys.argv[2]
+conn = sqlite3.connect(path, isolation_level=None, timeout=30)
+conn.execute(f"PRAGMA journal_mode={mode}")
+conn.execute("PRAGMA synchronous=OFF")  # speed: durability is not what is tested
+if mode == "WAL":
+    conn.execute("PRAGMA wal_autocheckpoint=50")
+rng = random.Random(7)
+seq = conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
+while True:
+    a, b = rng.sample(range(100), 2)
+    amount = rng.randint(1, 1000)
+    conn.execute("BEGIN IMMEDIATE")
+    conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
+    conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
+    seq += 1
+    note = rng.randint(10, 4000)
+    conn.execute("INSERT INTO ledger (seq, note) VALUES (?, randomblob(?))", (seq, note))
+    conn.execute("COMMIT")
+    print(seq, flush=True)
+"""
+
+
+def make_database(path: Path, mode: str) -> None:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute(f"PRAGMA journal_mode={mode}")
+    # One account per page or so: a transfer touches pages far apart, which a byte copy
+    # read while it commits can catch half-written.
+    conn.execute(
+        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, pad BLOB)"
+    )
+    conn.execute("CREATE TABLE ledger (seq INTEGER PRIMARY KEY, note BLOB)")
+    conn.execute("BEGIN")
+    conn.executemany(
+        "INSERT INTO accounts VALUES (?, 0, zeroblob(3000))", [(i,) for i in range(100)]
+    )
+    conn.execute("CREATE TABLE filler (data BLOB)")  # some megabytes between the tables
+    conn.executemany("INSERT INTO filler VALUES (randomblob(4000))", [()] * 2000)
+    conn.execute("COMMIT")
+    conn.close()
+
+
+class Writer:
+    """The app: a process that commits as fast as it can until stopped."""
+
+    def __init__(self, path: Path, mode: str) -> None:
+        self.proc = subprocess.Popen(
+            [sys.executable, "-c", WRITER, str(path), mode],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert self.proc.stdout is not None
+        self.out = self.proc.stdout
+
+    def commits(self, at_least: int) -> int:
+        """Wait until the writer has committed ``at_least`` transactions; the count now."""
+        while True:
+            line = self.out.readline()
+            assert line, "the writer died"
+            if int(line) >= at_least:
+                return int(line)
+
+    def stop(self) -> None:
+        self.proc.kill()
+        self.proc.wait()
+        self.out.close()
+
+
+@pytest.fixture
+def writer_factory() -> Iterator[list[Writer]]:
+    writers: list[Writer] = []
+    yield writers
+    for writer in writers:
+        writer.stop()
+
+
+def check_copy(path: Path) -> int:
+    """The copy is a sound database whose invariants hold; returns its last ledger row."""
+    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
+        assert conn.execute("SELECT sum(balance) FROM accounts").fetchone()[0] == 0
+        count, last = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM ledger").fetchone()
+    finally:
+        conn.close()
+    assert count == last, "the ledger has a gap: the copy holds part of a transaction"
+    return int(last)
+
+
+def copy(live: Path, dest: Path, timeout: float = 30.0) -> sqlite.DatabaseCopy:
+    fd = os.open(live.parent, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        return sqlite.copy_database(
+            fd, live.name, dir_path=str(live.parent), dest=str(dest), timeout=timeout
+        )
+    finally:
+        os.close(fd)
+
+
+@pytest.mark.parametrize("mode", ["WAL", "DELETE"])
+def test_copies_taken_while_a_process_keeps_writing_are_consistent(
+    tmp_path: Path, writer_factory: list[Writer], mode: str
+) -> None:
+    live = tmp_path / "data" / "anythingllm.db"
+    live.parent.mkdir()
+    make_database(live, mode)
+    writer = Writer(live, mode)
+    writer_factory.append(writer)
+    seen = writer.commits(at_least=200)
+    lasts = []
+    for n in range(5):
+        dest = tmp_path / f"copy-{n}.db"
+        result = copy(live, dest)
+        # Complete on its own: nothing beside it that a restore would have to carry.
+        assert sorted(p.name for p in tmp_path.glob(f"{dest.name}*")) == [dest.name]
+        assert result.wal == (mode == "WAL")
+        assert result.pages > 0
+        lasts.append(check_copy(dest))
+        seen = writer.commits(at_least=seen + 50)  # the app went on writing meanwhile
+    # Each copy is a later state than the one before: the writes between them are in it.
+    assert lasts == sorted(lasts)
+    assert lasts[0] >= 200
+    assert lasts[-1] > lasts[0]
+
+
+def test_committed_transactions_still_in_the_wal_are_in_the_copy(tmp_path: Path) -> None:
+    live = tmp_path / "app.db"
+    make_database(live, "WAL")
+    app = sqlite3.connect(live, isolation_level=None)
+    app.execute("PRAGMA wal_autocheckpoint=0")  # everything stays in -wal
+    for seq in range(1, 51):
+        app.execute("INSERT INTO ledger VALUES (?, 'x')", (seq,))
+    assert Path(f"{live}-wal").stat().st_size > 0
+    dest = tmp_path / "copy.db"
+    copy(live, dest)
+    app.close()
+    assert check_copy(dest) == 50
+
+
+def test_the_copy_keeps_owner_mode_and_mtime(tmp_path: Path) -> None:
+    live = tmp_path / "app.db"
+    make_database(live, "DELETE")
+    os.chown(live, 1000, 1000)
+    os.chmod(live, 0o640)
+    os.utime(live, ns=(1_600_000_000_000_000_000, 1_600_000_000_123_456_789))
+    dest = tmp_path / "copy.db"
+    copy(live, dest)
+    st = dest.stat()
+    assert (st.st_uid, st.st_gid, st.st_mode & 0o7777) == (1000, 1000, 0o640)
+    assert st.st_mtime_ns == 1_600_000_000_123_456_789
+
+
+def test_a_database_is_found_by_its_header_not_its_name(tmp_path: Path) -> None:
+    make_database(tmp_path / "store.bin", "DELETE")
+    (tmp_path / "fake.db").write_bytes(b"not a database at all, just bytes")
+    (tmp_path / "link.db").symlink_to(tmp_path / "store.bin")
+    fd = os.open(tmp_path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        assert sqlite.is_database(fd, "store.bin")
+        assert not sqlite.is_database(fd, "fake.db")
+        assert not sqlite.is_database(fd, "link.db")  # never followed
+        with pytest.raises(sqlite.NotCopied, match="not an SQLite database"):
+            sqlite.copy_database(fd, "fake.db", dir_path=str(tmp_path), dest=str(tmp_path / "c"))
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "c").exists()
+
+
+@pytest.mark.parametrize(
+    ("name", "base"),
+    [
+        ("a.db-wal", "a.db"),
+        ("a.db-shm", "a.db"),
+        ("x-journal", "x"),
+        ("a.db", None),
+        ("-wal", None),
+    ],
+)
+def test_companion_names(name: str, base: str | None) -> None:
+    assert sqlite.base_of_companion(name) == base
+
+
+def test_a_companion_planted_as_a_symlink_is_never_opened(tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    make_database(outside / "secret.db", "WAL")
+    data = tmp_path / "data"
+    data.mkdir()
+    make_database(data / "app.db", "WAL")
+    (data / "app.db-wal").symlink_to(outside / "secret.db-wal")
+    with pytest.raises(sqlite.NotCopied, match=r"app\.db-wal is not a regular file"):
+        copy(data / "app.db", tmp_path / "copy.db")
+    assert not (tmp_path / "copy.db").exists()
+
+
+def test_a_directory_swapped_for_a_symlink_after_the_walk_is_caught(tmp_path: Path) -> None:
+    """SQLite opens by path: had it followed a swapped directory, the copy is thrown away."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    make_database(outside / "app.db", "DELETE")
+    data = tmp_path / "data" / "sub"
+    data.mkdir(parents=True)
+    make_database(data / "app.db", "DELETE")
+    fd = os.open(data, os.O_RDONLY | os.O_DIRECTORY)  # the walk holds the real directory
+    try:
+        data.rename(tmp_path / "data" / "sub.real")
+        data.symlink_to(outside)  # ...and the app swaps the path for a symlink
+        with pytest.raises(sqlite.NotCopied, match="did not open the file that was checked"):
+            sqlite.copy_database(fd, "app.db", dir_path=str(data), dest=str(tmp_path / "c.db"))
+    finally:
+        os.close(fd)
+    assert not (tmp_path / "c.db").exists()
+
+
+def test_a_database_locked_past_the_deadline_is_not_copied_and_the_app_keeps_its_lock(
+    tmp_path: Path,
+) -> None:
+    live = tmp_path / "app.db"
+    make_database(live, "DELETE")
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sqlite3, sys, time\n"
+            "c = sqlite3.connect(sys.argv[1], isolation_level=None)\n"
+            "c.execute('BEGIN EXCLUSIVE')\n"
+            "c.execute('INSERT INTO ledger VALUES (1, 1)')\n"
+            "print('locked', flush=True)\n"
+            "sys.stdin.readline()\n"
+            "c.execute('COMMIT')\n"
+            "print('committed', flush=True)\n",
+            str(live),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout is not None and holder.stdin is not None
+        assert holder.stdout.readline() == "locked\n"
+        with pytest.raises(sqlite.NotCopied, match="locked"):
+            copy(live, tmp_path / "copy.db", timeout=1.0)
+        holder.stdin.write("\n")
+        holder.stdin.flush()
+        assert holder.stdout.readline() == "committed\n"
+    finally:
+        holder.kill()
+        holder.communicate()
+    assert not (tmp_path / "copy.db").exists()
