@@ -1,9 +1,8 @@
 """Consistent copies of a live SQLite database with the online backup API (workers.backup.sqlite).
 
-The "app" is another process committing transactions that keep two invariants: the
-accounts' balances always sum to zero, and every transaction appends one row to a ledger
-numbered without gaps. A copy holding half a transaction, or pages from two, breaks one
-of them (or SQLite's integrity_check).
+The app (``sqlite_app.Writer``) is another process committing transactions whose
+invariants a torn copy breaks: a byte copy of its database taken the same way fails them
+in most attempts on this machine.
 """
 
 from __future__ import annotations
@@ -17,75 +16,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.workers.sqlite_app import Writer, check_copy, make_database
 from workers.backup import sqlite
-
-WRITER = r"""
-import random, sqlite3, sys
-path, mode = sys.argv[1], sys.argv[2]
-conn = sqlite3.connect(path, isolation_level=None, timeout=30)
-conn.execute(f"PRAGMA journal_mode={mode}")
-conn.execute("PRAGMA synchronous=OFF")  # speed: durability is not what is tested
-if mode == "WAL":
-    conn.execute("PRAGMA wal_autocheckpoint=50")
-rng = random.Random(7)
-seq = conn.execute("SELECT coalesce(max(seq), 0) FROM ledger").fetchone()[0]
-while True:
-    a, b = rng.sample(range(100), 2)
-    amount = rng.randint(1, 1000)
-    conn.execute("BEGIN IMMEDIATE")
-    conn.execute("UPDATE accounts SET balance = balance - ? WHERE id = ?", (amount, a))
-    conn.execute("UPDATE accounts SET balance = balance + ? WHERE id = ?", (amount, b))
-    seq += 1
-    note = rng.randint(10, 4000)
-    conn.execute("INSERT INTO ledger (seq, note) VALUES (?, randomblob(?))", (seq, note))
-    conn.execute("COMMIT")
-    print(seq, flush=True)
-"""
-
-
-def make_database(path: Path, mode: str) -> None:
-    conn = sqlite3.connect(path, isolation_level=None)
-    conn.execute(f"PRAGMA journal_mode={mode}")
-    # One account per page or so: a transfer touches pages far apart, which a byte copy
-    # read while it commits can catch half-written.
-    conn.execute(
-        "CREATE TABLE accounts (id INTEGER PRIMARY KEY, balance INTEGER NOT NULL, pad BLOB)"
-    )
-    conn.execute("CREATE TABLE ledger (seq INTEGER PRIMARY KEY, note BLOB)")
-    conn.execute("BEGIN")
-    conn.executemany(
-        "INSERT INTO accounts VALUES (?, 0, zeroblob(3000))", [(i,) for i in range(100)]
-    )
-    conn.execute("CREATE TABLE filler (data BLOB)")  # some megabytes between the tables
-    conn.executemany("INSERT INTO filler VALUES (randomblob(4000))", [()] * 2000)
-    conn.execute("COMMIT")
-    conn.close()
-
-
-class Writer:
-    """The app: a process that commits as fast as it can until stopped."""
-
-    def __init__(self, path: Path, mode: str) -> None:
-        self.proc = subprocess.Popen(
-            [sys.executable, "-c", WRITER, str(path), mode],
-            stdout=subprocess.PIPE,
-            text=True,
-        )
-        assert self.proc.stdout is not None
-        self.out = self.proc.stdout
-
-    def commits(self, at_least: int) -> int:
-        """Wait until the writer has committed ``at_least`` transactions; the count now."""
-        while True:
-            line = self.out.readline()
-            assert line, "the writer died"
-            if int(line) >= at_least:
-                return int(line)
-
-    def stop(self) -> None:
-        self.proc.kill()
-        self.proc.wait()
-        self.out.close()
 
 
 @pytest.fixture
@@ -94,19 +26,6 @@ def writer_factory() -> Iterator[list[Writer]]:
     yield writers
     for writer in writers:
         writer.stop()
-
-
-def check_copy(path: Path) -> int:
-    """The copy is a sound database whose invariants hold; returns its last ledger row."""
-    conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        assert conn.execute("PRAGMA integrity_check").fetchall() == [("ok",)]
-        assert conn.execute("SELECT sum(balance) FROM accounts").fetchone()[0] == 0
-        count, last = conn.execute("SELECT count(*), coalesce(max(seq), 0) FROM ledger").fetchone()
-    finally:
-        conn.close()
-    assert count == last, "the ledger has a gap: the copy holds part of a transaction"
-    return int(last)
 
 
 def copy(live: Path, dest: Path, timeout: float = 30.0) -> sqlite.DatabaseCopy:
