@@ -82,5 +82,5 @@ def test_the_manifest_round_trips_and_refuses_locations_outside_the_tree() -> No
 
 def test_tags_name_the_target_and_paths_without_commas() -> None:
     contents = SnapshotContents("t", "now", (held("a", "/srv/a"), held("b", "/srv/b,c")))
-    assert contents.tags() == ["rollhook", "target=t", "path=/srv/a"]
+    assert contents.tags() == ["rollhook", "target=t", "path=/srv/a", "size=2"]
     assert target_tags("t") == ["rollhook", "target=t"]

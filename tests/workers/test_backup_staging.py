@@ -121,6 +121,7 @@ def test_a_stage_mirrors_the_data_at_its_host_paths_with_a_consistent_database(
             "target=anythingllm",
             f"path={env}",
             f"path={storage}",
+            f"size={volume.bytes}",
         ]
         mode = stat.S_IMODE((tmp_path / "stage").stat().st_mode)
         assert mode == 0o700  # it holds the .env's secrets

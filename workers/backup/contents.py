@@ -26,6 +26,7 @@ MANIFEST_PATH = f"/{MANIFEST_DIR}/manifest.json"  # inside a snapshot
 TAG = "rollhook"
 TARGET_TAG = "target="
 PATH_TAG = "path="
+SIZE_TAG = "size="
 
 MatchedBy = Literal["name", "path"]
 
@@ -76,12 +77,15 @@ class SnapshotContents:
             raise OperatorError(f"not a rollhook snapshot manifest: {exc}") from exc
 
     def tags(self) -> list[str]:
-        """``rollhook``, ``target=<name>``, and ``path=<host path>`` per source.
+        """``rollhook``, ``target=<name>``, ``path=<host path>`` per source, ``size=<bytes>``.
 
         restic splits a tag list at commas, so a path holding one is left to the manifest.
+        The size (of the sources' files) lets a listing show it without a ``restic stats``
+        per snapshot: restic 0.14 keeps no size with a snapshot.
         """
         tags = [TAG, f"{TARGET_TAG}{self.target}"]
         tags += [f"{PATH_TAG}{s.path}" for s in self.sources if "," not in s.path]
+        tags.append(f"{SIZE_TAG}{sum(s.bytes for s in self.sources)}")
         return tags
 
 
