@@ -25,6 +25,7 @@ from workers import procs
 from workers.backup import Source
 from workers.backup.contents import place, target_tags
 from workers.backup.remote import (
+    Forgotten,
     RemoteConfig,
     Repository,
     RepositoryLocked,
@@ -274,6 +275,7 @@ def test_forget_removes_what_the_retention_does_not_keep_then_prunes(
     assert {s.id for s in remaining} == {s.id for s in gone.kept} | {other.id}
     assert repo.check().ok
     assert repo.forget(Retention(daily=3, monthly=2), tags=target_tags(TARGET)).removed == ()
+    assert repo.forget(Retention(last=1), tags=target_tags("none")) == Forgotten((), (), False)
     with pytest.raises(OperatorError, match="must keep something"):
         repo.forget(Retention(), tags=target_tags(TARGET))
     with pytest.raises(OperatorError, match="needs tags"):

@@ -78,6 +78,25 @@ def test_committed_transactions_still_in_the_wal_are_in_the_copy(tmp_path: Path)
     assert check_copy(dest) == 50
 
 
+@pytest.mark.parametrize("mode", ["WAL", "DELETE"])
+def test_a_database_nobody_has_open_is_copied_without_touching_its_directory(
+    tmp_path: Path, mode: str
+) -> None:
+    live = tmp_path / "data" / "app.db"
+    live.parent.mkdir()
+    make_database(live, mode, filler_rows=10)
+    os.chown(live, 1000, 1000)
+    before = {p.name: p.stat() for p in live.parent.iterdir()}
+    result = copy(live, tmp_path / "copy.db")
+    after = {p.name: p.stat() for p in live.parent.iterdir()}
+    assert sorted(after) == ["app.db"]  # no -wal or -shm made for the copy
+    assert after["app.db"].st_ctime_ns == before["app.db"].st_ctime_ns
+    if mode == "WAL":  # copied by descriptor, as it was
+        assert (tmp_path / "copy.db").read_bytes() == live.read_bytes()
+    assert result.bytes == live.stat().st_size
+    assert check_copy(tmp_path / "copy.db") == 0
+
+
 def test_the_copy_keeps_owner_mode_and_mtime(tmp_path: Path) -> None:
     live = tmp_path / "app.db"
     make_database(live, "DELETE")

@@ -163,7 +163,10 @@ class Repository:
         """Bytes a restore of the snapshot writes."""
         args = ["stats", "--json", "--mode", "restore-size", _check_id(snapshot_id)]
         done = self._run("measure a snapshot in", args, timeout=self.timeout)
-        return int(output.parse(done.stdout, self.display)["total_size"])
+        stats = output.parse(done.stdout, self.display)
+        if not isinstance(stats, dict) or "total_size" not in stats:
+            raise InfrastructureError(f"restic stats on {self.display}: no total_size")
+        return int(stats["total_size"])
 
     def forget(self, retention: Retention, *, tags: Sequence[str]) -> Forgotten:
         """Remove the snapshots with ``tags`` that ``retention`` does not keep, then prune.

@@ -108,6 +108,9 @@ def scrub(text: str, secrets: Sequence[str]) -> str:
 
 
 def parse(stdout: bytes, display: str) -> Any:
+    """restic's JSON output; None when it printed nothing (forget, when nothing matched)."""
+    if not stdout.strip():
+        return None
     try:
         return json.loads(stdout)
     except ValueError as exc:

@@ -13,6 +13,9 @@ The copy is made in one backup step: copying in chunks would release the lock be
 steps, and the backup restarts whenever another process writes, so a busy database might
 never finish.
 
+A WAL database nobody has open (no -wal, no -shm) is copied by descriptor instead, and
+checked to be unchanged: SQLite would create both files in the app's directory to read it.
+
 SQLite opens files by path, and the app can swap any entry of its data for a symlink. The
 database is opened read-only (``mode=ro``) at its real path, and then every file SQLite
 holds open is checked to be one linked in the directory that was walked by descriptor
@@ -91,7 +94,9 @@ def copy_database(
     wal = _check_source(dir_fd, name)
     uri = "file:" + urllib.parse.quote(f"{dir_path.rstrip('/')}/{name}") + "?mode=ro"
     try:
-        copied = _backup(uri, dir_fd, name, dest, deadline)
+        copied = _idle_copy(dir_fd, name, dest) if wal else None
+        if copied is None:
+            copied = _backup(uri, dir_fd, name, dest, deadline)
         _check_copy(dest)
         _copy_meta(dir_fd, name, dest)
     except BaseException:
@@ -120,6 +125,36 @@ def _check_source(dir_fd: int, name: str) -> bool:
         if st is not None and not stat.S_ISREG(st.st_mode):
             raise NotCopied(f"{name}{suffix} is not a regular file")
     return len(header) == 20 and header[18] == WAL_VERSION
+
+
+def _idle_copy(dir_fd: int, name: str, dest: str) -> tuple[int, int] | None:
+    """A WAL database nobody has open, copied by descriptor; None if it is in use.
+
+    SQLite would create its -wal and -shm to read it (in the app's data, even read-only).
+    Unused, it has neither, and nothing can change it without creating them first: a
+    copy with neither there before and after, and the file's stat unchanged, is complete.
+    """
+    if any(_lstat(dir_fd, name + suffix) for suffix in ("-wal", "-shm")):
+        return None
+    fd = files.open_for_reading(name, dir_fd=dir_fd)
+    try:
+        before = os.fstat(fd)
+        out = files.create_file(dest)
+        try:
+            files.copy_data(fd, out)
+        finally:
+            os.close(out)
+        after = os.fstat(fd)
+        page_size = int.from_bytes(os.pread(fd, 2, 16), "big")
+    finally:
+        os.close(fd)
+    if files.key_of(before) != files.key_of(after) or any(
+        _lstat(dir_fd, name + suffix) for suffix in ("-wal", "-shm")
+    ):
+        os.unlink(dest)  # opened meanwhile: the online backup it is
+        return None
+    page_size = 65536 if page_size == 1 else page_size  # the header's encoding of 64 KiB
+    return after.st_size // page_size, page_size
 
 
 def _backup(uri: str, dir_fd: int, name: str, dest: str, deadline: float) -> tuple[int, int]:
