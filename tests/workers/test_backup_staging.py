@@ -227,6 +227,16 @@ def test_missing_sources_and_a_database_as_a_file_source(tmp_path: Path) -> None
         assert staged.paths == (".rollhook", str(data / "app.sqlite").lstrip("/"))
 
 
+def test_a_path_configured_twice_is_staged_once(tmp_path: Path) -> None:
+    storage, env = make_storage(tmp_path / "host")
+    (tmp_path / "host" / "link").symlink_to(storage)  # the operator's own link
+    sources = [*sources_of(storage, env), Source("bind:again", tmp_path / "host" / "link")]
+    with Stage(tmp_path / "stage").build("t", sources) as staged:
+        again = next(s for s in staged.contents.sources if s.name == "bind:again")
+        assert (again.location, again.included_in) == (str(storage), "volume:anythingllm_storage")
+        assert staged.paths == (".rollhook", str(storage).lstrip("/"))
+
+
 def test_one_build_at_a_time(tmp_path: Path) -> None:
     storage, env = make_storage(tmp_path / "host")
     stage = Stage(tmp_path / "stage")

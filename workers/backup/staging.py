@@ -223,15 +223,14 @@ def _resolve(source: Source, roots: frozenset[str]) -> Iterator[paths.Resolved]:
 
 
 def _holder(location: str, staged: Iterable[StagedSource], nxt: str) -> StagedSource | None:
-    """A directory source already staged whose copy holds ``location`` (the .env in storage/).
-
-    Only if the copy really has it: the walk never crosses into a mount point.
+    """A source already staged whose copy holds ``location``: the .env in storage/, or the
+    same path configured twice. Only if the copy really has it: the walk never crosses
+    into a mount point.
     """
     for other in staged:
         if (
-            other.kind == "dir"
+            other.kind != "missing"
             and other.included_in is None
-            and location != other.location
             and paths.within(location, other.location)
             and os.path.lexists(nxt + location)
         ):
