@@ -9,7 +9,9 @@ Session-scoped; each starts only when a test asks for it:
 - ``standin`` (stand-in anything-llm images in the registry: ``.ref(tag)``, ``.build(...)``);
 - ``git_server`` (``.create_repo(name, token=None)`` -> ``InfraRepo``);
 - ``postgres_server`` (``.create_database()``) and ``postgres_url``;
-- ``compose_bin``: the Compose v2 binary to run against ``docker_host``.
+- ``compose_bin``: the Compose v2 binary to run against ``docker_host``;
+- ``sftp_server``: OpenSSH's sshd on 127.0.0.1, key auth (``.repository(path)``,
+  ``.options()`` for restic's ``sftp.command``).
 
 Tests that use the engine, the registry or the stand-in are marked ``engine`` here
 automatically, so ``-m "not engine"`` never starts them. Daemon logs live in pytest's
@@ -35,6 +37,7 @@ from tests.harness.process import STARTED, Daemon
 from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
+from tests.harness.sshd import SftpServer
 from tests.harness.standin import StandIn
 
 ENGINE_FIXTURES = {"docker_engine", "docker_host", "docker_client", "registry", "standin"}
@@ -178,3 +181,13 @@ def postgres_server(harness_root: Path, harness_logs: Path) -> Iterator[Postgres
 def postgres_url(postgres_server: PostgresServer) -> str:
     """postgresql+psycopg://... of a fresh database, one per session."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def sftp_server(harness_root: Path, harness_logs: Path) -> Iterator[SftpServer]:
+    server = SftpServer(harness_root / "sshd", harness_logs)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
