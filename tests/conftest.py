@@ -9,7 +9,9 @@ Session-scoped; each starts only when a test asks for it:
 - ``standin`` (stand-in anything-llm images in the registry: ``.ref(tag)``, ``.build(...)``);
 - ``git_server`` (``.create_repo(name, token=None)`` -> ``InfraRepo``);
 - ``postgres_server`` (``.create_database()``) and ``postgres_url``;
-- ``compose_bin``: the Compose v2 binary to run against ``docker_host``.
+- ``compose_bin``: the Compose v2 binary to run against ``docker_host``;
+- ``caddy_proxy``: the front proxy's two Caddy processes (``.driver()`` -> ``Proxy``,
+  ``.layout``, ``.ca_root``, ``.pids()``), admin APIs on unix sockets under the root.
 
 Tests that use the engine, the registry or the stand-in are marked ``engine`` here
 automatically, so ``-m "not engine"`` never starts them. Daemon logs live in pytest's
@@ -27,6 +29,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.harness.caddy import CaddyProxy
 from tests.harness.engine import PrivateEngine, compose_binary
 from tests.harness.gitserver import GitServer
 from tests.harness.ports import free_port
@@ -178,3 +181,14 @@ def postgres_server(harness_root: Path, harness_logs: Path) -> Iterator[Postgres
 def postgres_url(postgres_server: PostgresServer) -> str:
     """postgresql+psycopg://... of a fresh database, one per session."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def caddy_proxy(harness_root: Path, harness_logs: Path) -> Iterator[CaddyProxy]:
+    """Front and switch, started with no route; tests route their own targets."""
+    proxy = CaddyProxy(harness_root / "proxy", harness_logs)
+    try:
+        proxy.start()
+        yield proxy
+    finally:
+        proxy.stop()
