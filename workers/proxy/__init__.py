@@ -4,9 +4,12 @@ How Caddy 2.6 behaves (each point observed against /usr/bin/caddy 2.6.2 while bu
 this; the tests in tests/workers/test_proxy.py keep the ones rollhook relies on):
 
 1. Every admin change reloads the whole configuration; there are no partial reloads
-   (caddyserver/caddy#3143). A proxied request in flight survives a reload: the old
-   handler finishes it (a 3 s request on A completed after the switch to B), and
-   ``apps.http.grace_period`` (1 s) did not cut it short, so a reload never bounds it.
+   (caddyserver/caddy#3143); a change that leaves it equal is skipped ("config is
+   unchanged"). Each reload restarts the admin endpoint too: a kept-alive admin
+   connection can be reset under the next call, so the client opens one per call.
+   A proxied request in flight survives a reload: the old handler finishes it (a 3 s
+   request on A completed after the switch to B), and ``apps.http.grace_period`` (1 s)
+   did not cut it short, so a reload never bounds it.
 2. A request *waiting* in reverse_proxy's retry loop (``load_balancing.try_duration``)
    is ended by any reload, even of an unrelated route: the loop waits on the handler's
    context, which unloading the old configuration cancels (reverseproxy.go,

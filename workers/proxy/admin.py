@@ -20,8 +20,11 @@ class CaddyAdmin:
 
     def __init__(self, socket: Path, timeout: float = 10.0) -> None:
         self.socket = socket
+        # A new connection per call: Caddy 2.6 restarts its admin server with every config
+        # change, so a kept-alive connection may be reset under the next request.
         self._client = httpx.Client(
             transport=httpx.HTTPTransport(uds=str(socket)),
+            limits=httpx.Limits(max_keepalive_connections=0),
             base_url=f"http://{ADMIN_HOST}",
             timeout=timeout,
         )

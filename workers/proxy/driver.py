@@ -30,7 +30,7 @@ from workers.proxy.config import (
 # How long the front may take to see a switch's new probe answer: a few probe rounds.
 # The front cannot be asked what it saw (Caddy 2.6 exposes no health state in its API).
 SEEN = 3 * PROBE_INTERVAL
-_POLL = 0.05
+_POLL = 0.1
 
 
 class Proxy:
