@@ -11,7 +11,9 @@ Session-scoped; each starts only when a test asks for it:
 - ``postgres_server`` (``.create_database()``) and ``postgres_url``;
 - ``compose_bin``: the Compose v2 binary to run against ``docker_host``;
 - ``sftp_server``: OpenSSH's sshd on 127.0.0.1, key auth (``.repository(path)``,
-  ``.options()`` for restic's ``sftp.command``).
+  ``.options()`` for restic's ``sftp.command``);
+- ``caddy_proxy``: the front proxy's two Caddy processes (``.driver()`` -> ``Proxy``,
+  ``.layout``, ``.ca_root``, ``.pids()``), admin APIs on unix sockets under the root.
 
 Tests that use the engine, the registry or the stand-in are marked ``engine`` here
 automatically, so ``-m "not engine"`` never starts them. Daemon logs live in pytest's
@@ -29,6 +31,7 @@ from pathlib import Path
 import docker
 import pytest
 
+from tests.harness.caddy import CaddyProxy
 from tests.harness.engine import PrivateEngine, compose_binary
 from tests.harness.gitserver import GitServer
 from tests.harness.ports import free_port
@@ -191,3 +194,14 @@ def sftp_server(harness_root: Path, harness_logs: Path) -> Iterator[SftpServer]:
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def caddy_proxy(harness_root: Path, harness_logs: Path) -> Iterator[CaddyProxy]:
+    """Front and switch, started with no route; tests route their own targets."""
+    proxy = CaddyProxy(harness_root / "proxy", harness_logs)
+    try:
+        proxy.start()
+        yield proxy
+    finally:
+        proxy.stop()

@@ -70,6 +70,83 @@ def test_each_problem_is_one_line_naming_the_key(changes: dict[str, object], exp
     assert "\n" not in problems[0]
 
 
+PROXY = {"listen": "127.0.0.1:8080", "port": 3001}
+
+
+@pytest.mark.parametrize(
+    ("proxy", "expected"),
+    [
+        ({"port": 3001}, "targets.llm.proxy.listen: required"),
+        ({**PROXY, "listen": "8080"}, "targets.llm.proxy.listen: use host:port"),
+        ({**PROXY, "listen": "127.0.0.1:70000"}, "targets.llm.proxy.listen: use host:port"),
+        ({**PROXY, "listen": "[1:2:3]:80"}, "targets.llm.proxy.listen: [1:2:3] is not an IPv6"),
+        ({**PROXY, "port": 0}, "targets.llm.proxy.port: Input should be greater than"),
+        ({**PROXY, "port": 65536}, "targets.llm.proxy.port: Input should be less than"),
+        ({**PROXY, "hosts": ["llm.example.com/x"]}, "llm.example.com/x: not a DNS name"),
+        ({**PROXY, "hosts": ["-llm.example.com"]}, "targets.llm.proxy.hosts: -llm.example"),
+        ({**PROXY, "hosts": ["10.0.0.1"]}, "10.0.0.1: a DNS name, not an address"),
+        ({**PROXY, "hosts": ["a.test", "A.test."]}, "A.test.: listed twice"),
+        ({**PROXY, "hold": "soon"}, "targets.llm.proxy.hold: not a duration"),
+        ({**PROXY, "hold": "0s"}, "targets.llm.proxy.hold: must be longer than 0s"),
+        ({**PROXY, "tls": "internal"}, "targets.llm.proxy: tls: internal needs hosts"),
+        ({**PROXY, "tls": "acme"}, "targets.llm.proxy.tls:"),
+        ({**PROXY, "upstream": "x"}, "targets.llm.proxy.upstream: unknown key"),
+    ],
+)
+def test_each_proxy_problem_is_one_line(proxy: dict[str, object], expected: str) -> None:
+    problems = problems_of(proxy=proxy)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+    assert "\n" not in problems[0]
+
+
+def test_proxy_keys_are_normalised() -> None:
+    proxy = {"listen": " :443", "hosts": ["LLM.Example.com."], "port": 3001, "hold": "90s"}
+    targets, problems = parse_targets(
+        yaml.safe_dump({"targets": {"llm": {**GOOD, "proxy": proxy}}})
+    )
+    assert problems == []
+    parsed = targets["llm"].proxy
+    assert parsed is not None
+    assert (parsed.listen, parsed.hosts, parsed.hold, parsed.tls) == (
+        ":443",
+        ["llm.example.com"],
+        90.0,
+        "auto",
+    )
+    assert parse_targets(yaml.safe_dump({"targets": {"llm": GOOD}}))[0]["llm"].proxy is None
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ({"listen": ":8080"}, {"listen": "127.0.0.1:8080"}, "port 8080 is also on :8080"),
+        ({"listen": ":443"}, {"listen": ":443", "hosts": ["b.test"]}, "both must name"),
+        (
+            {"listen": ":443", "hosts": ["a.test", "b.test"]},
+            {"listen": ":443", "hosts": ["b.test"]},
+            "targets.b.proxy.hosts: b.test also served by targets.a",
+        ),
+        ({"listen": ":443", "hosts": ["a.test"]}, {"listen": ":443", "hosts": ["b.test"]}, None),
+        ({"listen": ":8080"}, {"listen": ":8081"}, None),
+    ],
+)
+def test_targets_that_would_share_a_proxy_socket(
+    first: dict[str, object], second: dict[str, object], expected: str | None
+) -> None:
+    doc = {
+        "targets": {
+            "a": {**GOOD, "project": "a", "proxy": {**first, "port": 3001}},
+            "b": {**GOOD, "project": "b", "proxy": {**second, "port": 3002}},
+        }
+    }
+    problems = parse_targets(yaml.safe_dump(doc))[1]
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and expected in problems[0], problems
+
+
 def test_broken_yaml_and_clashing_projects() -> None:
     assert "not valid YAML (line 3)" in parse_targets("targets:\n  llm: [\n")[1][0]
     assert parse_targets("- a list")[1] == ["config: expected a mapping with a 'targets:' mapping"]
@@ -173,10 +250,14 @@ def run_check_config(tmp_path: Path, config: str) -> subprocess.CompletedProcess
 
 
 def test_check_config_explains_each_problem(tmp_path: Path) -> None:
-    bad = yaml.safe_dump({"targets": {"llm": {**GOOD, "tags": "semver:??", "surprise": 1}}})
+    proxy = {"listen": "8080", "port": 3001}
+    bad = yaml.safe_dump(
+        {"targets": {"llm": {**GOOD, "tags": "semver:??", "surprise": 1, "proxy": proxy}}}
+    )
     result = run_check_config(tmp_path, bad)
     assert result.returncode == 1
     assert sorted(result.stdout.splitlines()) == [
+        "targets.llm.proxy.listen: use host:port, e.g. 127.0.0.1:8080 or :443",
         "targets.llm.surprise: unknown key",
         "targets.llm.tags: invalid semver range '??'",
     ]
