@@ -321,6 +321,7 @@ def new_event(hints: Hints, matched: Mapping[str, Push]) -> NewEvent:
         delivery_id=delivery_id,
         actor=actor,
         jobs=jobs,
+        body_key=hints.body_key,
     )
 
 

@@ -214,6 +214,12 @@ def payload(name: str) -> dict[str, Any]:
     return document
 
 
+def fresh_push() -> bytes:
+    """GitHub's sample push with a head commit of its own: every real push differs, and
+    the same signed body twice is one event whatever its delivery id."""
+    return encode(payload("github-push.json") | {"head_commit": {"id": unique("c")}})
+
+
 def raw(name: str) -> bytes:
     return (PAYLOADS / name).read_bytes()
 

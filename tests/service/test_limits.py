@@ -10,7 +10,7 @@ import pytest
 from service import hooks
 from service.ratelimit import AuthFailures
 from service.signatures import hub_signature
-from tests.service.support import GITHUB_SECRET, Served, encode, payload
+from tests.service.support import GITHUB_SECRET, Served, encode, fresh_push, payload
 
 CAP = 16384
 
@@ -110,13 +110,13 @@ def test_clients_that_keep_failing_are_limited(serve: Callable[..., Served]) -> 
     assert bad_token.status_code == 429
     # ...but the right secret is always heard: somebody failing from a shared address
     # (GitHub's or Docker Hub's outgoing one) must not block the real sender.
-    assert app.github(encode(payload("github-push.json"))).status_code == 202
+    assert app.github(fresh_push()).status_code == 202
     assert app.api("GET", "/targets").status_code == 200
 
 
 def test_senders_with_the_right_secret_are_never_limited(serve: Callable[..., Served]) -> None:
     app = serve(auth_failures_allowed=1)
-    codes = {app.github(encode(payload("github-push.json"))).status_code for _ in range(30)}
+    codes = {app.github(fresh_push()).status_code for _ in range(30)}
     assert codes == {202}
 
 
