@@ -1,9 +1,11 @@
 """The webhook endpoints: one pipeline, one answer per stage.
 
-configured? -> blocked? -> size -> auth (raw bytes) -> content type -> parse -> match
--> dedup + store + outbox (one commit) -> 202. A sender whose event is merely not ours
-gets a 200 with the reason: registries retry anything else, and GitLab disables hooks
-that keep failing.
+configured? -> credentials in headers or the URL (a blocked client that sends the right
+ones is still heard) -> for a signed body: blocked? (429, the body never read), a
+signature-shaped header -> body (size, deadline) -> signature on the raw bytes -> content
+type -> parse -> match -> dedup + store + outbox (one commit) -> 202. A sender whose event
+is merely not ours gets a 200 with the reason: registries retry anything else, and GitLab
+disables hooks that keep failing.
 """
 
 from __future__ import annotations
@@ -218,6 +220,11 @@ async def _admit(
     # body at least needs a signature-shaped header first. Either way an unauthenticated
     # client gets no megabytes buffered.
     signed_body = endpoint.source == "github"
+    if signed_body and (retry_after := rt.auth_failures.retry_after(line.client)) is not None:
+        # A signed body can only be checked once read, and reading it is what a client
+        # that keeps failing must not get: a blocked client's body is never read.
+        line.says("too many failures; body not read", logging.WARNING)
+        return answers.too_many(retry_after)
     if not (
         signatures.hub_signature_shaped(headers.get("x-hub-signature-256"))
         if signed_body

@@ -1,9 +1,13 @@
 """Slowing down clients that keep failing authentication, and only those.
 
-Senders with the right secret are never limited, however fast they deliver. A client
-that failed auth more than ``allowed`` times within ``window`` seconds is answered 429
-until its oldest failure leaves the window, whatever it sends meanwhile (answering a
-right guess with anything else would let guessing go on).
+A client that failed auth more than ``allowed`` times within ``window`` seconds is blocked
+until enough of its failures leave the window: each wrong guess meanwhile is answered 429
+(and counted). Credentials that come before the body (headers, the URL) are still checked
+first, so a sender with the right ones is heard even from a blocked address (GitHub's and
+Docker Hub's outgoing addresses are shared). A signed body (GitHub, Gitea) can only be
+checked once read, and a blocked client's body is never read: it is answered 429 at once.
+This does not stop guessing (a right guess is accepted whenever it is checked): secrets
+of at least 16 characters do (``rollhook.settings``).
 
 The client is the peer address, or what ``X-Forwarded-For`` says when the peer is a
 trusted proxy (walking the list from the right, past every trusted hop).

@@ -38,9 +38,10 @@ class Runtime:
     def auth_failed(self, client: str, unauthorized: Response | None = None) -> Response:
         """Count a failed authentication: 401, or 429 once the client keeps failing.
 
-        Credentials are always checked first, so a sender with the right secret is never
-        refused, even from an address somebody else keeps failing from (GitHub's and
-        Docker Hub's shared outgoing addresses, say).
+        Credentials in headers or the URL are checked before this, so a sender with the
+        right ones is heard even from an address somebody else keeps failing from
+        (GitHub's and Docker Hub's shared outgoing addresses, say). A signed body is the
+        exception: a blocked client's body is not read, so it is answered 429 unheard.
         """
         self.auth_failures.failed(client)
         retry_after = self.auth_failures.retry_after(client)

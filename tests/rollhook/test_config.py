@@ -227,11 +227,46 @@ def test_a_secret_set_but_empty_stops_start_up(
     assert str(caught.value) == f"{name}: is set but empty"
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ROLLHOOK_GITHUB_SECRET", "fifteen-chars-x"),
+        ("ROLLHOOK_GITHUB_SECRET", "new-secret-0123456789, old-short"),  # during a rotation
+        ("ROLLHOOK_GITLAB_TOKEN", "short"),
+        ("ROLLHOOK_REGISTRY_TOKEN", "short"),
+        ("ROLLHOOK_DOCKERHUB_TOKEN", "short"),
+        ("ROLLHOOK_HARBOR_TOKEN", "Basic c2hvcnQ="),
+        ("ROLLHOOK_API_TOKEN", "short"),
+        ("ROLLHOOK_METRICS_TOKEN", "short"),
+    ],
+)
+def test_a_short_inbound_secret_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A right secret is never refused, so answers tell guesses apart as fast as they come:
+    only a long secret makes guessing hopeless. The line names the setting, never the value."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"{name}: is shorter than 16 characters; use a long random one (openssl rand -base64 32)"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    monkeypatch.setenv(name, "0123456789abcdef")  # 16 is enough
+    load_settings()
+
+
+def test_outbound_credentials_are_not_ours_to_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLLHOOK_SLACK_TOKEN", "xoxb-1")
+    monkeypatch.setenv("ROLLHOOK_GIT_TOKEN", "t")
+    assert load_settings().git_token is not None
+
+
 def test_secrets_come_from_files_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("one, two\n")
+    (tmp_path / "secret").write_text("one-0123456789abcdef, two-0123456789abcdef\n")
     monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "secret"))
-    assert load_settings().github_secrets() == [b"one", b"two"]
-    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline")
+    assert load_settings().github_secrets() == [b"one-0123456789abcdef", b"two-0123456789abcdef"]
+    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline-0123456789abcdef")
     with pytest.raises(ConfigError, match="both set"):
         load_settings()
     monkeypatch.delenv("ROLLHOOK_GITHUB_SECRET")

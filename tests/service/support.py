@@ -24,12 +24,12 @@ from service.signatures import hub_signature
 from tests.harness.ports import free_port
 
 PAYLOADS = Path(__file__).parent / "payloads"  # verbatim copies, see SOURCES.md there
-GITHUB_SECRET = "gh-secret-Zq81"
-GITLAB_TOKEN = "gl-token-Xy72"
-REGISTRY_TOKEN = "reg-token-Wv63"
-DOCKERHUB_TOKEN = "hub-token-Ut54"
+GITHUB_SECRET = "gh-secret-Zq81-vN3w"
+GITLAB_TOKEN = "gl-token-Xy72-kP8s"
+REGISTRY_TOKEN = "reg-token-Wv63-jR5t"
+DOCKERHUB_TOKEN = "hub-token-Ut54-hQ2m"
 HARBOR_TOKEN = "harbor-token-Ts45"
-API_TOKEN = "api-token-Sr36"
+API_TOKEN = "api-token-Sr36-gL9x"
 METRICS_TOKEN = "metrics-token-Qp27"
 SECRETS = (GITHUB_SECRET, GITLAB_TOKEN, REGISTRY_TOKEN, DOCKERHUB_TOKEN, HARBOR_TOKEN, API_TOKEN)
 

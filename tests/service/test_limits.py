@@ -10,9 +10,18 @@ import pytest
 from service import hooks
 from service.ratelimit import AuthFailures
 from service.signatures import hub_signature
-from tests.service.support import GITHUB_SECRET, Served, encode, fresh_push, payload
+from tests.service.support import (
+    GITHUB_SECRET,
+    REGISTRY_TOKEN,
+    Served,
+    encode,
+    fresh_push,
+    payload,
+    raw,
+)
 
 CAP = 16384
+REGISTRY_TYPE = "application/vnd.docker.distribution.events.v2+json"
 
 
 def body_of(size: int) -> bytes:
@@ -108,10 +117,37 @@ def test_clients_that_keep_failing_are_limited(serve: Callable[..., Served]) -> 
     # The API's bearer token counts too, and answers 429 the same way...
     bad_token = app.client.get("/targets", headers={"authorization": "Bearer wrong"})
     assert bad_token.status_code == 429
-    # ...but the right secret is always heard: somebody failing from a shared address
-    # (GitHub's or Docker Hub's outgoing one) must not block the real sender.
-    assert app.github(fresh_push()).status_code == 202
+    # ...but credentials in headers are always heard: somebody failing from a shared
+    # address (Docker Hub's outgoing one, say) must not block the real sender.
     assert app.api("GET", "/targets").status_code == 200
+    registry = {"authorization": f"Bearer {REGISTRY_TOKEN}", "content-type": REGISTRY_TYPE}
+    heard = app.client.post(
+        "/hooks/registry", content=raw("distribution-push.json"), headers=registry
+    )
+    assert heard.status_code == 200, heard.text  # understood (a layer push: not ours)
+    # A signed body is the exception: it could only be checked once read, and a blocked
+    # client's body is not read. GitHub's delivery waits for the window to pass.
+    assert app.github(fresh_push()).status_code == 429
+
+
+def test_a_blocked_clients_body_is_never_read(
+    serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocked, a client announcing a body and sending none is answered 429 at once; had
+    its body been waited for, the answer would be 408 at the (shortened) deadline."""
+    monkeypatch.setattr(hooks, "BODY_DEADLINE", 0.5)
+    app = serve(auth_failures_allowed=1)
+    assert [bad(app) for _ in range(2)] == [401, 429]
+    request = (
+        "POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={'0' * 64}\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", app.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 429"), answer
+    assert "retry-after: " in answer.lower()
 
 
 def test_senders_with_the_right_secret_are_never_limited(serve: Callable[..., Served]) -> None:
