@@ -212,7 +212,7 @@ async def _admit(
 ) -> bytes | Response:
     """The raw body of an authenticated request, or the answer that stops it."""
     settings = rt.settings
-    line.client = rt.client(request, headers)
+    line.client = rt.client(request)
     if not endpoint.configured(settings):
         line.says("source not configured")
         return answers.not_found()

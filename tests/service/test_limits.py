@@ -4,16 +4,20 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from service import hooks
 from service.ratelimit import AuthFailures
 from service.signatures import hub_signature
 from tests.service.support import (
+    API_TOKEN,
     GITHUB_SECRET,
     REGISTRY_TOKEN,
     Served,
+    bare_uvicorn,
     encode,
     fresh_push,
     payload,
@@ -22,6 +26,7 @@ from tests.service.support import (
 
 CAP = 16384
 REGISTRY_TYPE = "application/vnd.docker.distribution.events.v2+json"
+WRONG = "wrong-token-0123456789"
 
 
 def body_of(size: int) -> bytes:
@@ -192,3 +197,27 @@ def test_a_body_that_never_arrives_is_cut_off(
 def test_deeply_nested_json_is_a_bad_request(serve: Callable[..., Served]) -> None:
     app = serve()
     assert app.github(b"[" * 100_000 + b"]" * 100_000).status_code == 400
+
+
+@pytest.mark.parametrize("trusted_proxies", ["", "127.0.0.1"])
+def test_a_bare_uvicorn_cannot_be_talked_into_new_addresses(
+    tmp_path: Path, trusted_proxies: str
+) -> None:
+    """`uvicorn --factory service.app:create_app` keeps uvicorn's proxy headers on: it puts
+    an address from X-Forwarded-For in place of the loopback peer's. Rotating that header
+    must not give a client that keeps failing a fresh allowance each time."""
+    env = {"ROLLHOOK_AUTH_FAILURES_ALLOWED": "2", "ROLLHOOK_TRUSTED_PROXIES": trusted_proxies}
+    with bare_uvicorn(tmp_path, **env) as (url, log), httpx.Client(base_url=url) as client:
+
+        def guess(n: int, token: str = WRONG) -> int:
+            headers = {"authorization": f"Bearer {token}", "x-forwarded-for": f"203.0.113.{n}"}
+            return client.get("/targets", headers=headers).status_code
+
+        assert [guess(n) for n in range(1, 6)] == [401, 401, 429, 429, 429]
+        hook = {"x-forwarded-for": "198.51.100.9", "x-hub-signature-256": "sha256=" + "0" * 64}
+        assert client.post("/hooks/github", content=b"{}", headers=hook).status_code == 429
+        assert guess(6, API_TOKEN) == 200  # the right token is still heard
+        # A client without the header is known by its own address: not limited.
+        wrong = {"authorization": f"Bearer {WRONG}"}
+        assert client.get("/targets", headers=wrong).status_code == 401
+    assert "share one address for the auth-failure limit" in log.read_text()
