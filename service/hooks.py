@@ -26,6 +26,7 @@ from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records.events import NewEvent
 from rollhook.settings import Settings
 from service import answers, signatures
+from service.logs import printable
 from service.recorder import Duplicate, Paused, StoreFailed
 from service.runtime import Runtime, runtime
 from service.sources import (
@@ -117,7 +118,7 @@ ENDPOINTS = {
 async def read_capped(request: Request, cap: int) -> bytes | None:
     """The body, or None when it is (or announces to be) over the cap; chunked included."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -160,15 +161,17 @@ class Line:
         self.note, self.level = note, level
 
     def write(self, code: int) -> None:
+        # The delivery id, the content type in a note, an address: a client chose them.
+        delivery_id = printable(self.delivery_id) if self.delivery_id else None
         log.log(
             self.level,
             "[%s delivery=%s] %d from %s: %s",
             self.source,
-            self.delivery_id or "-",
+            delivery_id or "-",
             code,
-            self.client,
-            self.note,
-            extra={"source": self.source, "delivery_id": self.delivery_id},
+            printable(self.client),
+            printable(self.note),
+            extra={"source": self.source, "delivery_id": delivery_id},
         )
 
 

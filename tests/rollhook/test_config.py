@@ -15,7 +15,7 @@ import yaml
 
 from rollhook.images import ReferenceError, parse_reference
 from rollhook.settings import ConfigError, load_settings
-from rollhook.targets import TagPolicy, parse_duration, parse_targets, repo_key
+from rollhook.targets import TagPolicy, load_targets, parse_duration, parse_targets, repo_key
 
 GOOD = {
     "repo": "https://github.com/acme/llm-infra.git",
@@ -145,6 +145,40 @@ def test_targets_that_would_share_a_proxy_socket(
         assert problems == []
     else:
         assert len(problems) == 1 and expected in problems[0], problems
+
+
+TOKEN = "ghp_R8xq2Lw0Zt5Vb7Nc1Md3Kf9Hj4Gs6Pa0Yu2E"
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        f"https://{TOKEN}@github.com/acme/llm-infra.git",
+        f"https://x-access-token:{TOKEN}@github.com/acme/llm-infra.git",
+        f"http://{TOKEN}@git.example.test/acme/llm-infra.git",
+        f"ssh://git:{TOKEN}@github.com/acme/llm-infra.git",
+    ],
+)
+def test_a_token_in_the_repo_url_is_refused_unechoed(tmp_path: Path, repo: str) -> None:
+    assert problems_of(repo=repo) == [
+        "targets.llm.repo: put credentials in ROLLHOOK_GIT_TOKEN, not in the URL "
+        "(user:password@ or token@)"
+    ]
+    result = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD | {"repo": repo}}}))
+    assert result.returncode == 1
+    assert "targets.llm.repo: put credentials in ROLLHOOK_GIT_TOKEN" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+    # At start-up (every process loads the targets file this way): the same, unechoed.
+    with pytest.raises(ConfigError) as caught:
+        load_targets(tmp_path / "rollhook.yml")
+    assert TOKEN not in str(caught.value) and "ROLLHOOK_GIT_TOKEN" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "repo", ["git@github.com:acme/llm-infra.git", "ssh://git@github.com/acme/llm-infra.git"]
+)
+def test_an_ssh_login_name_is_not_a_credential(repo: str) -> None:
+    assert problems_of(repo=repo) == []
 
 
 def test_broken_yaml_and_clashing_projects() -> None:
