@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import errno
 import os
-import posixpath
 import re
 import shlex
 import shutil
@@ -24,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from workers import procs
+from workers import archive, procs
 from workers.errors import DeployError, InfrastructureError, OperatorError
 
 # What one export may write: a hostile infra repo must not fill the disk.
@@ -139,13 +137,15 @@ class GitRepo:
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
         home = Path(tempfile.mkdtemp(prefix=f".{dest.name}.home.", dir=dest.parent))
-        archive = tmp.with_name(f"{tmp.name}.tar")
+        tar_path = tmp.with_name(f"{tmp.name}.tar")
         try:
             self._check_bounds(tree, home, what)
             self._neutralise_attributes()
-            self._plain(home, "archive", "--format=tar", f"--output={archive}", tree)
-            with tarfile.open(archive) as tar:
-                _extract(tar, tmp, what)
+            self._plain(home, "archive", "--format=tar", f"--output={tar_path}", tree)
+            with tarfile.open(tar_path) as tar:
+                archive.extract(
+                    tar, tmp, what, max_files=MAX_EXPORT_FILES, max_bytes=MAX_EXPORT_BYTES
+                )
             tmp.chmod(0o755)
             try:
                 tmp.rename(dest)
@@ -155,7 +155,7 @@ class GitRepo:
         except (OSError, tarfile.TarError) as exc:
             raise InfrastructureError(f"cannot export {what}: {exc}") from exc
         finally:
-            archive.unlink(missing_ok=True)
+            tar_path.unlink(missing_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
             shutil.rmtree(home, ignore_errors=True)
         return dest
@@ -214,12 +214,12 @@ class GitRepo:
                 home, "ls-tree", "-r", "-t", "-z", "--format=%(objectsize)", tree, stdout_cap=cap
             )
         except procs.OutputTooLarge as exc:
-            raise OperatorError(_too_many_files(what)) from exc
+            raise OperatorError(archive.too_many_files(what, MAX_EXPORT_FILES)) from exc
         sizes = [size for size in out.stdout.split(b"\x00") if size]
         if len(sizes) > MAX_EXPORT_FILES:
-            raise OperatorError(_too_many_files(what))
+            raise OperatorError(archive.too_many_files(what, MAX_EXPORT_FILES))
         if sum(int(size) for size in sizes if size.isdigit()) > MAX_EXPORT_BYTES:
-            raise OperatorError(_too_many_bytes(what))
+            raise OperatorError(archive.too_many_bytes(what, MAX_EXPORT_BYTES))
 
     def _neutralise_attributes(self) -> None:
         """No attribute of the repository's own .gitattributes changes what is exported.
@@ -353,131 +353,6 @@ class GitRepo:
             yield env
         finally:
             shutil.rmtree(keydir, ignore_errors=True)
-
-
-def _too_many_files(what: str) -> str:
-    return (
-        f"{what}: more than {MAX_EXPORT_FILES} files, folders and links "
-        "(the export's bound on files)"
-    )
-
-
-def _too_many_bytes(what: str) -> str:
-    return f"{what}: more than {MAX_EXPORT_BYTES} bytes of files (the export's bound on bytes)"
-
-
-def _extract(tar: tarfile.TarFile, root: Path, what: str) -> None:
-    """Write the archive's members into the empty folder ``root``, never outside it.
-
-    The infra repo is not trusted to be benign (a crafted tree can hold entry names with
-    '/' and links to anywhere), and tarfile's extraction filters are missing on Debian 12's
-    Python: each member is written relative to its parent folder's fd, reached one
-    component at a time without following any link, and only files, folders and links
-    whose target stays inside are written, with plain modes (no setuid, no owner).
-    """
-    links: set[PurePosixPath] = set()
-    entries = size = 0
-    root_fd = os.open(root, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW)
-    try:
-        for member in tar:
-            entries += 1
-            size += member.size if member.isfile() else 0
-            if entries > MAX_EXPORT_FILES:
-                raise OperatorError(_too_many_files(what))
-            if size > MAX_EXPORT_BYTES:
-                raise OperatorError(_too_many_bytes(what))
-            path = _member_path(member, what)
-            through = next((p for p in path.parents if p in links), None)
-            if through is not None:
-                raise OperatorError(
-                    f"{what}: {member.name} would be written through the link {through}"
-                )
-            parent = _open_folder(root_fd, path.parent, member.name, what)
-            try:
-                _write(tar, member, parent, path.name, what)
-            finally:
-                os.close(parent)
-            if member.issym():
-                links.add(path)
-    finally:
-        os.close(root_fd)
-    # Each link alone stays inside; together they might not ("a -> ." then "b -> a/.."),
-    # and compose follows them when it reads or mounts a file: resolve each for real.
-    inside = os.path.realpath(root)
-    for link in sorted(links):
-        target = os.path.realpath(root / link)
-        if target != inside and not target.startswith(inside + os.sep):
-            raise OperatorError(
-                f"{what}: link {link} points outside the folder (links must stay inside)"
-            )
-
-
-def _member_path(member: tarfile.TarInfo, what: str) -> PurePosixPath:
-    parts = member.name.split("/")
-    if any(part in {"", ".", ".."} for part in parts):
-        raise OperatorError(f"{what}: {member.name} would be written outside the folder")
-    if member.issym():
-        target = posixpath.normpath(
-            posixpath.join(*parts[:-1], member.linkname) if len(parts) > 1 else member.linkname
-        )
-        if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
-            raise OperatorError(
-                f"{what}: link {member.name} points outside the folder (links must stay inside)"
-            )
-    elif not (member.isfile() or member.isdir()):
-        raise OperatorError(f"{what}: {member.name} is not a file, folder or link")
-    return PurePosixPath(*parts)
-
-
-def _open_folder(root_fd: int, folder: PurePosixPath, name: str, what: str) -> int:
-    """An fd of ``folder`` below ``root_fd``, reached without following any link."""
-    fd = os.dup(root_fd)
-    try:
-        for part in folder.parts:
-            try:
-                child = os.open(part, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=fd)
-            except (FileNotFoundError, NotADirectoryError) as exc:
-                raise OperatorError(f"{what}: {name} is not inside a folder of the export") from exc
-            except OSError as exc:
-                if exc.errno != errno.ELOOP:
-                    raise
-                raise OperatorError(f"{what}: {name} would be written through a link") from exc
-            os.close(fd)
-            fd = child
-    except BaseException:
-        os.close(fd)
-        raise
-    return fd
-
-
-def _write(
-    tar: tarfile.TarFile, member: tarfile.TarInfo, parent: int, name: str, what: str
-) -> None:
-    """One member, created anew (never over something already there) in ``parent``."""
-    try:
-        if member.issym():
-            os.symlink(member.linkname, name, dir_fd=parent)
-            return
-        if member.isdir():
-            os.mkdir(name, 0o700, dir_fd=parent)
-            fd = os.open(name, os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW, dir_fd=parent)
-            mode = 0o755
-        else:
-            flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW
-            fd = os.open(name, flags, 0o600, dir_fd=parent)
-            mode = 0o755 if member.mode & 0o100 else 0o644
-    except FileExistsError as exc:
-        raise OperatorError(f"{what}: {member.name} appears twice in the export") from exc
-    try:
-        if member.isfile():
-            source = tar.extractfile(member)
-            if source is None:
-                raise OperatorError(f"{what}: {member.name} has no content")
-            with open(fd, "wb", closefd=False) as out:
-                shutil.copyfileobj(source, out)
-        os.fchmod(fd, mode)
-    finally:
-        os.close(fd)
 
 
 def _sha(value: str) -> str:
