@@ -231,10 +231,17 @@ class Target(BaseModel):
     @field_validator("repo")
     @classmethod
     def _repo_url(cls, value: str) -> str:
-        if urlsplit(value).password is not None:
-            # It would show in git's command line, readable by every local user.
-            raise ValueError("put credentials in ROLLHOOK_GIT_TOKEN, not in the URL")
-        scheme = urlsplit(value).scheme
+        parts = urlsplit(value)
+        # In the URL, a credential shows in git's command line (readable by every local
+        # user), its config and its messages. Over HTTP the user part alone is one too
+        # (https://<token>@host/...); an SSH user name (git@) is only a login name.
+        if parts.password is not None or (
+            parts.scheme in {"http", "https", "git"} and parts.username is not None
+        ):
+            raise ValueError(
+                "put credentials in ROLLHOOK_GIT_TOKEN, not in the URL (user:password@ or token@)"
+            )
+        scheme = parts.scheme
         if scheme not in {"https", "http", "ssh", "git", "file"} and not re.match(
             r"^[\w.-]+@[\w.-]+:", value
         ):

@@ -15,7 +15,7 @@ import yaml
 
 from rollhook.images import ReferenceError, parse_reference
 from rollhook.settings import ConfigError, load_settings
-from rollhook.targets import TagPolicy, parse_duration, parse_targets, repo_key
+from rollhook.targets import TagPolicy, load_targets, parse_duration, parse_targets, repo_key
 
 GOOD = {
     "repo": "https://github.com/acme/llm-infra.git",
@@ -147,6 +147,40 @@ def test_targets_that_would_share_a_proxy_socket(
         assert len(problems) == 1 and expected in problems[0], problems
 
 
+TOKEN = "ghp_R8xq2Lw0Zt5Vb7Nc1Md3Kf9Hj4Gs6Pa0Yu2E"
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        f"https://{TOKEN}@github.com/acme/llm-infra.git",
+        f"https://x-access-token:{TOKEN}@github.com/acme/llm-infra.git",
+        f"http://{TOKEN}@git.example.test/acme/llm-infra.git",
+        f"ssh://git:{TOKEN}@github.com/acme/llm-infra.git",
+    ],
+)
+def test_a_token_in_the_repo_url_is_refused_unechoed(tmp_path: Path, repo: str) -> None:
+    assert problems_of(repo=repo) == [
+        "targets.llm.repo: put credentials in ROLLHOOK_GIT_TOKEN, not in the URL "
+        "(user:password@ or token@)"
+    ]
+    result = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD | {"repo": repo}}}))
+    assert result.returncode == 1
+    assert "targets.llm.repo: put credentials in ROLLHOOK_GIT_TOKEN" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+    # At start-up (every process loads the targets file this way): the same, unechoed.
+    with pytest.raises(ConfigError) as caught:
+        load_targets(tmp_path / "rollhook.yml")
+    assert TOKEN not in str(caught.value) and "ROLLHOOK_GIT_TOKEN" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "repo", ["git@github.com:acme/llm-infra.git", "ssh://git@github.com/acme/llm-infra.git"]
+)
+def test_an_ssh_login_name_is_not_a_credential(repo: str) -> None:
+    assert problems_of(repo=repo) == []
+
+
 def test_broken_yaml_and_clashing_projects() -> None:
     assert "not valid YAML (line 3)" in parse_targets("targets:\n  llm: [\n")[1][0]
     assert parse_targets("- a list")[1] == ["config: expected a mapping with a 'targets:' mapping"]
@@ -227,11 +261,46 @@ def test_a_secret_set_but_empty_stops_start_up(
     assert str(caught.value) == f"{name}: is set but empty"
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ROLLHOOK_GITHUB_SECRET", "fifteen-chars-x"),
+        ("ROLLHOOK_GITHUB_SECRET", "new-secret-0123456789, old-short"),  # during a rotation
+        ("ROLLHOOK_GITLAB_TOKEN", "short"),
+        ("ROLLHOOK_REGISTRY_TOKEN", "short"),
+        ("ROLLHOOK_DOCKERHUB_TOKEN", "short"),
+        ("ROLLHOOK_HARBOR_TOKEN", "Basic c2hvcnQ="),
+        ("ROLLHOOK_API_TOKEN", "short"),
+        ("ROLLHOOK_METRICS_TOKEN", "short"),
+    ],
+)
+def test_a_short_inbound_secret_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A right secret is never refused, so answers tell guesses apart as fast as they come:
+    only a long secret makes guessing hopeless. The line names the setting, never the value."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"{name}: is shorter than 16 characters; use a long random one (openssl rand -base64 32)"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    monkeypatch.setenv(name, "0123456789abcdef")  # 16 is enough
+    load_settings()
+
+
+def test_outbound_credentials_are_not_ours_to_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLLHOOK_SLACK_TOKEN", "xoxb-1")
+    monkeypatch.setenv("ROLLHOOK_GIT_TOKEN", "t")
+    assert load_settings().git_token is not None
+
+
 def test_secrets_come_from_files_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("one, two\n")
+    (tmp_path / "secret").write_text("one-0123456789abcdef, two-0123456789abcdef\n")
     monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "secret"))
-    assert load_settings().github_secrets() == [b"one", b"two"]
-    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline")
+    assert load_settings().github_secrets() == [b"one-0123456789abcdef", b"two-0123456789abcdef"]
+    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline-0123456789abcdef")
     with pytest.raises(ConfigError, match="both set"):
         load_settings()
     monkeypatch.delenv("ROLLHOOK_GITHUB_SECRET")

@@ -7,10 +7,12 @@ schema that migrates from nothing, twice, without harm.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Engine, inspect
@@ -38,7 +40,7 @@ def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
     engine.dispose()
 
 
-def new_event(dedup_key: str, target: str = "llm") -> NewEvent:
+def new_event(dedup_key: str, target: str = "llm", body_key: str | None = None) -> NewEvent:
     event_id = new_id("e")
     now = datetime.now(UTC)
     job = Job(
@@ -47,7 +49,10 @@ def new_event(dedup_key: str, target: str = "llm") -> NewEvent:
         trigger=Trigger(source="github", event_id=event_id),
         received_at=now,
     )
-    return NewEvent(event_id, "github", dedup_key, "push", {"ref": "main"}, now, jobs=[job])
+    summary = {"ref": "main"}
+    return NewEvent(
+        event_id, "github", dedup_key, "push", summary, now, jobs=[job], body_key=body_key
+    )
 
 
 def test_the_schema_has_every_table(records: Engine) -> None:
@@ -66,6 +71,61 @@ def test_the_same_delivery_is_one_event(records: Engine) -> None:
     assert later[0].duplicate and later[0].event_id == first.id
     with records.begin() as conn:
         assert events.outbox_backlog(conn) == 2  # the duplicates queued nothing
+
+
+def test_a_signed_body_is_one_event_under_any_delivery_id(records: Engine) -> None:
+    """The body key catches a replay under a fresh delivery id; the delivery key catches
+    a redelivery; events without a body key (unsigned sources) never collide on it."""
+    first = new_event("github:b1", body_key="body:sha256:aa")
+    batch = [
+        first,
+        new_event("github:b2", body_key="body:sha256:aa"),  # same body, new id: replay
+        new_event("gitea:b3", body_key="body:sha256:aa"),  # same body, Gitea's headers
+        new_event("github:b1", body_key="body:sha256:bb"),  # same delivery id
+        new_event("gitlab:b4"),
+        new_event("gitlab:b5"),
+    ]
+    with records.begin() as conn:
+        stored = events.store_batch(conn, batch)
+    assert [s.duplicate for s in stored] == [False, True, True, True, False, False]
+    assert {s.event_id for s in stored[:4]} == {first.id}
+    with records.begin() as conn:
+        later = events.store_batch(conn, [new_event("github:b6", body_key="body:sha256:aa")])
+        other = events.store_batch(conn, [new_event("github:b7", body_key="body:sha256:cc")])
+    assert later[0].duplicate and later[0].event_id == first.id
+    assert not other[0].duplicate
+    with records.begin() as conn:
+        assert events.outbox_backlog(conn) == 4
+
+
+def test_a_replay_stored_meanwhile_by_another_writer_is_a_duplicate(
+    postgres_server: Any, tmp_path: Path
+) -> None:
+    """PostgreSQL: two writers race with the same body under different delivery ids; the
+    second waits on the unique index, inserts nothing, and learns the first's id."""
+    engine = make_engine(postgres_server.create_database())
+    migrate(engine, tmp_path)
+    with engine.begin() as conn:
+        target_state.ensure(conn, ["llm"])
+    first = new_event("github:race1", body_key="body:sha256:race")
+    second = new_event("github:race2", body_key="body:sha256:race")
+    outcome: list[events.Stored] = []
+    try:
+        with engine.begin() as conn:
+            events.store_batch(conn, [first])
+            racer = threading.Thread(target=lambda: outcome.extend(_store(engine, second)))
+            racer.start()
+            time.sleep(0.5)  # the racer read no key yet and now waits on the index
+            assert racer.is_alive()
+        racer.join(10)
+        assert [(s.event_id, s.duplicate) for s in outcome] == [(first.id, True)]
+    finally:
+        engine.dispose()
+
+
+def _store(engine: Engine, item: NewEvent) -> list[events.Stored]:
+    with engine.begin() as conn:
+        return events.store_batch(conn, [item])
 
 
 def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
