@@ -44,7 +44,7 @@ from bench.ingress_servers import queued_in_redis as redis_queue
 from service.signatures import hub_signature
 from tests.harness.redis import RedisServer
 
-SECRET = "bench-secret-4Jq9"
+SECRET = "bench-secret-4Jq9-Lw7d"
 GOAL_RATIO = 1.5
 GOAL_P99_MS = 50.0
 TOOLS = {"wrk": "wrk", "webhook": "webhook", "redis-server": "redis-server"}

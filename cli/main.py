@@ -25,6 +25,7 @@ def _process_commands(sub: Any) -> None:
     web.add_argument("--port", type=int, default=None)
     sub.add_parser("worker", help="run a worker process (celery worker)")
     sub.add_parser("beat", help="run the beat process (celery beat)")
+    sub.add_parser("proxy", help="run the front proxy (Caddy) of the targets with proxy:")
     sub.add_parser("check-config", help="validate the settings and the targets file")
 
 
@@ -75,13 +76,17 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return per command kind)
     args = parser().parse_args(argv)
     try:
         if args.command in {"up", "web", "worker", "beat"}:
             from cli.processes import run_process
 
             return run_process(args)
+        if args.command == "proxy":
+            from workers.proxy.process import run_proxy
+
+            return run_proxy(load_settings())
         if args.command == "check-config":
             from cli.local import check_config
 

@@ -42,6 +42,11 @@ class NewEvent:
     delivery_id: str | None = None
     actor: str | None = None
     jobs: list[Job] = field(default_factory=list)
+    body_key: str | None = None  # signed sources: "body:sha256:<hex>" of the raw body
+
+    def dedup_keys(self) -> tuple[str, ...]:
+        """Every key that makes another delivery the same event as this one."""
+        return (self.dedup_key, self.body_key) if self.body_key else (self.dedup_key,)
 
 
 def new_event(
@@ -54,12 +59,14 @@ def new_event(
     summary: dict[str, Any],
     jobs: Mapping[str, JobFields],
     manual: bool = False,
+    body_key: str | None = None,
 ) -> NewEvent:
     """An event and its jobs (one per target, by target name).
 
     ``dedup_key``: what makes a second delivery of the same thing the same event; None
     for an event that is its own (a person's request without an idempotency key).
     ``manual``: a person asked, which lets the jobs pass a pause and retry a failed state.
+    ``body_key``: a signed body's hash, a second key that makes a replay the same event.
     """
     event_id = new_id("e")
     now = datetime.now(UTC)
@@ -86,4 +93,5 @@ def new_event(
             )
             for target, fields in sorted(jobs.items())
         ],
+        body_key=body_key,
     )

@@ -3,7 +3,10 @@
 Every secret may also be given as ``NAME_FILE`` (a path), as Docker and Kubernetes
 secrets are mounted. A secret that is set but empty is a configuration error: it stops
 start-up with one line that names the setting, because an empty webhook secret would
-otherwise switch verification off without anyone noticing.
+otherwise switch verification off without anyone noticing. So is an inbound secret (one
+that senders present to rollhook) shorter than 16 characters: a sender with the right
+secret is never refused, so answers tell a guess from the secret as fast as the web
+process answers, and only length makes guessing hopeless.
 """
 
 from __future__ import annotations
@@ -12,7 +15,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 SECRET_NAMES = (
@@ -32,6 +35,18 @@ SECRET_NAMES = (
     "redis_url",
     "database_url",
 )
+
+# What senders and clients present to rollhook: guessable through its answers if short.
+INBOUND_SECRETS = (
+    "github_secret",
+    "gitlab_token",
+    "registry_token",
+    "dockerhub_token",
+    "harbor_token",
+    "api_token",
+    "metrics_token",
+)
+MIN_SECRET_LENGTH = 16  # the generated ones (scripts/run-embedded.sh) have 43
 
 
 class ConfigError(Exception):
@@ -108,6 +123,21 @@ class Settings(BaseSettings):
     def _not_empty(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().strip(" ,\n\t"):
             raise ValueError("is set but empty")
+        return value
+
+    @field_validator(*INBOUND_SECRETS)
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None, info: ValidationInfo) -> SecretStr | None:
+        if value is None:
+            return value
+        raw = value.get_secret_value()
+        # The GitHub secret may be several, comma-separated during a rotation: each counts.
+        parts = raw.split(",") if info.field_name == "github_secret" else [raw]
+        if any(len(part.strip()) < MIN_SECRET_LENGTH for part in parts if part.strip()):
+            raise ValueError(
+                f"is shorter than {MIN_SECRET_LENGTH} characters; use a long random one "
+                "(openssl rand -base64 32)"
+            )
         return value
 
     # -- derived values -------------------------------------------------------------

@@ -7,6 +7,7 @@ names the target and the key, which is what ``rollhook check-config`` prints.
 from __future__ import annotations
 
 import fnmatch
+import ipaddress
 import re
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
@@ -33,6 +34,8 @@ _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
+_LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>\d{1,5})$")
+_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
 def parse_duration(value: Any) -> float:
@@ -129,6 +132,74 @@ class Notify(BaseModel):
     ] = {}
 
 
+class Proxy(BaseModel):
+    """How the front proxy (Caddy) serves a target; see workers/proxy."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    listen: str
+    hosts: list[str] = []
+    port: int = Field(ge=1, le=65535)
+    hold: Duration = 60.0
+    # auto: Caddy's automatic HTTPS (ACME) for the hosts; internal: Caddy's own local CA.
+    tls: Literal["auto", "internal"] = "auto"
+
+    @field_validator("listen")
+    @classmethod
+    def _listen(cls, value: str) -> str:
+        match = _LISTEN.match(value.strip())
+        if match is None or not 1 <= int(match.group("port")) <= 65535:
+            raise ValueError("use host:port, e.g. 127.0.0.1:8080 or :443")
+        host = match.group("host")
+        if host.startswith("["):
+            try:
+                ipaddress.IPv6Address(host[1:-1])
+            except ValueError as exc:
+                raise ValueError(f"{host} is not an IPv6 address") from exc
+        return f"{host}:{int(match.group('port'))}"
+
+    @field_validator("hosts")
+    @classmethod
+    def _hosts(cls, value: list[str]) -> list[str]:
+        names = []
+        for text in value:
+            name = text.strip().lower().removesuffix(".")
+            if _is_ip(name):
+                raise ValueError(f"{text}: a DNS name, not an address")
+            labels = name.split(".")
+            if len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+                raise ValueError(f"{text}: not a DNS name (letters, digits, '-' and dots)")
+            if name in names:
+                raise ValueError(f"{text}: listed twice")
+            names.append(name)
+        return names
+
+    @field_validator("hold")
+    @classmethod
+    def _hold(cls, value: float) -> float:
+        if value <= 0:
+            raise ValueError("must be longer than 0s: requests would fail while the app switches")
+        return value
+
+    @model_validator(mode="after")
+    def _tls_needs_hosts(self) -> Proxy:
+        if self.tls == "internal" and not self.hosts:
+            raise ValueError("tls: internal needs hosts (certificates are issued for names)")
+        return self
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+def _is_ip(text: str) -> bool:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        return False
+    return True
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -148,6 +219,7 @@ class Target(BaseModel):
     notify: Notify = Notify()
     deploy_timeout: Duration = 1800.0
     stop_timeout: Duration = 30.0
+    proxy: Proxy | None = None
 
     @field_validator("name", "project")
     @classmethod
@@ -159,10 +231,17 @@ class Target(BaseModel):
     @field_validator("repo")
     @classmethod
     def _repo_url(cls, value: str) -> str:
-        if urlsplit(value).password is not None:
-            # It would show in git's command line, readable by every local user.
-            raise ValueError("put credentials in ROLLHOOK_GIT_TOKEN, not in the URL")
-        scheme = urlsplit(value).scheme
+        parts = urlsplit(value)
+        # In the URL, a credential shows in git's command line (readable by every local
+        # user), its config and its messages. Over HTTP the user part alone is one too
+        # (https://<token>@host/...); an SSH user name (git@) is only a login name.
+        if parts.password is not None or (
+            parts.scheme in {"http", "https", "git"} and parts.username is not None
+        ):
+            raise ValueError(
+                "put credentials in ROLLHOOK_GIT_TOKEN, not in the URL (user:password@ or token@)"
+            )
+        scheme = parts.scheme
         if scheme not in {"https", "http", "ssh", "git", "file"} and not re.match(
             r"^[\w.-]+@[\w.-]+:", value
         ):
@@ -303,7 +382,40 @@ def parse_targets(text: str) -> tuple[dict[str, Target], list[str]]:
                 f"{projects[target.project]}"
             )
         projects[target.project] = target.name
+    problems.extend(_proxy_clashes(targets))
     return targets, problems
+
+
+def _proxy_clashes(targets: dict[str, Target]) -> list[str]:
+    """Targets behind the proxy that would share one socket: Caddy binds each listen once."""
+    problems: list[str] = []
+    seen: list[tuple[str, Proxy]] = []
+    for target in targets.values():
+        mine = target.proxy
+        if mine is None:
+            continue
+        where = f"targets.{target.name}.proxy"
+        for name, theirs in seen:
+            if theirs.listen_port != mine.listen_port:
+                continue
+            if theirs.listen != mine.listen:
+                problem = (
+                    f"{where}.listen: port {mine.listen_port} is also on {theirs.listen} "
+                    f"(targets.{name}); use the same listen address to share it"
+                )
+            elif not mine.hosts or not theirs.hosts:
+                problem = (
+                    f"{where}.hosts: {mine.listen} is shared with targets.{name}; "
+                    "both must name their hosts"
+                )
+            elif shared := sorted(set(mine.hosts) & set(theirs.hosts)):
+                problem = f"{where}.hosts: {', '.join(shared)} also served by targets.{name}"
+            else:
+                continue
+            problems.append(problem)
+            break
+        seen.append((target.name, mine))
+    return problems
 
 
 def load_targets(path: Path) -> dict[str, Target]:

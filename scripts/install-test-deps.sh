@@ -2,13 +2,16 @@
 # What the tests need from the system, installed once (idempotent, quiet when done).
 #
 # Debian 12 / Ubuntu packages: redis-server, docker-registry (CNCF Distribution),
-# busybox-static (the stand-in image), git, openssl, postgresql; and Debian's docker.io,
-# but ONLY when no dockerd is installed: an existing Docker is never replaced. The tests
-# start their own private copies of these servers on 127.0.0.1 and stop them again, so
-# the packages' system services are kept from starting during the install.
+# busybox-static (the stand-in image), git, openssl, postgresql, caddy (the front proxy),
+# restic (off-host backups) with openssh-server and openssh-client (its SFTP backend); and
+# Debian's docker.io, but ONLY when no dockerd is installed: an existing Docker is never
+# replaced. The tests start their own private copies of these servers on 127.0.0.1 and stop
+# them again, so the packages' system services (a system Caddy on port 80 included) are
+# kept from starting during the install.
 set -euo pipefail
 
-packages=(redis-server docker-registry busybox-static git openssl postgresql)
+packages=(redis-server docker-registry busybox-static git openssl postgresql caddy
+    restic openssh-server openssh-client)
 
 # Daemons live in sbin, which is not on a non-root PATH on Debian.
 found() {
@@ -78,7 +81,8 @@ if ((${#missing[@]})); then
 fi
 
 # What the harness runs, checked here so that a broken machine fails before the tests.
-for cmd in redis-server docker-registry git openssl containerd runc runuser; do
+for cmd in redis-server docker-registry git openssl caddy containerd runc runuser restic sshd \
+    ssh ssh-keygen; do
     found "$cmd" || {
         echo "install-test-deps: '$cmd' is still missing" >&2
         exit 1

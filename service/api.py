@@ -28,7 +28,7 @@ from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
 from service import answers, signatures
 from service.hooks import read_capped
-from service.logs import request_log
+from service.logs import printable, request_log
 from service.recorder import Duplicate, Paused, StoreFailed
 from service.runtime import Runtime, runtime
 from service.sources import dedup_key
@@ -69,7 +69,7 @@ async def _guard(rt: Runtime, request: Request, handler: Handler) -> Response:
         return answers.not_found()
     if not signatures.verify_bearer(request.headers.get("authorization"), token.get_secret_value()):
         client = rt.client(request)
-        log.warning("[api] refused from %s: missing or bad token", client)
+        log.warning("[api] refused from %s: missing or bad token", printable(client))
         return rt.auth_failed(client)
     try:
         return await handler(rt, request)
@@ -237,6 +237,6 @@ async def _set_paused(rt: Runtime, request: Request, *, paused: bool) -> Respons
         "[api] target %s %s%s",
         name,
         "paused" if paused else "resumed",
-        f": {reason}" if reason else "",
+        f": {printable(reason)}" if reason else "",
     )
     return answers.answer(200, "paused" if paused else "resumed", reason, target=name)

@@ -23,7 +23,7 @@ from starlette.routing import Route
 
 from rollhook.records import db
 from rollhook.records import targets as target_records
-from rollhook.settings import ConfigError, Settings, load_settings
+from rollhook.settings import INBOUND_SECRETS, ConfigError, Settings, load_settings
 from rollhook.targets import Target, load_targets
 from service import answers, api, hooks, logs, probes, views
 from service.matching import Matcher
@@ -65,12 +65,22 @@ def create_app(settings: Settings | None = None) -> Starlette:
         print(f"rollhook: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     logs.configure()
-    logs.install_redaction()
+    logs.install_redaction(_secret_values(settings))
     return Starlette(
         routes=ROUTES,
         lifespan=_lifespan(settings, targets, proxies),
         exception_handlers={HTTPException: _http_error},
     )
+
+
+def _secret_values(settings: Settings) -> list[str]:
+    """The secrets a client may present, as configured (each of a rotation's too)."""
+    values = []
+    for name in INBOUND_SECRETS:
+        secret = getattr(settings, name)
+        if secret is not None:
+            values.append(secret.get_secret_value())
+    return values + [part.decode() for part in settings.github_secrets()]
 
 
 def _lifespan(

@@ -1,9 +1,11 @@
 """The webhook endpoints: one pipeline, one answer per stage.
 
-configured? -> blocked? -> size -> auth (raw bytes) -> content type -> parse -> match
--> dedup + store + outbox (one commit) -> 202. A sender whose event is merely not ours
-gets a 200 with the reason: registries retry anything else, and GitLab disables hooks
-that keep failing.
+configured? -> credentials in headers or the URL (a blocked client that sends the right
+ones is still heard) -> for a signed body: blocked? (429, the body never read), a
+signature-shaped header -> body (size, deadline) -> signature on the raw bytes -> content
+type -> parse -> match -> dedup + store + outbox (one commit) -> 202. A sender whose event
+is merely not ours gets a 200 with the reason: registries retry anything else, and GitLab
+disables hooks that keep failing.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from rollhook.events import JobFields, NewEvent
 from rollhook.jobs import ImageHint
 from rollhook.settings import Settings
 from service import answers, signatures
+from service.logs import printable
 from service.recorder import Duplicate, Paused, StoreFailed
 from service.runtime import Runtime, runtime
 from service.sources import (
@@ -114,7 +117,7 @@ ENDPOINTS = {
 async def read_capped(request: Request, cap: int) -> bytes | None:
     """The body, or None when it is (or announces to be) over the cap; chunked included."""
     declared = request.headers.get("content-length")
-    if declared is not None and declared.isdigit() and int(declared) > cap:
+    if declared is not None and declared.isascii() and declared.isdigit() and int(declared) > cap:
         return None
     chunks: list[bytes] = []
     size = 0
@@ -157,15 +160,17 @@ class Line:
         self.note, self.level = note, level
 
     def write(self, code: int) -> None:
+        # The delivery id, the content type in a note, an address: a client chose them.
+        delivery_id = printable(self.delivery_id) if self.delivery_id else None
         log.log(
             self.level,
             "[%s delivery=%s] %d from %s: %s",
             self.source,
-            self.delivery_id or "-",
+            delivery_id or "-",
             code,
-            self.client,
-            self.note,
-            extra={"source": self.source, "delivery_id": self.delivery_id},
+            printable(self.client),
+            printable(self.note),
+            extra={"source": self.source, "delivery_id": delivery_id},
         )
 
 
@@ -209,7 +214,7 @@ async def _admit(
 ) -> bytes | Response:
     """The raw body of an authenticated request, or the answer that stops it."""
     settings = rt.settings
-    line.client = rt.client(request, headers)
+    line.client = rt.client(request)
     if not endpoint.configured(settings):
         line.says("source not configured")
         return answers.not_found()
@@ -217,6 +222,11 @@ async def _admit(
     # body at least needs a signature-shaped header first. Either way an unauthenticated
     # client gets no megabytes buffered.
     signed_body = endpoint.source == "github"
+    if signed_body and (retry_after := rt.auth_failures.retry_after(line.client)) is not None:
+        # A signed body can only be checked once read, and reading it is what a client
+        # that keeps failing must not get: a blocked client's body is never read.
+        line.says("too many failures; body not read", logging.WARNING)
+        return answers.too_many(retry_after)
     if not (
         signatures.hub_signature_shaped(headers.get("x-hub-signature-256"))
         if signed_body
@@ -309,6 +319,7 @@ def new_event(hints: Hints, matched: Mapping[str, Push]) -> NewEvent:
         actor=hints.actor,
         summary={"targets": sorted(matched), "pushes": [summarize(p) for p in pushes]},
         jobs={name: _hint(push) for name, push in matched.items()},
+        body_key=hints.body_key,
     )
 
 

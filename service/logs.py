@@ -1,8 +1,15 @@
 """Log lines about requests: the delivery id rides along, secrets never do.
 
 Docker Hub cannot sign, so its secret is part of the URL; uvicorn's access log prints
-URLs, and a filter rewrites them before any handler sees the record. Request bodies
-are never logged (they can hold anything a sender put there).
+URLs, and a filter rewrites them before any handler sees the record: whatever follows
+``dockerhub/`` in a path (in any case, after any number of slashes) and every query
+string is replaced, and the configured secrets themselves, in any spelling a URL gives
+them, are replaced wherever they appear. Request bodies are never logged (they can hold
+anything a sender put there).
+
+Values a client chose (delivery ids, content types, addresses) pass through
+:func:`printable` before they reach a line: a control character (CR, LF, ESC, U+0085,
+U+2028...) could otherwise start a forged line or rewrite the terminal.
 
 A webhook gets one line, written by ``service.hooks``: source, delivery id, client,
 answer and outcome. uvicorn's access line for it would repeat the least of that, at
@@ -14,40 +21,61 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import MutableMapping
+from collections.abc import Iterable, MutableMapping
 from typing import Any
+from urllib.parse import quote
 
-_PREFIX = "/hooks/dockerhub/"
-_TOKEN_IN_PATH = re.compile(r"(/hooks/dockerhub/)[^\s/?\"]+")
-REDACTED = r"\1<redacted>"
+# "dockerhub" then a slash (or an encoded one), then the rest of the path: the token, or
+# where a mistyped URL (/hooks//dockerhub/, /HOOKS/DOCKERHUB/, ...) put it.
+_DOCKERHUB_TAIL = re.compile(r"(dockerhub)(?:/|%2f)[^\s\"?]*", re.IGNORECASE)
+_QUERY = re.compile(r"\?[^\s\"]*")
+_SECRETS: set[str] = set()  # every configured secret, in every spelling a URL gives it
+
+
+def printable(text: str) -> str:
+    """``text`` with every character that is not printable (and the backslash) escaped."""
+    if text.isprintable() and "\\" not in text:
+        return text
+    return "".join(
+        "\\\\" if ch == "\\" else ch if ch.isprintable() else ascii(ch)[1:-1] for ch in text
+    )
 
 
 def redact(text: str) -> str:
-    # The substring test first: every access log line passes here, few are Docker Hub's.
-    return _TOKEN_IN_PATH.sub(REDACTED, text) if _PREFIX in text else text
+    """A log text without a Docker Hub URL token or a configured secret."""
+    text = _DOCKERHUB_TAIL.sub(r"\1/<redacted>", text)
+    for secret in _SECRETS:
+        if secret in text:
+            text = text.replace(secret, "<redacted>")
+    return text
 
 
-def _carries_token(record: logging.LogRecord) -> bool:
-    if isinstance(record.msg, str) and _PREFIX in record.msg:
-        return True
-    args = record.args.values() if isinstance(record.args, dict) else record.args or ()
-    return any(isinstance(a, str) and _PREFIX in a for a in args)
+def redact_path(path: str) -> str:
+    """A request path for the access log: redacted, and its query string left out."""
+    return redact(_QUERY.sub("?<redacted>", path))
 
 
 class RedactTokens(logging.Filter):
-    """Removes the Docker Hub URL token from a log record (message and arguments)."""
+    """Removes secrets from a log record (message and arguments); for an access line
+    (client, method, path, version, status) also the query, and escapes the client."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not _carries_token(record):
-            return True
         if isinstance(record.msg, str):
             record.msg = redact(record.msg)
-        if isinstance(record.args, tuple):
-            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
-        elif isinstance(record.args, dict):
-            record.args = {
-                k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()
-            }
+        args = record.args
+        if isinstance(args, tuple) and len(args) == 5 and record.name == "uvicorn.access":
+            client, method, path, version, status = args
+            record.args = (
+                printable(client) if isinstance(client, str) else client,
+                method,
+                redact_path(path) if isinstance(path, str) else path,
+                version,
+                status,
+            )
+        elif isinstance(args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in args)
+        elif isinstance(args, dict):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in args.items()}
         return True
 
 
@@ -92,8 +120,16 @@ class SkipHookAccess(logging.Filter):
         )
 
 
-def install_redaction() -> None:
-    """The access log's filters; idempotent: create_app may run many times in one process."""
+def install_redaction(secrets: Iterable[str] = ()) -> None:
+    """The access log's filters; idempotent: create_app may run many times in one process.
+
+    ``secrets``: the configured ones, replaced wherever they appear (as sent, and as a
+    URL quotes them) from now on.
+    """
+    for secret in secrets:
+        if secret:
+            once = quote(secret, safe="")
+            _SECRETS.update({secret, quote(secret), once, quote(once, safe="")})
     for name in ("uvicorn.access", "uvicorn.error"):
         logger = logging.getLogger(name)
         if not any(isinstance(f, RedactTokens) for f in logger.filters):
@@ -112,7 +148,8 @@ class RequestLog(logging.LoggerAdapter[logging.Logger]):
     ) -> tuple[Any, MutableMapping[str, Any]]:
         extra = self.extra or {}
         kwargs.setdefault("extra", {}).update(extra)
-        return f"[{extra.get('source')} delivery={extra.get('delivery_id') or '-'}] {msg}", kwargs
+        delivery = printable(str(extra.get("delivery_id") or "-"))
+        return f"[{extra.get('source')} delivery={delivery}] {msg}", kwargs
 
 
 def request_log(logger: logging.Logger, source: str, delivery_id: str | None) -> RequestLog:

@@ -1,16 +1,27 @@
 """Slowing down clients that keep failing authentication, and only those.
 
-Senders with the right secret are never limited, however fast they deliver. A client
-that failed auth more than ``allowed`` times within ``window`` seconds is answered 429
-until its oldest failure leaves the window, whatever it sends meanwhile (answering a
-right guess with anything else would let guessing go on).
+A client that failed auth more than ``allowed`` times within ``window`` seconds is blocked
+until enough of its failures leave the window: each wrong guess meanwhile is answered 429
+(and counted). Credentials that come before the body (headers, the URL) are still checked
+first, so a sender with the right ones is heard even from a blocked address (GitHub's and
+Docker Hub's outgoing addresses are shared). A signed body (GitHub, Gitea) can only be
+checked once read, and a blocked client's body is never read: it is answered 429 at once.
+This does not stop guessing (a right guess is accepted whenever it is checked): secrets
+of at least 16 characters do (``rollhook.settings``).
 
 The client is the peer address, or what ``X-Forwarded-For`` says when the peer is a
-trusted proxy (walking the list from the right, past every trusted hop).
+trusted proxy (walking the list from the right, past every trusted hop): the app's own
+``ROLLHOOK_TRUSTED_PROXIES`` decides, whatever the server did. A bare ``uvicorn`` keeps
+its proxy headers on (trusting loopback) and then replaces the peer address with one
+taken from ``X-Forwarded-For`` before the app sees it. A peer address that is one of the
+header's own entries may be such a replacement: the real peer is then unknown, and every
+such request counts under one shared address (:data:`UNKNOWN_FORWARDED`), which rotating
+the header cannot escape.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import math
 import time
@@ -39,9 +50,28 @@ def parse_proxies(text: str) -> tuple[Network, ...]:
     return tuple(networks)
 
 
+# Requests whose real peer address cannot be known (see the module's docstring).
+UNKNOWN_FORWARDED = "unknown-behind-x-forwarded-for"
+
+
+def _hosts(hop: str) -> set[str]:
+    """The ways a server may have written a forwarded hop into the peer address: as sent,
+    without a port (``1.2.3.4:80``, ``[::1]:80``), and in its canonical IP form."""
+    forms = {hop}
+    if hop.startswith("[") and "]" in hop:
+        forms.add(hop[1 : hop.index("]")])
+    elif hop.count(":") == 1:
+        forms.add(hop.rsplit(":", 1)[0])
+    for form in list(forms):
+        with contextlib.suppress(ValueError):
+            forms.add(str(ipaddress.ip_address(form)))
+    return forms
+
+
 class ClientAddress:
     def __init__(self, proxies: tuple[Network, ...]) -> None:
         self._proxies = proxies
+        self.unknown_seen = False  # for one warning per process
 
     def _trusted(self, address: str) -> bool:
         try:
@@ -51,10 +81,17 @@ class ClientAddress:
         return any(ip in net for net in self._proxies)
 
     def resolve(self, peer: str | None, forwarded_for: str | None) -> str:
+        """The client's address; ``forwarded_for``: every X-Forwarded-For value, joined."""
         client = peer or "unknown"
-        if not self._proxies or not forwarded_for or not self._trusted(client):
+        if not forwarded_for:
             return client
-        for hop in reversed([h.strip() for h in forwarded_for.split(",")]):
+        hops = [h.strip() for h in forwarded_for.split(",")]
+        if any(client in _hosts(hop) for hop in hops if hop):
+            self.unknown_seen = True
+            return UNKNOWN_FORWARDED
+        if not self._proxies or not self._trusted(client):
+            return client
+        for hop in reversed(hops):
             try:
                 ipaddress.ip_address(hop)
             except ValueError:

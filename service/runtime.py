@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+import logging
 from dataclasses import dataclass
 
 from sqlalchemy import Engine
@@ -14,8 +14,10 @@ from rollhook.targets import Target
 from service import answers
 from service.matching import Matcher
 from service.metrics import Metrics
-from service.ratelimit import AuthFailures, ClientAddress
+from service.ratelimit import UNKNOWN_FORWARDED, AuthFailures, ClientAddress
 from service.recorder import Recorder
+
+log = logging.getLogger("rollhook.app")
 
 
 @dataclass
@@ -28,19 +30,30 @@ class Runtime:
     metrics: Metrics
     addresses: ClientAddress
     auth_failures: AuthFailures
+    _warned: bool = False
 
-    def client(self, request: Request, headers: Mapping[str, str] | None = None) -> str:
-        """The client's address; ``headers``: the request's, when already read into a dict."""
+    def client(self, request: Request) -> str:
+        """The client's address, by ROLLHOOK_TRUSTED_PROXIES alone (service.ratelimit)."""
         peer = request.client.host if request.client else None
-        forwarded_for = (request.headers if headers is None else headers).get("x-forwarded-for")
-        return self.addresses.resolve(peer, forwarded_for)
+        # Every X-Forwarded-For header, joined as a server would join them.
+        forwarded = [v for k, v in request.scope["headers"] if k == b"x-forwarded-for"]
+        address = self.addresses.resolve(peer, b", ".join(forwarded).decode("latin-1"))
+        if address == UNKNOWN_FORWARDED and not self._warned:
+            self._warned = True
+            log.warning(
+                "a peer address was taken from X-Forwarded-For before rollhook saw it (a "
+                "server's proxy headers, e.g. uvicorn without --no-proxy-headers): such "
+                "clients share one address for the auth-failure limit"
+            )
+        return address
 
     def auth_failed(self, client: str, unauthorized: Response | None = None) -> Response:
         """Count a failed authentication: 401, or 429 once the client keeps failing.
 
-        Credentials are always checked first, so a sender with the right secret is never
-        refused, even from an address somebody else keeps failing from (GitHub's and
-        Docker Hub's shared outgoing addresses, say).
+        Credentials in headers or the URL are checked before this, so a sender with the
+        right ones is heard even from an address somebody else keeps failing from
+        (GitHub's and Docker Hub's shared outgoing addresses, say). A signed body is the
+        exception: a blocked client's body is not read, so it is answered 429 unheard.
         """
         self.auth_failures.failed(client)
         retry_after = self.auth_failures.retry_after(client)

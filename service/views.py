@@ -103,17 +103,31 @@ async def show_event(rt: Runtime, request: Request) -> Response:
     return answers.reply(200, event)
 
 
+def whole_number(text: str, low: int, high: int) -> int | None:
+    """``text`` as a number from ``low`` to ``high`` written in ASCII digits, or None.
+
+    (str.isdigit takes '²' and int() refuses it; int() takes '\u0661' and ' 5'.)
+    """
+    if not (text.isascii() and text.isdigit()):
+        return None
+    significant = text.lstrip("0") or "0"
+    if len(significant) > len(str(high)):  # and int() never sees thousands of digits
+        return None
+    number = int(significant)
+    return number if low <= number <= high else None
+
+
 async def list_deployments(rt: Runtime, request: Request) -> Response:
     target = request.query_params.get("target") or None
     if target is not None and target not in rt.targets:
         return answers.not_found(f"unknown target {target!r}")
-    limit_text = request.query_params.get("limit", str(DEFAULT_LIMIT))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= MAX_LIMIT:
+    limit = whole_number(request.query_params.get("limit", str(DEFAULT_LIMIT)), 1, MAX_LIMIT)
+    if limit is None:
         raise BadRequest(f"'limit' must be a whole number from 1 to {MAX_LIMIT}")
 
     def read() -> list[dict[str, Any]]:
         with rt.engine.connect() as conn:
-            records = deployments.history(conn, target, int(limit_text))
+            records = deployments.history(conn, target, limit)
             return _with_notifications(conn, [r.as_dict() for r in records])
 
     return answers.reply(200, {"deployments": await run_in_threadpool(read)})

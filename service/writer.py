@@ -174,7 +174,8 @@ class GroupCommit:
         try:
             return self._commit([event])[0]
         except Exception:  # the writer must outlive any one bad event
-            log.exception("event for delivery %s not stored", event.delivery_id)
+            delivery = logs.printable(event.delivery_id or "-")
+            log.exception("event for delivery %s not stored", delivery)
             return Failed("the event could not be stored")
 
     def _commit(self, events: Sequence[NewEvent]) -> list[Recorded | Failed]:

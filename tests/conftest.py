@@ -9,7 +9,11 @@ Session-scoped; each starts only when a test asks for it:
 - ``standin`` (stand-in anything-llm images in the registry: ``.ref(tag)``, ``.build(...)``);
 - ``git_server`` (``.create_repo(name, token=None)`` -> ``InfraRepo``);
 - ``postgres_server`` (``.create_database()``) and ``postgres_url``;
-- ``compose_bin``: the Compose v2 binary to run against ``docker_host``.
+- ``compose_bin``: the Compose v2 binary to run against ``docker_host``;
+- ``sftp_server``: OpenSSH's sshd on 127.0.0.1, key auth (``.repository(path)``,
+  ``.options()`` for restic's ``sftp.command``);
+- ``caddy_proxy``: the front proxy's two Caddy processes (``.driver()`` -> ``Proxy``,
+  ``.layout``, ``.ca_root``, ``.pids()``), admin APIs on unix sockets under the root.
 
 Per test:
 
@@ -39,6 +43,7 @@ import pytest
 from sqlalchemy import Engine
 
 from rollhook.records.db import make_engine, migrate
+from tests.harness.caddy import CaddyProxy
 from tests.harness.engine import PrivateEngine, compose_binary
 from tests.harness.gitserver import GitServer
 from tests.harness.ports import free_port
@@ -47,6 +52,7 @@ from tests.harness.process import STARTED, Daemon
 from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
+from tests.harness.sshd import SftpServer
 from tests.harness.standin import StandInImages
 from tests.workers.deployer import Deployer
 
@@ -191,6 +197,27 @@ def postgres_server(harness_root: Path, harness_logs: Path) -> Iterator[Postgres
 def postgres_url(postgres_server: PostgresServer) -> str:
     """postgresql+psycopg://... of a fresh database, one per session."""
     return postgres_server.create_database()
+
+
+@pytest.fixture(scope="session")
+def sftp_server(harness_root: Path, harness_logs: Path) -> Iterator[SftpServer]:
+    server = SftpServer(harness_root / "sshd", harness_logs)
+    try:
+        server.start()
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture(scope="session")
+def caddy_proxy(harness_root: Path, harness_logs: Path) -> Iterator[CaddyProxy]:
+    """Front and switch, started with no route; tests route their own targets."""
+    proxy = CaddyProxy(harness_root / "proxy", harness_logs)
+    try:
+        proxy.start()
+        yield proxy
+    finally:
+        proxy.stop()
 
 
 @pytest.fixture

@@ -266,7 +266,11 @@ def test_a_registry_push_deploys_its_digest_and_the_pin_holds(
                 stack.start(name)
             stack.wait_ready()
             [first] = stack.wait_final(queued_id(stack.github_push(infra.commit("1.0.0"), "g1")))
-            assert first["status"] == "succeeded", first["log"]
+            # The registry retries its notification of the 1.0.0 push (made before rollhook
+            # listened); when that lands first it deploys the head, and this finds nothing
+            # changed since. Either way 1.0.0 serves.
+            assert first["status"] in {"succeeded", "no_op"}, first["log"]
+            assert infra.app_version() == "1.0.0"
 
             pushed = standin.build("1.1.0", 1, repository=repository, registry_host=host)
             digest = standin.digests[pushed]

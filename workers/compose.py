@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -110,7 +111,7 @@ class Compose:
         """Stop ``services`` (each gets ``grace`` seconds, else its stop_grace_period)."""
         if not services:
             return
-        args = ["stop", *(["--timeout", str(round(grace))] if grace is not None else []), "--"]
+        args = ["stop", *(["--timeout", str(math.ceil(grace))] if grace is not None else []), "--"]
         self._run(spec, [*args, *services], timeout, operator=False)
 
     def _run(
@@ -170,27 +171,39 @@ def _secrets_of(spec: ComposeSpec) -> list[str]:
     return [value for value in values if len(value) >= 4]
 
 
-def render_override(images: Mapping[str, str], labels: Mapping[str, Mapping[str, str]]) -> str:
+def render_override(
+    images: Mapping[str, str],
+    labels: Mapping[str, Mapping[str, str]],
+    grace: Mapping[str, float] | None = None,
+) -> str:
     """The override file: each service pinned to its digest reference, some labelled.
 
     Labels go where they are given (rollhook labels the gated service only): a label
     that changes with every deployment would make compose recreate every service.
+    ``grace``: a service's stop grace period in seconds (the target's ``stop_timeout``
+    for the gated service), so that ``up`` recreating its container waits as long as
+    ``stop`` does.
     """
     body: dict[str, Any] = {"services": {}}
     for service, image in sorted(images.items()):
         body["services"][service] = {"image": image}
         if labels.get(service):
             body["services"][service]["labels"] = dict(sorted(labels[service].items()))
+    for service, seconds in sorted((grace or {}).items()):
+        body["services"].setdefault(service, {})["stop_grace_period"] = f"{seconds:g}s"
     return yaml.safe_dump(body, sort_keys=False, default_flow_style=False)
 
 
 def write_override(
-    path: Path, images: Mapping[str, str], labels: Mapping[str, Mapping[str, str]]
+    path: Path,
+    images: Mapping[str, str],
+    labels: Mapping[str, Mapping[str, str]],
+    grace: Mapping[str, float] | None = None,
 ) -> Path:
     """Write the override atomically (a crash never leaves half a file for rollback)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(render_override(images, labels))
+    tmp.write_text(render_override(images, labels, grace))
     tmp.replace(path)
     return path
 

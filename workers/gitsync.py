@@ -12,20 +12,25 @@ from __future__ import annotations
 import base64
 import contextlib
 import os
-import posixpath
 import re
 import shlex
 import shutil
 import tarfile
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from urllib.parse import urlsplit
 
-from workers import procs
-from workers.errors import InfrastructureError, OperatorError
+from workers import archive, procs
+from workers.errors import DeployError, InfrastructureError, OperatorError
 
+# What one export may write: a hostile infra repo must not fill the disk.
+MAX_EXPORT_FILES = 20_000  # files, folders and links
+MAX_EXPORT_BYTES = 512 * 1024 * 1024  # the files' content
+_PLAIN_ATTRIBUTES = (
+    "* -filter -ident -text -eol -working-tree-encoding -export-subst -export-ignore\n"
+)
 _SHA = re.compile(r"^[0-9a-fA-F]{4,40}$")
 _USERINFO = re.compile(r"(?<=://)[^/@\s]+@")
 _AUTH = re.compile(
@@ -116,23 +121,31 @@ class GitRepo:
         return CommitInfo(full, message, author, date)
 
     def export(self, sha: str, subdir: str, dest: Path) -> Path:
-        """Write the files of ``subdir`` at ``sha`` to ``dest``, all at once or not at all."""
+        """Write the files of ``subdir`` at ``sha`` to ``dest``, all at once or not at all.
+
+        The bytes written are the committed bytes: a tree (not a commit) is archived, so
+        ``export-subst`` has nothing to expand, and neither the user's nor the system's git
+        configuration (filters, LFS smudge) nor any attribute applies.
+        """
         if dest.exists():
             return dest
-        tree = _sha(sha) if subdir in {"", "."} else f"{_sha(sha)}:{PurePosixPath(subdir)}"
+        what = f"{subdir} at {sha[:12]}"
+        root = subdir in {"", "."}
+        tree = f"{_sha(sha)}^{{tree}}" if root else f"{_sha(sha)}:{PurePosixPath(subdir)}"
         if self._ask("cat-file", "-t", tree) != "tree":
             raise OperatorError(f"{subdir} is not a folder at commit {sha[:12]}")
         dest.parent.mkdir(parents=True, exist_ok=True)
         tmp = Path(tempfile.mkdtemp(prefix=f".{dest.name}.", dir=dest.parent))
-        archive = tmp.with_name(f"{tmp.name}.tar")
+        home = Path(tempfile.mkdtemp(prefix=f".{dest.name}.home.", dir=dest.parent))
+        tar_path = tmp.with_name(f"{tmp.name}.tar")
         try:
-            self._git("archive", "--format=tar", f"--output={archive}", tree)
-            with tarfile.open(archive) as tar:
-                members = _contained(tar, f"{subdir} at {sha[:12]}")
-                if hasattr(tarfile, "data_filter"):  # Python 3.11.4+: belt and braces
-                    tar.extractall(tmp, members=members, filter="data")
-                else:  # Debian 12's 3.11.2: our own check above is the whole guard
-                    tar.extractall(tmp, members=members)  # noqa: S202 - members checked
+            self._check_bounds(tree, home, what)
+            self._neutralise_attributes()
+            self._plain(home, "archive", "--format=tar", f"--output={tar_path}", tree)
+            with tarfile.open(tar_path) as tar:
+                archive.extract(
+                    tar, tmp, what, max_files=MAX_EXPORT_FILES, max_bytes=MAX_EXPORT_BYTES
+                )
             tmp.chmod(0o755)
             try:
                 tmp.rename(dest)
@@ -140,10 +153,11 @@ class GitRepo:
                 if not dest.exists():
                     raise
         except (OSError, tarfile.TarError) as exc:
-            raise InfrastructureError(f"cannot export {subdir} at {sha[:12]}: {exc}") from exc
+            raise InfrastructureError(f"cannot export {what}: {exc}") from exc
         finally:
-            archive.unlink(missing_ok=True)
+            tar_path.unlink(missing_ok=True)
             shutil.rmtree(tmp, ignore_errors=True)
+            shutil.rmtree(home, ignore_errors=True)
         return dest
 
     def changed_paths(self, old: str | None, new: str) -> list[str] | None:
@@ -159,7 +173,84 @@ class GitRepo:
         out = self._git(*names, strip=False)
         return [path for path in out.split("\x00") if path]
 
+    def heads(self, branches: Iterable[str]) -> dict[str, str]:
+        """The remote's head commit of each branch, all in one ``git ls-remote``.
+
+        A branch the remote does not have is absent from the answer. Nothing is fetched and
+        no mirror is needed, so a poller may ask before any deployment fetched (with an SSH
+        key and no pinned known_hosts, the mirror folder is made to remember the host key).
+        """
+        wanted = list(dict.fromkeys(branches))
+        if not wanted:
+            return {}
+        self._refuse_token_over_plain_http()
+        if self._ssh_key and self._known_hosts is None:
+            self.mirror_dir.mkdir(parents=True, exist_ok=True)  # trust on first use is kept there
+        args = ("ls-remote", "--heads", self.url, *(f"refs/heads/{b}" for b in wanted))
+        with self._environment(remote=True) as env:
+            # Run outside any repository: ls-remote needs none, and must read no repo config.
+            result = procs.run(
+                ["git", *args], env=env, timeout=self.timeout, cwd=Path("/"), on_spawn=self.on_spawn
+            )
+        if result.returncode != 0:
+            raise self._remote_failure(args, result)
+        found = {}
+        for line in result.stdout.decode(errors="replace").splitlines():
+            sha, _, ref = line.partition("\t")
+            branch = ref.removeprefix("refs/heads/")
+            if branch in wanted and _SHA.match(sha):
+                found[branch] = sha
+        return found
+
     # -- plumbing ---------------------------------------------------------------------
+
+    def _check_bounds(self, tree: str, home: Path, what: str) -> None:
+        """Refuse a tree over the export's bounds before git archive writes anything."""
+        # One entry per line of at most 21 bytes (a size or "-", then NUL): output beyond
+        # this cap means more entries than the bound, whatever their names' lengths.
+        cap = (MAX_EXPORT_FILES + 1) * 21
+        try:
+            out = self._plain(
+                home, "ls-tree", "-r", "-t", "-z", "--format=%(objectsize)", tree, stdout_cap=cap
+            )
+        except procs.OutputTooLarge as exc:
+            raise OperatorError(archive.too_many_files(what, MAX_EXPORT_FILES)) from exc
+        sizes = [size for size in out.stdout.split(b"\x00") if size]
+        if len(sizes) > MAX_EXPORT_FILES:
+            raise OperatorError(archive.too_many_files(what, MAX_EXPORT_FILES))
+        if sum(int(size) for size in sizes if size.isdigit()) > MAX_EXPORT_BYTES:
+            raise OperatorError(archive.too_many_bytes(what, MAX_EXPORT_BYTES))
+
+    def _neutralise_attributes(self) -> None:
+        """No attribute of the repository's own .gitattributes changes what is exported.
+
+        The mirror's info/attributes outranks every .gitattributes in the tree: no
+        filter, no ident, no line-ending or encoding conversion, nothing left out.
+        """
+        info = self.mirror_dir / "info"
+        info.mkdir(exist_ok=True)
+        (info / "attributes").write_text(_PLAIN_ATTRIBUTES)
+
+    def _plain(self, home: Path, *args: str, stdout_cap: int = procs.STDOUT_CAP) -> procs.Completed:
+        """Run git in the mirror without any configuration but the mirror's own."""
+        result = procs.run(
+            ["git", "-C", str(self.mirror_dir), "-c", "core.attributesFile=/dev/null", *args],
+            env=procs.child_env(
+                HOME=str(home),
+                XDG_CONFIG_HOME=str(home),
+                GIT_CONFIG_NOSYSTEM="1",
+                GIT_CONFIG_GLOBAL=os.devnull,
+                GIT_ATTR_NOSYSTEM="1",
+                GIT_TERMINAL_PROMPT="0",
+            ),
+            timeout=self.timeout,
+            on_spawn=self.on_spawn,
+            stdout_cap=stdout_cap,
+        )
+        if result.returncode != 0:
+            lines = result.stderr.decode(errors="replace").strip().splitlines()
+            raise InfrastructureError(f"git {args[0]}: {lines[-1] if lines else 'failed'}")
+        return result
 
     def _git(self, *args: str, remote: bool = False, strip: bool = True) -> str:
         """Run git in the mirror; its output, or the project's error (scrubbed)."""
@@ -167,9 +258,14 @@ class GitRepo:
         if result.returncode == 0:
             stdout = result.stdout.decode(errors="replace")
             return stdout.strip() if strip else stdout
-        message = scrub(result.stderr.decode(errors="replace").strip(), self._secrets)
-        message = message.splitlines()[-1] if message else f"exit code {result.returncode}"
+        lines = scrub(result.stderr.decode(errors="replace").strip(), self._secrets).splitlines()
+        message = lines[-1] if lines else f"exit code {result.returncode}"
         what = f"git {args[0]} {scrub(self.url, self._secrets) if remote else ''}".strip()
+        if remote and any("fsck error" in line for line in lines):
+            bad = next((line for line in lines if line.startswith("error: object")), message)
+            raise OperatorError(
+                f"{what}: refused a malformed object ({bad.removeprefix('error: ')})"
+            )
         if remote and _AUTH.search(message):
             message += " (check ROLLHOOK_GIT_TOKEN or ROLLHOOK_GIT_SSH_KEY)"
         if remote and _OPERATOR.search(message):
@@ -190,22 +286,46 @@ class GitRepo:
                 on_spawn=self.on_spawn,
             )
 
+    def _refuse_token_over_plain_http(self) -> None:
+        parts = urlsplit(self.url)
+        if self._token and parts.scheme == "http" and parts.hostname not in _LOOPBACK:
+            raise OperatorError(
+                f"refusing to send ROLLHOOK_GIT_TOKEN over plain http to {parts.hostname}; "
+                "use https"
+            )
+
+    def _remote_failure(self, args: tuple[str, ...], result: procs.Completed) -> DeployError:
+        """The project's error for a failed remote command, its message scrubbed."""
+        message = scrub(result.stderr.decode(errors="replace").strip(), self._secrets)
+        message = message.splitlines()[-1] if message else f"exit code {result.returncode}"
+        what = f"git {args[0]} {scrub(self.url, self._secrets)}"
+        if _AUTH.search(message):
+            message += " (check ROLLHOOK_GIT_TOKEN or ROLLHOOK_GIT_SSH_KEY)"
+        if _OPERATOR.search(message):
+            return OperatorError(f"{what}: {message}")
+        return InfrastructureError(f"{what}: {message}")
+
     @contextlib.contextmanager
     def _environment(self, remote: bool) -> Iterator[dict[str, str]]:
         env = procs.child_env(GIT_TERMINAL_PROMPT="0")
         parts = urlsplit(self.url)
+        config: list[tuple[str, str]] = []
+        if remote:
+            # Every fetched object is checked: a crafted tree (an entry name holding '/',
+            # '..' or '.git') is refused before it reaches the mirror.
+            config += [("fetch.fsckObjects", "true"), ("transfer.fsckObjects", "true")]
         if remote and self._token and parts.scheme in {"http", "https"}:
             # Config from the environment only (never argv, never the mirror's config),
             # scoped to the repository's origin. Redirects are not followed at all: git
             # sends an extraHeader on to wherever a redirect points.
             origin = f"{parts.scheme}://{parts.hostname}{f':{parts.port}' if parts.port else ''}"
-            env.update(
-                GIT_CONFIG_COUNT="2",
-                GIT_CONFIG_KEY_0=f"http.{origin}/.extraHeader",
-                GIT_CONFIG_VALUE_0=self._header,
-                GIT_CONFIG_KEY_1="http.followRedirects",
-                GIT_CONFIG_VALUE_1="false",
-            )
+            config += [
+                (f"http.{origin}/.extraHeader", self._header),
+                ("http.followRedirects", "false"),
+            ]
+        env["GIT_CONFIG_COUNT"] = str(len(config))
+        for n, (name, value) in enumerate(config):
+            env[f"GIT_CONFIG_KEY_{n}"], env[f"GIT_CONFIG_VALUE_{n}"] = name, value
         if not (remote and self._ssh_key):
             yield env
             return
@@ -233,30 +353,6 @@ class GitRepo:
             yield env
         finally:
             shutil.rmtree(keydir, ignore_errors=True)
-
-
-def _contained(tar: tarfile.TarFile, what: str) -> list[tarfile.TarInfo]:
-    """The archive's members, if every one stays inside the folder.
-
-    The infra repo is not trusted to be benign: only files, folders and symlinks whose
-    target stays inside are written, and no setuid/setgid bits. (git archive never
-    makes anything else; a crafted commit could still hold such links.)
-    """
-    members = tar.getmembers()
-    for member in members:
-        path = PurePosixPath(member.name)
-        if path.is_absolute() or ".." in path.parts:
-            raise OperatorError(f"{what}: {member.name} would be written outside the folder")
-        if member.issym():
-            target = posixpath.normpath(posixpath.join(str(path.parent), member.linkname))
-            if posixpath.isabs(member.linkname) or target == ".." or target.startswith("../"):
-                raise OperatorError(
-                    f"{what}: link {member.name} points outside the folder (links must stay inside)"
-                )
-        elif not (member.isfile() or member.isdir()):
-            raise OperatorError(f"{what}: {member.name} is not a file, folder or link")
-        member.mode &= 0o777
-    return members
 
 
 def _sha(value: str) -> str:

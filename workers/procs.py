@@ -28,6 +28,10 @@ STDERR_CAP = 64 * 1024  # the tail is what explains a failure
 GRACE = 5.0  # between SIGTERM and SIGKILL
 
 
+class OutputTooLarge(InfrastructureError):
+    """A child wrote more to stdout than its caller allowed; it was ended."""
+
+
 @dataclass(frozen=True)
 class ProcessGroup:
     """What recovery needs to find a child's process group again, JSON-friendly."""
@@ -169,8 +173,8 @@ def run(
     """Run ``argv`` (no shell) in a new process group; end the group at ``timeout``.
 
     Raises StepTimeout once the group has been ended, InfrastructureError when the program
-    cannot be started or its output exceeds ``stdout_cap``. A non-zero exit is returned,
-    not raised: only the caller knows what it means.
+    cannot be started (OutputTooLarge when its output exceeds ``stdout_cap``). A non-zero
+    exit is returned, not raised: only the caller knows what it means.
     """
     argv = list(argv)
     try:
@@ -206,7 +210,7 @@ def run(
     if not finished:
         raise StepTimeout(f"{Path(argv[0]).name} ran past its {timeout:g}s deadline")
     if out.overflow:
-        raise InfrastructureError(f"{Path(argv[0]).name} wrote more than {stdout_cap} bytes")
+        raise OutputTooLarge(f"{Path(argv[0]).name} wrote more than {stdout_cap} bytes")
     return Completed(argv, proc.returncode, bytes(out.data), bytes(err.data))
 
 

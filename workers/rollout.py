@@ -270,6 +270,7 @@ class Rollout:
                     "rollhook.config-hash": plan.config_hash,
                 }
             },
+            grace={target.service: target.stop_timeout},
         )
         self._prepare_bind_files(plan)
         spec = compose_spec(target, self.dirs, plan.commit, self.record.id)
@@ -297,7 +298,12 @@ class Rollout:
         try:
             with journal.step("stop") as step:
                 self._check_time()
-                tools.compose.stop(spec, [target.service], timeout=target.stop_timeout + 30)
+                tools.compose.stop(
+                    spec,
+                    [target.service],
+                    timeout=target.stop_timeout + 30,
+                    grace=target.stop_timeout,
+                )
                 step["detail"] = f"{target.service} stopped"
             if running_backup is not None:
                 with journal.step("snapshot") as step:
@@ -476,7 +482,12 @@ class Rollout:
                 if commit is None:  # the plan is known whenever the new version may have run
                     raise InfrastructureError(f"{self.record.id}: no release to stop")
                 spec = compose_spec(target, self.dirs, commit, self.record.id)
-                tools.compose.stop(spec, [target.service], timeout=target.stop_timeout + 30)
+                tools.compose.stop(
+                    spec,
+                    [target.service],
+                    timeout=target.stop_timeout + 30,
+                    grace=target.stop_timeout,
+                )
                 if self.outcome.backup_id is not None:
                     tools.backups.restore(self.outcome.backup_id)
                     journal.log(f"rollback: data restored from backup {self.outcome.backup_id}")

@@ -2,7 +2,8 @@
 
 An event and its jobs are committed in one transaction before the webhook is answered.
 The same delivery (same dedup key) is one event however often it arrives: the second
-insert does nothing and the caller learns the first event's id.
+insert does nothing and the caller learns the first event's id. A signed event has a
+second key, its body's hash: the same body under another delivery id is the same event.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ class Stored:
 
 def _insert_ignoring_duplicates(conn: Connection) -> Any:
     dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-    return dialect.insert(events).on_conflict_do_nothing(index_elements=["dedup_key"])
+    # No conflict target: a clash on either key (dedup_key, body_key) inserts nothing.
+    return dialect.insert(events).on_conflict_do_nothing()
 
 
 def store_batch(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
@@ -46,12 +48,12 @@ def store_batch(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
     if not batch:
         return []
     on_sqlite = conn.dialect.name == "sqlite"
-    keys = {item.dedup_key for item in batch}
+    keys = {key for item in batch for key in item.dedup_keys()}
     first = _sqlite_stored_keys(conn, keys) if on_sqlite else _stored_keys(conn, keys)
     new: list[NewEvent] = []
     for item in batch:
-        if item.dedup_key not in first:
-            first[item.dedup_key] = item.id
+        if not any(key in first for key in item.dedup_keys()):
+            first.update(dict.fromkeys(item.dedup_keys(), item.id))
             new.append(item)
     if new and on_sqlite:
         _sqlite_insert(conn, new)
@@ -61,16 +63,24 @@ def store_batch(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
     return [
         Stored(item.id, duplicate=False, jobs=tuple(item.jobs))
         if item.id in stored
-        else Stored(first[item.dedup_key], duplicate=True)
+        else Stored(_first_of(item, first), duplicate=True)
         for item in batch
     ]
 
 
+def _first_of(item: NewEvent, first: dict[str, str]) -> str:
+    """The id of the event that one of ``item``'s keys was stored with first."""
+    return next(first[k] for k in item.dedup_keys() if first.get(k, item.id) != item.id)
+
+
 def _stored_keys(conn: Connection, keys: set[str]) -> dict[str, str]:
+    """Each of ``keys`` already stored (as a dedup or a body key) -> its event's id."""
     found = conn.execute(
-        select(events.c.dedup_key, events.c.id).where(events.c.dedup_key.in_(keys))
+        select(events.c.dedup_key, events.c.body_key, events.c.id).where(
+            events.c.dedup_key.in_(keys) | events.c.body_key.in_(keys)
+        )
     )
-    return {key: event_id for key, event_id in found}
+    return {key: event_id for *pair, event_id in found for key in pair if key in keys}
 
 
 def _insert_returning(
@@ -80,7 +90,10 @@ def _insert_returning(
     insert_event = _insert_ignoring_duplicates(conn).returning(events.c.id)
     inserted = set(conn.execute(insert_event, [_event_row(item) for item in new]).scalars())
     if lost := [item for item in new if item.id not in inserted]:
-        first.update(_stored_keys(conn, {item.dedup_key for item in lost}))
+        for item in lost:  # stored meanwhile by another writer, under one of its keys
+            for key in item.dedup_keys():
+                first.pop(key, None)
+        first.update(_stored_keys(conn, {key for item in lost for key in item.dedup_keys()}))
         new = [item for item in new if item.id in inserted]
     job_rows = [_job_row(item, job) for item in new for job in item.jobs]
     if job_rows:
@@ -93,6 +106,7 @@ def _event_row(item: NewEvent) -> dict[str, Any]:
         "id": item.id,
         "source": item.source,
         "dedup_key": item.dedup_key,
+        "body_key": item.body_key,
         "delivery_id": item.delivery_id,
         "kind": item.kind,
         "actor": item.actor,
@@ -120,8 +134,9 @@ def _job_row(item: NewEvent, job: Job) -> dict[str, Any]:
 # SQLAlchemy would store them.
 
 _INSERT_EVENT = (
-    "INSERT INTO events (id, source, dedup_key, delivery_id, kind, actor, summary, received_at)"
-    " VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+    "INSERT INTO events"
+    " (id, source, dedup_key, body_key, delivery_id, kind, actor, summary, received_at)"
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 _INSERT_JOB = (
     "INSERT INTO jobs (id, event_id, target, payload, created_at, dispatch_attempts)"
@@ -145,12 +160,13 @@ def _sqlite_stored_keys(conn: Connection, keys: set[str]) -> dict[str, str]:
     cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
     try:
         found = cursor.execute(
-            f"SELECT dedup_key, id FROM events WHERE dedup_key IN ({marks})",  # noqa: S608 - only placeholders
-            tuple(keys),
+            f"SELECT dedup_key, body_key, id FROM events"  # noqa: S608 - only placeholders
+            f" WHERE dedup_key IN ({marks}) OR body_key IN ({marks})",
+            (*keys, *keys),
         ).fetchall()
     finally:
         cursor.close()
-    return dict(found)
+    return {key: event_id for *pair, event_id in found for key in pair if key in keys}
 
 
 def _sqlite_insert(conn: Connection, new: list[NewEvent]) -> None:
@@ -164,6 +180,7 @@ def _sqlite_insert(conn: Connection, new: list[NewEvent]) -> None:
                 item.id,
                 item.source,
                 item.dedup_key,
+                item.body_key,
                 item.delivery_id,
                 item.kind,
                 item.actor,

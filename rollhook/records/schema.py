@@ -57,13 +57,16 @@ metadata = MetaData(
     }
 )
 
-# One row per accepted delivery. ``dedup_key`` makes the same delivery one event.
+# One row per accepted delivery. ``dedup_key`` makes the same delivery one event;
+# ``body_key`` (signed sources only: the raw body's SHA-256) makes a signed body replayed
+# under a new delivery id the same event too.
 events = Table(
     "events",
     metadata,
     Column("id", String(40), primary_key=True),
     Column("source", String(16), nullable=False),
     Column("dedup_key", String(200), nullable=False, unique=True),
+    Column("body_key", String(80), nullable=True, unique=True, index=True),
     Column("delivery_id", String(200)),
     Column("kind", String(40), nullable=False),
     Column("actor", String(200)),

@@ -56,6 +56,9 @@ class Hints:
     delivery_id: str
     actor: str | None
     pushes: tuple[Push, ...] = field(default=())
+    # Signed sources only: the delivery id is not signed, so the same signed body under
+    # another id (a replay) must be the same event: this key says so.
+    body_key: str | None = None
 
 
 @dataclass(frozen=True)
@@ -86,6 +89,12 @@ def dedup_key(source: str, *parts: object) -> str:
     if len(key) <= _MAX_KEY:
         return key
     return f"{source}:sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def body_key(body: bytes) -> str:
+    """The dedup key of a signed body: the same bytes are the same event, whatever the
+    (unsigned) delivery id or event header says, across GitHub and Gitea alike."""
+    return "body:sha256:" + hashlib.sha256(body).hexdigest()
 
 
 def text(doc: Mapping[str, Any], *path: str) -> str | None:

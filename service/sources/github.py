@@ -7,6 +7,7 @@ Gitea and Forgejo send GitHub-compatible headers (``X-GitHub-Event``,
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import replace
 from functools import lru_cache
 from typing import Any
 from urllib.parse import parse_qs
@@ -22,6 +23,7 @@ from service.sources import (
     ImagePush,
     Malformed,
     Parsed,
+    body_key,
     dedup_key,
     image_ref,
     listed_paths,
@@ -78,10 +80,12 @@ def parse(
     if event == "ping":
         return Ignored("ping")
     if event == "push":
-        return _push(doc, source, delivery, complete_needs_total=gitea)
-    if event in {"package", "registry_package"}:
-        return _package(doc, event, delivery)
-    return Ignored("event not handled", event)
+        parsed = _push(doc, source, delivery, complete_needs_total=gitea)
+    elif event in {"package", "registry_package"}:
+        parsed = _package(doc, event, delivery)
+    else:
+        return Ignored("event not handled", event)
+    return replace(parsed, body_key=body_key(body)) if isinstance(parsed, Hints) else parsed
 
 
 def _push(

@@ -19,6 +19,9 @@ def test_the_web_process_never_trusts_forwarded_headers_by_itself() -> None:
         line for line in PROCFILE.read_text().splitlines() if line.startswith("web:")
     )
     assert "--no-proxy-headers" in procfile_web
+    readme = (PROCFILE.parent / "README.md").read_text()
+    readme_web = next(line for line in readme.splitlines() if line.startswith("| web |"))
+    assert "--no-proxy-headers" in readme_web
     # A bound on connections held at once (each may buffer up to the body cap).
     assert web[web.index("--limit-concurrency") + 1] == "256"
     assert "--limit-concurrency 256" in procfile_web

@@ -6,6 +6,8 @@ names the setting (``rollhook check-config``: tests/cli/test_local.py).
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,7 +15,7 @@ import yaml
 
 from rollhook.images import ReferenceError, parse_reference
 from rollhook.settings import ConfigError, load_settings
-from rollhook.targets import TagPolicy, parse_duration, parse_targets, repo_key
+from rollhook.targets import TagPolicy, load_targets, parse_duration, parse_targets, repo_key
 
 GOOD = {
     "repo": "https://github.com/acme/llm-infra.git",
@@ -66,6 +68,117 @@ def test_each_problem_is_one_line_naming_the_key(changes: dict[str, object], exp
     assert len(problems) == 1, problems
     assert expected in problems[0]
     assert "\n" not in problems[0]
+
+
+PROXY = {"listen": "127.0.0.1:8080", "port": 3001}
+
+
+@pytest.mark.parametrize(
+    ("proxy", "expected"),
+    [
+        ({"port": 3001}, "targets.llm.proxy.listen: required"),
+        ({**PROXY, "listen": "8080"}, "targets.llm.proxy.listen: use host:port"),
+        ({**PROXY, "listen": "127.0.0.1:70000"}, "targets.llm.proxy.listen: use host:port"),
+        ({**PROXY, "listen": "[1:2:3]:80"}, "targets.llm.proxy.listen: [1:2:3] is not an IPv6"),
+        ({**PROXY, "port": 0}, "targets.llm.proxy.port: Input should be greater than"),
+        ({**PROXY, "port": 65536}, "targets.llm.proxy.port: Input should be less than"),
+        ({**PROXY, "hosts": ["llm.example.com/x"]}, "llm.example.com/x: not a DNS name"),
+        ({**PROXY, "hosts": ["-llm.example.com"]}, "targets.llm.proxy.hosts: -llm.example"),
+        ({**PROXY, "hosts": ["10.0.0.1"]}, "10.0.0.1: a DNS name, not an address"),
+        ({**PROXY, "hosts": ["a.test", "A.test."]}, "A.test.: listed twice"),
+        ({**PROXY, "hold": "soon"}, "targets.llm.proxy.hold: not a duration"),
+        ({**PROXY, "hold": "0s"}, "targets.llm.proxy.hold: must be longer than 0s"),
+        ({**PROXY, "tls": "internal"}, "targets.llm.proxy: tls: internal needs hosts"),
+        ({**PROXY, "tls": "acme"}, "targets.llm.proxy.tls:"),
+        ({**PROXY, "upstream": "x"}, "targets.llm.proxy.upstream: unknown key"),
+    ],
+)
+def test_each_proxy_problem_is_one_line(proxy: dict[str, object], expected: str) -> None:
+    problems = problems_of(proxy=proxy)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+    assert "\n" not in problems[0]
+
+
+def test_proxy_keys_are_normalised() -> None:
+    proxy = {"listen": " :443", "hosts": ["LLM.Example.com."], "port": 3001, "hold": "90s"}
+    targets, problems = parse_targets(
+        yaml.safe_dump({"targets": {"llm": {**GOOD, "proxy": proxy}}})
+    )
+    assert problems == []
+    parsed = targets["llm"].proxy
+    assert parsed is not None
+    assert (parsed.listen, parsed.hosts, parsed.hold, parsed.tls) == (
+        ":443",
+        ["llm.example.com"],
+        90.0,
+        "auto",
+    )
+    assert parse_targets(yaml.safe_dump({"targets": {"llm": GOOD}}))[0]["llm"].proxy is None
+
+
+@pytest.mark.parametrize(
+    ("first", "second", "expected"),
+    [
+        ({"listen": ":8080"}, {"listen": "127.0.0.1:8080"}, "port 8080 is also on :8080"),
+        ({"listen": ":443"}, {"listen": ":443", "hosts": ["b.test"]}, "both must name"),
+        (
+            {"listen": ":443", "hosts": ["a.test", "b.test"]},
+            {"listen": ":443", "hosts": ["b.test"]},
+            "targets.b.proxy.hosts: b.test also served by targets.a",
+        ),
+        ({"listen": ":443", "hosts": ["a.test"]}, {"listen": ":443", "hosts": ["b.test"]}, None),
+        ({"listen": ":8080"}, {"listen": ":8081"}, None),
+    ],
+)
+def test_targets_that_would_share_a_proxy_socket(
+    first: dict[str, object], second: dict[str, object], expected: str | None
+) -> None:
+    doc = {
+        "targets": {
+            "a": {**GOOD, "project": "a", "proxy": {**first, "port": 3001}},
+            "b": {**GOOD, "project": "b", "proxy": {**second, "port": 3002}},
+        }
+    }
+    problems = parse_targets(yaml.safe_dump(doc))[1]
+    if expected is None:
+        assert problems == []
+    else:
+        assert len(problems) == 1 and expected in problems[0], problems
+
+
+TOKEN = "ghp_R8xq2Lw0Zt5Vb7Nc1Md3Kf9Hj4Gs6Pa0Yu2E"
+
+
+@pytest.mark.parametrize(
+    "repo",
+    [
+        f"https://{TOKEN}@github.com/acme/llm-infra.git",
+        f"https://x-access-token:{TOKEN}@github.com/acme/llm-infra.git",
+        f"http://{TOKEN}@git.example.test/acme/llm-infra.git",
+        f"ssh://git:{TOKEN}@github.com/acme/llm-infra.git",
+    ],
+)
+def test_a_token_in_the_repo_url_is_refused_unechoed(tmp_path: Path, repo: str) -> None:
+    assert problems_of(repo=repo) == [
+        "targets.llm.repo: put credentials in ROLLHOOK_GIT_TOKEN, not in the URL "
+        "(user:password@ or token@)"
+    ]
+    result = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD | {"repo": repo}}}))
+    assert result.returncode == 1
+    assert "targets.llm.repo: put credentials in ROLLHOOK_GIT_TOKEN" in result.stdout
+    assert TOKEN not in result.stdout + result.stderr
+    # At start-up (every process loads the targets file this way): the same, unechoed.
+    with pytest.raises(ConfigError) as caught:
+        load_targets(tmp_path / "rollhook.yml")
+    assert TOKEN not in str(caught.value) and "ROLLHOOK_GIT_TOKEN" in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    "repo", ["git@github.com:acme/llm-infra.git", "ssh://git@github.com/acme/llm-infra.git"]
+)
+def test_an_ssh_login_name_is_not_a_credential(repo: str) -> None:
+    assert problems_of(repo=repo) == []
 
 
 def test_broken_yaml_and_clashing_projects() -> None:
@@ -148,14 +261,58 @@ def test_a_secret_set_but_empty_stops_start_up(
     assert str(caught.value) == f"{name}: is set but empty"
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("ROLLHOOK_GITHUB_SECRET", "fifteen-chars-x"),
+        ("ROLLHOOK_GITHUB_SECRET", "new-secret-0123456789, old-short"),  # during a rotation
+        ("ROLLHOOK_GITLAB_TOKEN", "short"),
+        ("ROLLHOOK_REGISTRY_TOKEN", "short"),
+        ("ROLLHOOK_DOCKERHUB_TOKEN", "short"),
+        ("ROLLHOOK_HARBOR_TOKEN", "Basic c2hvcnQ="),
+        ("ROLLHOOK_API_TOKEN", "short"),
+        ("ROLLHOOK_METRICS_TOKEN", "short"),
+    ],
+)
+def test_a_short_inbound_secret_stops_start_up(
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
+) -> None:
+    """A right secret is never refused, so answers tell guesses apart as fast as they come:
+    only a long secret makes guessing hopeless. The line names the setting, never the value."""
+    monkeypatch.setenv(name, value)
+    with pytest.raises(ConfigError) as caught:
+        load_settings()
+    assert str(caught.value) == (
+        f"{name}: is shorter than 16 characters; use a long random one (openssl rand -base64 32)"
+    )
+    assert caught.value.__cause__ is None and caught.value.__suppress_context__
+    monkeypatch.setenv(name, "0123456789abcdef")  # 16 is enough
+    load_settings()
+
+
+def test_outbound_credentials_are_not_ours_to_judge(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("ROLLHOOK_SLACK_TOKEN", "xoxb-1")
+    monkeypatch.setenv("ROLLHOOK_GIT_TOKEN", "t")
+    assert load_settings().git_token is not None
+
+
 def test_secrets_come_from_files_too(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    (tmp_path / "secret").write_text("one, two\n")
+    (tmp_path / "secret").write_text("one-0123456789abcdef, two-0123456789abcdef\n")
     monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "secret"))
-    assert load_settings().github_secrets() == [b"one", b"two"]
-    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline")
+    assert load_settings().github_secrets() == [b"one-0123456789abcdef", b"two-0123456789abcdef"]
+    monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET", "inline-0123456789abcdef")
     with pytest.raises(ConfigError, match="both set"):
         load_settings()
     monkeypatch.delenv("ROLLHOOK_GITHUB_SECRET")
     monkeypatch.setenv("ROLLHOOK_GITHUB_SECRET_FILE", str(tmp_path / "missing"))
     with pytest.raises(ConfigError, match="ROLLHOOK_GITHUB_SECRET_FILE: cannot read"):
         load_settings()
+
+
+def run_check_config(tmp_path: Path, config: str) -> subprocess.CompletedProcess[str]:
+    (tmp_path / "rollhook.yml").write_text(config)
+    env = {"PATH": "/usr/bin:/bin", "ROLLHOOK_CONFIG": str(tmp_path / "rollhook.yml")}
+    return subprocess.run(
+        [sys.executable, "-m", "cli.main", "check-config"],
+        env=env, capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip

@@ -7,6 +7,7 @@ schema that migrates from nothing, twice, without harm.
 
 from __future__ import annotations
 
+import threading
 import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +23,7 @@ from rollhook.records import targets as target_records
 from rollhook.records.db import migrate
 from rollhook.records.schema import utcnow
 
-pytestmark = pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
+on_both = pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
 
 
 @pytest.fixture(autouse=True)
@@ -32,7 +33,7 @@ def _a_target(records: Engine, tmp_path: Path) -> None:
         target_records.ensure(conn, ["llm"])
 
 
-def new_event(dedup_key: str, target: str = "llm") -> NewEvent:
+def new_event(dedup_key: str, target: str = "llm", body_key: str | None = None) -> NewEvent:
     event_id = new_id("e")
     now = datetime.now(UTC)
     job = Job(
@@ -41,14 +42,19 @@ def new_event(dedup_key: str, target: str = "llm") -> NewEvent:
         trigger=Trigger(source="github", event_id=event_id),
         received_at=now,
     )
-    return NewEvent(event_id, "github", dedup_key, "push", {"ref": "main"}, now, jobs=[job])
+    summary = {"ref": "main"}
+    return NewEvent(
+        event_id, "github", dedup_key, "push", summary, now, jobs=[job], body_key=body_key
+    )
 
 
+@on_both
 def test_the_schema_has_every_table(records: Engine) -> None:
     tables = set(inspect(records).get_table_names())
     assert {"events", "jobs", "deployments", "targets", "notifications"} <= tables
 
 
+@on_both
 def test_the_same_delivery_is_one_event(records: Engine) -> None:
     first, again, other = new_event("github:d1"), new_event("github:d1"), new_event("github:d2")
     with records.begin() as conn:
@@ -62,6 +68,55 @@ def test_the_same_delivery_is_one_event(records: Engine) -> None:
         assert jobs.backlog(conn) == 2  # the duplicates queued nothing
 
 
+@on_both
+def test_a_signed_body_is_one_event_under_any_delivery_id(records: Engine) -> None:
+    """The body key catches a replay under a fresh delivery id; the delivery key catches
+    a redelivery; events without a body key (unsigned sources) never collide on it."""
+    first = new_event("github:b1", body_key="body:sha256:aa")
+    batch = [
+        first,
+        new_event("github:b2", body_key="body:sha256:aa"),  # same body, new id: replay
+        new_event("gitea:b3", body_key="body:sha256:aa"),  # same body, Gitea's headers
+        new_event("github:b1", body_key="body:sha256:bb"),  # same delivery id
+        new_event("gitlab:b4"),
+        new_event("gitlab:b5"),
+    ]
+    with records.begin() as conn:
+        stored = events.store_batch(conn, batch)
+    assert [s.duplicate for s in stored] == [False, True, True, True, False, False]
+    assert {s.event_id for s in stored[:4]} == {first.id}
+    with records.begin() as conn:
+        later = events.store_batch(conn, [new_event("github:b6", body_key="body:sha256:aa")])
+        other = events.store_batch(conn, [new_event("github:b7", body_key="body:sha256:cc")])
+    assert later[0].duplicate and later[0].event_id == first.id
+    assert not other[0].duplicate
+    with records.begin() as conn:
+        assert jobs.backlog(conn) == 4
+
+
+@pytest.mark.parametrize("records", ["postgresql"], indirect=True)
+def test_a_replay_stored_meanwhile_by_another_writer_is_a_duplicate(records: Engine) -> None:
+    """PostgreSQL: two writers race with the same body under different delivery ids; the
+    second waits on the unique index, inserts nothing, and learns the first's id."""
+    first = new_event("github:race1", body_key="body:sha256:race")
+    second = new_event("github:race2", body_key="body:sha256:race")
+    outcome: list[events.Stored] = []
+    with records.begin() as conn:
+        events.store_batch(conn, [first])
+        racer = threading.Thread(target=lambda: outcome.extend(_store(records, second)))
+        racer.start()
+        time.sleep(0.5)  # the racer read no key yet and now waits on the index
+        assert racer.is_alive()
+    racer.join(10)
+    assert [(s.event_id, s.duplicate) for s in outcome] == [(first.id, True)]
+
+
+def _store(engine: Engine, item: NewEvent) -> list[events.Stored]:
+    with engine.begin() as conn:
+        return events.store_batch(conn, [item])
+
+
+@on_both
 def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
     item = new_event("github:claim")
     with records.begin() as conn:
@@ -73,6 +128,7 @@ def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
         assert jobs.undispatched(conn, timedelta(0)) == []
 
 
+@on_both
 def test_purging_keeps_events_whose_work_is_not_done(records: Engine) -> None:
     done, waiting = new_event("github:done"), new_event("github:waiting")
     with records.begin() as conn:
@@ -84,6 +140,7 @@ def test_purging_keeps_events_whose_work_is_not_done(records: Engine) -> None:
         assert events.get_event(conn, waiting.id) is not None
 
 
+@on_both
 def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
     with records.begin() as conn:
         first = target_records.acquire_lease(conn, "llm", "worker-a", ttl=0.5)
@@ -104,6 +161,7 @@ def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
         assert target_records.get(conn, "llm").lease_owner == "worker-b"
 
 
+@on_both
 def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
     item = new_event("github:dep")
     with records.begin() as conn:
@@ -124,6 +182,7 @@ def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
     assert record.started_at <= record.finished_at
 
 
+@on_both
 def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> None:
     item = new_event("github:lost")
     with records.begin() as conn:
@@ -139,6 +198,7 @@ def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> N
         assert deployments.get(conn, deployment_id).status == "running"
 
 
+@on_both
 def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
     items = [new_event(f"github:burst{n}") for n in range(3)]
     with records.begin() as conn:

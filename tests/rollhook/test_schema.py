@@ -30,7 +30,7 @@ def test_notifications_made_before_subjects_existed_stay_valid(
     else:
         url = request.getfixturevalue("postgres_server").create_database()
     engine = make_engine(url)
-    migrate(engine, tmp_path, "0001")
+    migrate(engine, tmp_path, "0002")  # the revision before notification subjects
     with engine.begin() as conn:
         conn.execute(
             text(

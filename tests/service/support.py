@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import subprocess
+import sys
 import threading
 import time
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -21,15 +27,15 @@ from rollhook.records.schema import events, jobs
 from rollhook.settings import Settings
 from service.app import create_app
 from service.signatures import hub_signature
-from tests.harness.ports import free_port
+from tests.harness.ports import free_port, wait_for_port
 
 PAYLOADS = Path(__file__).parent / "payloads"  # verbatim copies, see SOURCES.md there
-GITHUB_SECRET = "gh-secret-Zq81"
-GITLAB_TOKEN = "gl-token-Xy72"
-REGISTRY_TOKEN = "reg-token-Wv63"
-DOCKERHUB_TOKEN = "hub-token-Ut54"
+GITHUB_SECRET = "gh-secret-Zq81-vN3w"
+GITLAB_TOKEN = "gl-token-Xy72-kP8s"
+REGISTRY_TOKEN = "reg-token-Wv63-jR5t"
+DOCKERHUB_TOKEN = "hub-token-Ut54-hQ2m"
 HARBOR_TOKEN = "harbor-token-Ts45"
-API_TOKEN = "api-token-Sr36"
+API_TOKEN = "api-token-Sr36-gL9x"
 METRICS_TOKEN = "metrics-token-Qp27"
 SECRETS = (GITHUB_SECRET, GITLAB_TOKEN, REGISTRY_TOKEN, DOCKERHUB_TOKEN, HARBOR_TOKEN, API_TOKEN)
 
@@ -179,6 +185,38 @@ class Served:
             return [dict(r._mapping) for r in rows]
 
 
+@contextlib.contextmanager
+def bare_uvicorn(root: Path, **env: str) -> Iterator[tuple[str, Path]]:
+    """The web process as README's shortest command starts it, uvicorn's defaults and all
+    (proxy headers on, trusting loopback): yields its URL and its log file."""
+    config = root / "rollhook.yml"
+    config.write_text(TARGETS_YAML)
+    port = free_port()
+    environ = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("ROLLHOOK_") and k != "FORWARDED_ALLOW_IPS"
+    } | {
+        "ROLLHOOK_CONFIG": str(config),
+        "ROLLHOOK_DATA_DIR": str(root / "data"),
+        "ROLLHOOK_GITHUB_SECRET": GITHUB_SECRET,
+        "ROLLHOOK_API_TOKEN": API_TOKEN,
+        "ROLLHOOK_REDIS_URL": f"redis://127.0.0.1:{free_port()}/0",  # down: not needed here
+        **env,
+    }
+    log_path = root / "web.log"
+    argv = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app"]
+    argv += ["--port", str(port), "--log-level", "debug"]
+    with log_path.open("wb") as log:
+        proc = subprocess.Popen(argv, env=environ, stdout=log, stderr=subprocess.STDOUT, cwd=root)
+        try:
+            wait_for_port(port, timeout=30)
+            yield f"http://127.0.0.1:{port}", log_path
+        finally:
+            proc.send_signal(signal.SIGTERM)
+            proc.wait(30)
+
+
 def add_deployment(served: Served, target: str, status: str, **values: Any) -> str:
     """A finished deployment record, as a worker would have left it."""
     trigger = Trigger(source="api", event_id=new_id("e"))
@@ -212,6 +250,12 @@ def unique(prefix: str) -> str:
 def payload(name: str) -> dict[str, Any]:
     document: dict[str, Any] = json.loads((PAYLOADS / name).read_text())
     return document
+
+
+def fresh_push() -> bytes:
+    """GitHub's sample push with a head commit of its own: every real push differs, and
+    the same signed body twice is one event whatever its delivery id."""
+    return encode(payload("github-push.json") | {"head_commit": {"id": unique("c")}})
 
 
 def raw(name: str) -> bytes:

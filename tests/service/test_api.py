@@ -285,8 +285,19 @@ def test_deployment_history_and_one_record(served: Served) -> None:
         ({"limit": "0"}, 400),
         ({"limit": "201"}, 400),
         ({"limit": "x"}, 400),
+        # Digits to str.isdigit, not to int(): a 500 before.
+        ({"limit": "\u00b2"}, 400),
+        ({"limit": "\u2460"}, 400),
+        ({"limit": "1\u00b2"}, 400),
+        ({"limit": "\u0661"}, 400),  # an Arabic-Indic one: int() takes it, we do not
+        ({"limit": " 5"}, 400),
+        ({"limit": "+5"}, 400),
+        ({"limit": "5.0"}, 400),
+        ({"limit": ""}, 400),
+        ({"limit": "9" * 5000}, 400),
         ({"target": "ghost"}, 404),
         ({"limit": "200"}, 200),
+        ({"limit": "0007"}, 200),
     ],
 )
 def test_history_parameters(served: Served, params: dict[str, str], code: int) -> None:

@@ -12,11 +12,7 @@ import redis
 
 from tests.harness.ports import free_port
 from tests.harness.redis import RedisServer
-from tests.service.support import Served, encode, payload, wait_for
-
-
-def push() -> bytes:
-    return encode(payload("github-push.json"))
+from tests.service.support import Served, fresh_push, wait_for
 
 
 def queued_job_ids(url: str) -> set[str]:
@@ -45,7 +41,7 @@ def own_redis(tmp_path: Path) -> Iterator[RedisServer]:
 
 def test_jobs_reach_the_broker(serve: Callable[..., Served], broker_url: str) -> None:
     app = serve()
-    event_id = app.github(push()).json()["id"]
+    event_id = app.github(fresh_push()).json()["id"]
     wait_for(lambda: dispatched(app, event_id), what="dispatch")
     [job] = app.jobs_of(event_id)
     assert job["id"] in queued_job_ids(broker_url)
@@ -54,7 +50,7 @@ def test_jobs_reach_the_broker(serve: Callable[..., Served], broker_url: str) ->
 
 def test_broker_down_still_answers_202_and_keeps_the_job(serve: Callable[..., Served]) -> None:
     app = serve(redis_url=f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
-    response = app.github(push())
+    response = app.github(fresh_push())
     assert response.status_code == 202
     event_id = response.json()["id"]
     wait_for(lambda: app.jobs_of(event_id)[0]["dispatch_attempts"] >= 1, what="a dispatch attempt")
@@ -69,10 +65,10 @@ def test_events_during_an_outage_are_sent_when_the_broker_returns(
     serve: Callable[..., Served], own_redis: RedisServer
 ) -> None:
     app = serve(redis_url=own_redis.url)
-    first = app.github(push()).json()["id"]
+    first = app.github(fresh_push()).json()["id"]
     wait_for(lambda: dispatched(app, first), what="dispatch before the outage")
     with own_redis.stopped():
-        during = [app.github(push()) for _ in range(3)]
+        during = [app.github(fresh_push()) for _ in range(3)]
         assert [r.status_code for r in during] == [202, 202, 202]
         ids = [r.json()["id"] for r in during]
         wait_for(lambda: app.client.get("/readyz").json()["broker"] == "down", what="the outage")

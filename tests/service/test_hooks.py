@@ -12,6 +12,7 @@ import pytest
 from sqlalchemy import text
 from starlette.requests import Request
 
+from rollhook.records import targets as target_records
 from service.hooks import header_map
 from service.signatures import hub_signature
 from tests.service.support import (
@@ -31,7 +32,10 @@ Call = Callable[[Served], httpx.Response]
 
 
 def push(ref: str = "refs/heads/master", **changes: Any) -> bytes:
-    return encode(payload("github-push.json") | {"ref": ref} | changes)
+    """A signed push body of its own: each real push differs (its commits, its times), and
+    the same body twice is one event whatever its delivery id."""
+    nonce = {"head_commit": {"id": unique("c"), "timestamp": unique("t")}}
+    return encode(payload("github-push.json") | {"ref": ref} | nonce | changes)
 
 
 def infra_push(changed: list[str]) -> bytes:
@@ -301,3 +305,54 @@ def test_absent_and_unconfigured_endpoints_look_the_same(serve: Callable[..., Se
     wrong_method = app.client.get("/hooks/github")
     assert wrong_method.status_code == 405
     assert wrong_method.headers["allow"] == "POST"
+
+
+def package(tag: str, digest: str) -> bytes:
+    doc = payload("github-package.json")
+    doc["package"]["package_version"]["container_metadata"]["tag"].update(name=tag, digest=digest)
+    return encode(doc)
+
+
+def test_a_replayed_package_event_cannot_pin_an_older_image(serve: Callable[..., Served]) -> None:
+    """The delivery id is not signed: a signed body sent again under a fresh id (or with
+    Gitea's headers) is the first event again, so it queues no job that would pin 1.0."""
+    app = serve()
+    older = package("1.0", "sha256:" + "a" * 64)
+    first = app.github(older, event="package")
+    assert first.status_code == 202, first.text
+    assert app.github(package("1.1", "sha256:" + "b" * 64), event="package").status_code == 202
+    before = app.event_count()
+
+    replays = [
+        app.github(older, event="package", delivery=unique("attacker")),
+        app.github(older, event="package", x_gitea_event="package", x_gitea_delivery="g-1"),
+    ]
+    for replay in replays:
+        assert replay.status_code == 200, replay.text
+        assert replay.json() == {
+            "status": "ignored",
+            "reason": "duplicate delivery",
+            "id": first.json()["id"],
+        }
+    assert app.event_count() == before  # no event, so no job, so no pin
+
+
+def test_a_replayed_push_cannot_clear_a_manual_rollbacks_hold(
+    serve: Callable[..., Served],
+) -> None:
+    app = serve()
+    body = push()
+    assert app.github(body).status_code == 202
+    with app.records.begin() as conn:  # as a manual rollback leaves the target
+        target_records.set_held(conn, "hello", True)
+
+    for headers in ({}, {"x_gitea_event": "push", "x_gitea_delivery": unique("g")}):
+        replay = app.github(body, delivery=unique("attacker"), **headers)
+        assert replay.json()["reason"] == "duplicate delivery"
+    with app.records.connect() as conn:
+        assert target_records.get(conn, "hello").held is True
+
+    # A genuinely new push (another signed body) still lets the target deploy again.
+    assert app.github(push(after="c" * 40)).status_code == 202
+    with app.records.connect() as conn:
+        assert target_records.get(conn, "hello").held is False

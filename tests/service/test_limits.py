@@ -4,15 +4,29 @@ from __future__ import annotations
 
 import socket
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
+import httpx
 import pytest
 
 from service import hooks
 from service.ratelimit import AuthFailures
 from service.signatures import hub_signature
-from tests.service.support import GITHUB_SECRET, Served, encode, payload
+from tests.service.support import (
+    API_TOKEN,
+    GITHUB_SECRET,
+    REGISTRY_TOKEN,
+    Served,
+    bare_uvicorn,
+    encode,
+    fresh_push,
+    payload,
+    raw,
+)
 
 CAP = 16384
+REGISTRY_TYPE = "application/vnd.docker.distribution.events.v2+json"
+WRONG = "wrong-token-0123456789"
 
 
 def body_of(size: int) -> bytes:
@@ -108,15 +122,42 @@ def test_clients_that_keep_failing_are_limited(serve: Callable[..., Served]) -> 
     # The API's bearer token counts too, and answers 429 the same way...
     bad_token = app.client.get("/targets", headers={"authorization": "Bearer wrong"})
     assert bad_token.status_code == 429
-    # ...but the right secret is always heard: somebody failing from a shared address
-    # (GitHub's or Docker Hub's outgoing one) must not block the real sender.
-    assert app.github(encode(payload("github-push.json"))).status_code == 202
+    # ...but credentials in headers are always heard: somebody failing from a shared
+    # address (Docker Hub's outgoing one, say) must not block the real sender.
     assert app.api("GET", "/targets").status_code == 200
+    registry = {"authorization": f"Bearer {REGISTRY_TOKEN}", "content-type": REGISTRY_TYPE}
+    heard = app.client.post(
+        "/hooks/registry", content=raw("distribution-push.json"), headers=registry
+    )
+    assert heard.status_code == 200, heard.text  # understood (a layer push: not ours)
+    # A signed body is the exception: it could only be checked once read, and a blocked
+    # client's body is not read. GitHub's delivery waits for the window to pass.
+    assert app.github(fresh_push()).status_code == 429
+
+
+def test_a_blocked_clients_body_is_never_read(
+    serve: Callable[..., Served], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Blocked, a client announcing a body and sending none is answered 429 at once; had
+    its body been waited for, the answer would be 408 at the (shortened) deadline."""
+    monkeypatch.setattr(hooks, "BODY_DEADLINE", 0.5)
+    app = serve(auth_failures_allowed=1)
+    assert [bad(app) for _ in range(2)] == [401, 429]
+    request = (
+        "POST /hooks/github HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"X-GitHub-Event: push\r\nX-Hub-Signature-256: sha256={'0' * 64}\r\n"
+        "Content-Length: 1000\r\n\r\n"
+    )
+    with socket.create_connection(("127.0.0.1", app.port), timeout=10) as sock:
+        sock.sendall(request.encode())
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.1 429"), answer
+    assert "retry-after: " in answer.lower()
 
 
 def test_senders_with_the_right_secret_are_never_limited(serve: Callable[..., Served]) -> None:
     app = serve(auth_failures_allowed=1)
-    codes = {app.github(encode(payload("github-push.json"))).status_code for _ in range(30)}
+    codes = {app.github(fresh_push()).status_code for _ in range(30)}
     assert codes == {202}
 
 
@@ -156,3 +197,27 @@ def test_a_body_that_never_arrives_is_cut_off(
 def test_deeply_nested_json_is_a_bad_request(serve: Callable[..., Served]) -> None:
     app = serve()
     assert app.github(b"[" * 100_000 + b"]" * 100_000).status_code == 400
+
+
+@pytest.mark.parametrize("trusted_proxies", ["", "127.0.0.1"])
+def test_a_bare_uvicorn_cannot_be_talked_into_new_addresses(
+    tmp_path: Path, trusted_proxies: str
+) -> None:
+    """`uvicorn --factory service.app:create_app` keeps uvicorn's proxy headers on: it puts
+    an address from X-Forwarded-For in place of the loopback peer's. Rotating that header
+    must not give a client that keeps failing a fresh allowance each time."""
+    env = {"ROLLHOOK_AUTH_FAILURES_ALLOWED": "2", "ROLLHOOK_TRUSTED_PROXIES": trusted_proxies}
+    with bare_uvicorn(tmp_path, **env) as (url, log), httpx.Client(base_url=url) as client:
+
+        def guess(n: int, token: str = WRONG) -> int:
+            headers = {"authorization": f"Bearer {token}", "x-forwarded-for": f"203.0.113.{n}"}
+            return client.get("/targets", headers=headers).status_code
+
+        assert [guess(n) for n in range(1, 6)] == [401, 401, 429, 429, 429]
+        hook = {"x-forwarded-for": "198.51.100.9", "x-hub-signature-256": "sha256=" + "0" * 64}
+        assert client.post("/hooks/github", content=b"{}", headers=hook).status_code == 429
+        assert guess(6, API_TOKEN) == 200  # the right token is still heard
+        # A client without the header is known by its own address: not limited.
+        wrong = {"authorization": f"Bearer {WRONG}"}
+        assert client.get("/targets", headers=wrong).status_code == 401
+    assert "share one address for the auth-failure limit" in log.read_text()

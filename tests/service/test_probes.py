@@ -12,7 +12,7 @@ from starlette.requests import Request
 
 from rollhook.records import db
 from service import probes
-from tests.service.support import METRICS_TOKEN, Served, add_deployment, encode, payload
+from tests.service.support import METRICS_TOKEN, Served, add_deployment, fresh_push
 
 
 def test_healthz_and_readyz(served: Served) -> None:
@@ -52,7 +52,7 @@ def metric(text: str, name: str) -> float | None:
 def test_metrics(serve: Callable[..., Served]) -> None:
     app = serve(redis_url="redis://127.0.0.1:1/0")  # broker down: jobs stay in the outbox
     for _ in range(2):
-        assert app.github(encode(payload("github-push.json"))).status_code == 202
+        assert app.github(fresh_push()).status_code == 202
     app.github(b"{}", x_hub_signature_256="sha256=0")
     good = add_deployment(app, "hello", "succeeded")
     add_deployment(app, "hello", "rolled_back")

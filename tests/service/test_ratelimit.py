@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from rollhook.settings import ConfigError
-from service.ratelimit import AuthFailures, ClientAddress, parse_proxies
+from service.ratelimit import UNKNOWN_FORWARDED, AuthFailures, ClientAddress, parse_proxies
 
 
 class Clock:
@@ -57,6 +57,14 @@ def test_many_clients_do_not_grow_memory_without_bound() -> None:
         ("10.0.0.0/8", "10.0.0.5", "garbage", "10.0.0.5"),
         ("10.0.0.0/8", "10.0.0.5", None, "10.0.0.5"),
         ("::1", "::1", "2001:db8::1", "2001:db8::1"),
+        ("10.0.0.0/8", "10.0.0.5", "", "10.0.0.5"),
+        # The peer is one of the header's own entries: a server (uvicorn's proxy headers)
+        # may have put it there, and the real peer is unknown. One shared address then.
+        ("", "203.0.113.7", "203.0.113.7", UNKNOWN_FORWARDED),
+        ("127.0.0.1", "203.0.113.7", "6.6.6.6, 203.0.113.7:5555", UNKNOWN_FORWARDED),
+        ("10.0.0.0/8", "10.0.0.5", "10.0.0.5", UNKNOWN_FORWARDED),
+        ("", "::1", "[::1]:80", UNKNOWN_FORWARDED),
+        ("", "2001:db8::1", "2001:DB8:0::1", UNKNOWN_FORWARDED),
     ],
 )
 def test_client_address(proxies: str, peer: str, forwarded: str | None, client: str) -> None:

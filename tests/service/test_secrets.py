@@ -120,7 +120,8 @@ def test_redaction_of_access_log_records() -> None:
     )
     assert RedactTokens().filter(record)
     assert (
-        record.getMessage() == '127.0.0.1:5 - "POST /hooks/dockerhub/<redacted>?x=1 HTTP/1.1" 202'
+        record.getMessage()
+        == '127.0.0.1:5 - "POST /hooks/dockerhub/<redacted>?<redacted> HTTP/1.1" 202'
     )
     assert redact("GET /hooks/github") == "GET /hooks/github"
 
@@ -197,17 +198,29 @@ def test_uvicorn_access_log_redacts_the_docker_hub_token(tmp_path: Path) -> None
         assert secret not in output
 
 
-def test_a_bad_config_stops_start_up_with_one_line(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("name", "value", "line"),
+    [
+        ("ROLLHOOK_GITHUB_SECRET", "", "is set but empty"),
+        (
+            "ROLLHOOK_METRICS_TOKEN",
+            "guessable-1",
+            "is shorter than 16 characters; use a long random one (openssl rand -base64 32)",
+        ),
+    ],
+)
+def test_a_bad_config_stops_start_up_with_one_line(
+    tmp_path: Path, name: str, value: str, line: str
+) -> None:
     env = {k: v for k, v in os.environ.items() if not k.startswith("ROLLHOOK_")} | {
         "ROLLHOOK_CONFIG": str(tmp_path / "missing.yml"),
-        "ROLLHOOK_GITHUB_SECRET": "",
+        name: value,
     }
     argv = [sys.executable, "-m", "uvicorn", "--factory", "service.app:create_app", "--port", "0"]
     done = subprocess.run(
         argv, env=env, capture_output=True, text=True, timeout=60, cwd=tmp_path, check=False
     )
     assert done.returncode != 0
-    assert (
-        done.stderr.strip().splitlines()[-1] == "rollhook: ROLLHOOK_GITHUB_SECRET: is set but empty"
-    )
+    assert done.stderr.strip().splitlines()[-1] == f"rollhook: {name}: {line}"
     assert "Traceback" not in done.stderr
+    assert not value or value not in done.stderr

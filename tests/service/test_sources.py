@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import hashlib
 import json
 from typing import Any
 from urllib.parse import urlencode
@@ -152,6 +153,20 @@ def test_gitea_push_by_its_own_headers() -> None:
 def test_gitea_push_with_github_compatible_headers() -> None:
     headers = {"x-github-event": "push", "x-github-delivery": "g-2", "x-gitea-delivery": "g-2"}
     assert hints(github.parse(headers, raw("gitea-push.json"))).source == "gitea"
+
+
+def test_signed_bodies_carry_their_hash_as_a_second_key() -> None:
+    """The delivery id is not signed: the body's hash is the key a replay cannot change,
+    the same under GitHub's and Gitea's headers. Unsigned sources have none."""
+    body = raw("gitea-push.json")
+    key = "body:sha256:" + hashlib.sha256(body).hexdigest()
+    as_github = hints(github.parse({"x-github-event": "push", "x-github-delivery": "1"}, body))
+    as_gitea = hints(github.parse({"x-gitea-event": "push", "x-gitea-delivery": "2"}, body))
+    assert (as_github.body_key, as_gitea.body_key) == (key, key)
+    assert as_github.dedup_key != as_gitea.dedup_key
+    ghcr = github.parse(GH | {"x-github-event": "package"}, encode(package_event("1.0")))
+    assert hints(ghcr).body_key is not None
+    assert hints(gitlab.parse(GL, raw("gitlab-push.json"))).body_key is None
 
 
 def package_event(tag: str, event: str = "package") -> dict[str, Any]:

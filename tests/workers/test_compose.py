@@ -111,6 +111,14 @@ def test_override_pins_every_service_and_labels_only_the_gated_one(tmp_path: Pat
     assert [p.name for p in path.parent.iterdir()] == ["override.yml"]
 
 
+def test_override_gives_the_gated_service_its_stop_grace() -> None:
+    images = {"web": f"r.test/web:1@{DIGEST}", "db": f"r.test/db@{DIGEST}"}
+    body = yaml.safe_load(render_override(images, {}, {"web": 45.0, "extra": 0.5}))
+    assert body["services"]["web"] == {"image": images["web"], "stop_grace_period": "45s"}
+    assert body["services"]["db"] == {"image": images["db"]}  # its own compose value stays
+    assert body["services"]["extra"] == {"stop_grace_period": "0.5s"}
+
+
 def test_config_hash_is_stable_and_sees_what_matters() -> None:
     config: dict[str, Any] = {
         "name": "llm",
@@ -280,3 +288,58 @@ def test_up_pins_digests_and_labels_then_stop(
         compose.stop(spec, ["anything-llm"], timeout=60, grace=5)
         state = engine.state(app.container_id)
         assert state is not None and not state.running and state.status == "exited"
+
+
+def _slow_to_stop(tmp_path: Path, standin: Any, project: str, stop_delay: float) -> ComposeSpec:
+    """The stand-in taking ``stop_delay`` seconds to shut down (then it leaves a line in
+    its storage); its compose file says stop_grace_period: 10s, compose's default too."""
+    port = free_port()
+    text = compose_file(standin.ref("1.0.0"), environment={"STOP_DELAY": str(stop_delay)})
+    spec = _layout(tmp_path, text, f"SERVER_PORT={port}\n")
+    (spec.project_dir / ".env").write_text("")
+    return ComposeSpec(project, spec.project_dir, spec.files, spec.env_files, spec.release_dir)
+
+
+def _shutdowns(spec: ComposeSpec) -> list[str]:
+    log = spec.project_dir / "storage" / "shutdown.log"
+    return log.read_text().splitlines() if log.exists() else []
+
+
+def test_stop_kills_after_the_grace_it_is_given(
+    compose_argv: list[str], docker_host: str, standin: Any, project: str, tmp_path: Path
+) -> None:
+    spec = _slow_to_stop(tmp_path, standin, project, stop_delay=8)
+    compose = Compose(compose_argv, docker_host)
+    with DockerEngine(docker_host) as engine:
+        compose.up(spec, timeout=120)
+        [app] = engine.containers(project)
+        compose.stop(spec, ["anything-llm"], timeout=60, grace=2)
+        state = engine.state(app.container_id)
+    assert state is not None and state.exit_code == 137  # SIGKILLed: its 8 s were not waited
+    assert _shutdowns(spec) == []
+
+
+def test_up_recreating_a_container_waits_out_the_override_grace(
+    compose_argv: list[str], docker_host: str, standin: Any, project: str, tmp_path: Path
+) -> None:
+    """A shutdown longer than compose's 10 s finishes when the override gives it 14 s."""
+    spec = _slow_to_stop(tmp_path, standin, project, stop_delay=11)
+    compose = Compose(compose_argv, docker_host)
+    pinned = standin.digest_ref("1.0.0")
+    with DockerEngine(docker_host) as engine:
+        engine.pull(pinned)
+        for deployment in ("d1", "d2"):  # a new label: compose recreates the container
+            override = write_override(
+                tmp_path / deployment / "override.yml",
+                {"anything-llm": pinned},
+                {"anything-llm": {"rollhook.deployment": deployment}},
+                grace={"anything-llm": 14},
+            )
+            files = [*spec.files, override]
+            current = ComposeSpec(
+                project, spec.project_dir, files, spec.env_files, spec.release_dir
+            )
+            compose.up(current, timeout=120)
+        [app] = engine.containers(project)
+        assert app.labels["rollhook.deployment"] == "d2"
+    assert _shutdowns(spec) == ["1.0.0 shut down cleanly after 11s"]

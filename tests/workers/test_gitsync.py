@@ -5,6 +5,7 @@ from __future__ import annotations
 import contextlib
 import os
 import subprocess
+import tarfile
 import uuid
 from datetime import datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -15,6 +16,8 @@ from typing import Any
 import pytest
 
 from tests.harness import Listener
+from tests.harness.gitserver import git_env
+from workers import gitsync
 from workers.errors import OperatorError
 from workers.gitsync import GitRepo, scrub
 from workers.procs import ProcessGroup
@@ -226,3 +229,146 @@ def test_a_redirect_never_carries_the_token(tmp_path: Path) -> None:
             server.shutdown()
             server.server_close()
         assert elsewhere.received == []
+
+
+# -- a hostile infra repository ---------------------------------------------------------
+
+
+def _crafted_commit(repo: Any, entries: list[tuple[str, str, bytes]], folder: str) -> str:
+    """Push a commit whose tree ``folder`` holds exactly ``entries`` (mode, name, content).
+
+    Built with plumbing, object by object: a tree entry name may then hold '/', which no
+    porcelain command would write and which `git fetch` without object checks accepts.
+    """
+    work = repo.work
+    env = {**git_env(), "GIT_AUTHOR_NAME": "Mallory", "GIT_AUTHOR_EMAIL": "m@example.test"}
+
+    def store(kind: str, data: bytes) -> str:
+        argv = ["git", "-C", str(work), "hash-object", "-t", kind, "-w", "--literally", "--stdin"]
+        result = subprocess.run(argv, input=data, capture_output=True, env=env, check=True)
+        return result.stdout.decode().strip()
+
+    def tree(items: list[tuple[str, str, str]]) -> str:
+        data = b"".join(f"{m} {n}".encode() + b"\0" + bytes.fromhex(o) for m, n, o in items)
+        return store("tree", data)
+
+    inner = tree([(mode, name, store("blob", content)) for mode, name, content in entries])
+    git = ["git", "-C", str(work)]
+    commit = subprocess.run(
+        [*git, "commit-tree", "-m", "crafted", tree([("40000", folder, inner)])],
+        capture_output=True,
+        env=env,
+        check=True,
+    ).stdout.decode()
+    push = [*git, "push", "-q", "-f", "origin", f"{commit.strip()}:refs/heads/main"]
+    subprocess.run(push, env=env, check=True)
+    return commit.strip()
+
+
+def _exploit(depth: int) -> list[tuple[str, str, bytes]]:
+    """The review's chain: ``d1 -> .``, a link named through d1 pointing ``depth`` levels
+    up (lexically inside: its name is deeper than where it lands), then a file through it."""
+    return [
+        ("120000", "d1", b"."),
+        ("120000", "d1/d1/d2/l1", b"../" * depth + b"outside"),
+        ("100644", "d2/l1/x", b"written outside the release\n"),
+    ]
+
+
+def test_fetch_refuses_a_tree_entry_holding_a_slash(git_server: Any, tmp_path: Path) -> None:
+    repo = git_server.create_repo(_name("crafted"))
+    _crafted_commit(repo, _exploit(3), "app")
+    git = _mirror(tmp_path, repo.url)
+    with pytest.raises(OperatorError, match=r"malformed object.*fullPathname"):
+        git.fetch("main")
+    assert not (tmp_path / "mirror.git" / "refs" / "heads" / "main").exists()
+
+
+def test_export_never_writes_through_a_link(
+    git_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A mirror fetched without object checks (before they existed) still holds the objects:
+    the export itself refuses the member whose path passes through the link ``d1``, on a
+    Python without tarfile's extraction filters (Debian 12's 3.11.2) too."""
+    monkeypatch.delattr(tarfile, "data_filter", raising=False)
+    repo = git_server.create_repo(_name("chain"))
+    # The release folder's temp dir is tmp/releases/.<sha>.xyz: three levels up is tmp.
+    sha = _crafted_commit(repo, _exploit(3), "app")
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    mirror = tmp_path / "mirror.git"
+    subprocess.run(["git", "init", "-q", "--bare", str(mirror)], env=git_env(), check=True)
+    fetch = ["git", "-C", str(mirror), "fetch", "-q", str(repo.bare), "+main:refs/heads/main"]
+    subprocess.run(fetch, env=git_env(), check=True)
+
+    dest = tmp_path / "releases" / sha
+    with pytest.raises(OperatorError, match="d1/d1/d2/l1 would be written through the link d1"):
+        _mirror(tmp_path, repo.url).export(sha, "app", dest)
+    assert list(outside.iterdir()) == []
+    assert list(dest.parent.iterdir()) == []  # nothing half-written left behind
+
+
+def test_export_is_bounded_in_files_and_bytes(
+    git_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    repo = git_server.create_repo(_name("bounds"))
+    sha = repo.commit({f"app/f{n}": "x" * 100 for n in range(5)}, "five files")
+    git = _mirror(tmp_path, repo.url)
+    git.fetch("main")
+    releases = tmp_path / "releases"
+
+    monkeypatch.setattr(gitsync, "MAX_EXPORT_FILES", 4)
+    with pytest.raises(OperatorError, match=r"more than 4 files.*bound on files"):
+        git.export(sha, "app", releases / "a")
+    monkeypatch.setattr(gitsync, "MAX_EXPORT_FILES", 5)
+    monkeypatch.setattr(gitsync, "MAX_EXPORT_BYTES", 499)
+    with pytest.raises(OperatorError, match=r"more than 499 bytes.*bound on bytes"):
+        git.export(sha, "app", releases / "b")
+    assert list(releases.iterdir()) == []
+    monkeypatch.setattr(gitsync, "MAX_EXPORT_BYTES", 500)
+    assert len(list(git.export(sha, "app", releases / "c").iterdir())) == 5
+
+
+def test_export_writes_the_committed_bytes_whatever_the_config_says(
+    git_server: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No user config (a filter driver, as git-lfs installs), no attribute in the repo
+    (ident, eol, export-ignore, export-subst) changes what is written."""
+    home = tmp_path / "home"
+    home.mkdir()
+    marker = tmp_path / "filter-ran"
+    (home / ".gitconfig").write_text(
+        "[core]\n\tattributesFile = ~/.gitattributes\n"
+        f'[filter "evil"]\n\tsmudge = "touch {marker}; sed s/compose/pwned/"\n'
+    )
+    (home / ".gitattributes").write_text("* filter=evil\n")
+    monkeypatch.setenv("HOME", str(home))
+    text = "$Id$\nservices: {}  # compose $Format:%H$\n"
+    repo = git_server.create_repo(_name("attributes"))
+    sha = repo.commit(
+        {
+            ".gitattributes": "* ident eol=crlf export-subst\nsecret.env export-ignore\n",
+            "docker-compose.yml": text,
+            "secret.env": "A=1\n",
+        },
+        "attributes",
+    )
+    git = _mirror(tmp_path, repo.url)
+    git.fetch("main")
+
+    dest = git.export(sha, ".", tmp_path / "releases" / sha)  # the default path: the root
+    assert (dest / "docker-compose.yml").read_bytes() == text.encode()
+    assert (dest / "secret.env").read_text() == "A=1\n"
+    assert not marker.exists()
+
+
+def test_the_repository_root_is_exported(git_server: Any, tmp_path: Path) -> None:
+    """`path: "."` is the default: the root of the commit is a folder like any other."""
+    repo = git_server.create_repo(_name("root"))
+    sha = repo.commit({"docker-compose.yml": COMPOSE, "conf/app.ini": "a=1\n"}, "root")
+    git = _mirror(tmp_path, repo.url)
+    git.fetch("main")
+    for path in (".", ""):
+        dest = git.export(sha, path, tmp_path / f"releases-{path or 'empty'}" / sha)
+        assert (dest / "docker-compose.yml").read_text() == COMPOSE
+        assert (dest / "conf" / "app.ini").read_text() == "a=1\n"

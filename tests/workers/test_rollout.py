@@ -9,12 +9,14 @@ restore the data cannot pass.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import pytest
 
 from rollhook.records import deployments
 from rollhook.records import targets as target_records
+from tests.harness import infra_files
 from tests.workers.deployer import Deployer
 from workers.backup import BackupStore
 
@@ -248,3 +250,20 @@ def test_two_rollbacks_in_a_row_go_further_back(deployer: Deployer) -> None:
     assert second.status == "succeeded", second.log
     assert deployer.app_version() == "1.0.0"  # not back to 2.0.0-slow
     assert deployer.schema() == 1  # with the data as 1.0.0 left it
+
+
+def test_the_stop_step_waits_out_the_targets_stop_timeout(
+    make_deployer: Callable[..., Deployer], standin: Any
+) -> None:
+    """stop_timeout: 14s on a stand-in whose shutdown takes 11 s (its compose file says
+    stop_grace_period: 10s, compose's default too): the old version shuts down cleanly
+    instead of being killed at 10 s with its work half done."""
+    deployer = make_deployer(repo="infra-grace", stop_timeout="14s")
+    for tag in ("1.0.0", "2.0.0"):
+        env = {"STOP_DELAY": "11"}
+        deployer.repo.commit(infra_files(standin.ref(tag), deployer.port, environment=env), tag)
+        record = deployer.deploy()
+        assert record.status == "succeeded", record.log
+    assert deployer.app_version() == "2.0.0"
+    shutdowns = (deployer.storage / "shutdown.log").read_text().splitlines()
+    assert shutdowns == ["1.0.0 shut down cleanly after 11s"]

@@ -9,7 +9,9 @@
 #
 # Baked into each image: STANDIN_VERSION (schema version, an integer), STANDIN_APP_VERSION
 # (what /api/utils/metrics reports), STANDIN_VARIANT (good | slow | never-healthy | crash)
-# and BOOT_DELAY (seconds, overridable at run time).
+# and BOOT_DELAY (seconds, overridable at run time). At run time only: STOP_DELAY (seconds
+# a stop signal takes to finish, as a draining app's does; once done, a line goes to
+# $storage/shutdown.log, so a container killed before it finished leaves none).
 
 port="${SERVER_PORT:-3001}"
 storage="${STORAGE_DIR:-/app/server/storage}"
@@ -26,6 +28,10 @@ log() { echo "[anythingllm-standin $app] $*"; }
 children=""
 stop() {
     log "received a stop signal, shutting down"
+    if [ "${STOP_DELAY:-0}" != 0 ]; then
+        sleep "$STOP_DELAY"
+        echo "$app shut down cleanly after ${STOP_DELAY}s" >> "$storage/shutdown.log"
+    fi
     [ -n "$children" ] && kill $children 2>/dev/null
     exit 0
 }

@@ -1,7 +1,7 @@
 """notifications name what they are about: a deployment today, a target or a host later
 
-Revision ID: 0002
-Revises: 0001
+Revision ID: 0003
+Revises: 0002
 Create Date: 2026-12-02 12:00:00
 
 Existing rows are deployment notices: their subject is their deployment.
@@ -10,8 +10,8 @@ Existing rows are deployment notices: their subject is their deployment.
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0002"
-down_revision = "0001"
+revision = "0003"
+down_revision = "0002"
 branch_labels = None
 depends_on = None
 
