@@ -20,6 +20,7 @@ import docker.errors
 import requests
 
 from rollhook.images import ImageRef, ReferenceError, parse_reference
+from workers.closeable import Closeable
 from workers.errors import InfrastructureError, OperatorError, StepTimeout
 
 SERVICE_LABEL = "com.docker.compose.service"
@@ -107,7 +108,7 @@ def _reason(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
 
 
-class DockerEngine:
+class DockerEngine(Closeable):
     """One connection to a Docker engine; use as a context manager (it holds a pool)."""
 
     def __init__(self, base_url: str | None, timeout: float = 60.0) -> None:
@@ -119,12 +120,6 @@ class DockerEngine:
             # "auto": engines as old as 20.10 (API 1.41) refuse newer client versions.
             self._client = docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
         self._api = self._client.api
-
-    def __enter__(self) -> DockerEngine:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client.close()

@@ -17,6 +17,7 @@ from typing import Protocol
 
 import httpx
 
+from workers.closeable import Closeable
 from workers.engine import ContainerState
 
 Watch = Callable[[], ContainerState | None]
@@ -42,7 +43,7 @@ class Probe(Protocol):
     def __call__(self) -> Answer: ...
 
 
-class HttpProbe:
+class HttpProbe(Closeable):
     """GET ``url`` with a short timeout; only 200 counts (a redirect is not health)."""
 
     def __init__(self, url: str, *, request_timeout: float = 2.0) -> None:
@@ -65,12 +66,6 @@ class HttpProbe:
 
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> HttpProbe:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
 
 def _fault(first: ContainerState, now: ContainerState, elapsed: float) -> str | None:
