@@ -15,6 +15,7 @@ COPY pyproject.toml uv.lock README.md ./
 COPY rollhook ./rollhook
 COPY service ./service
 COPY workers ./workers
+COPY cli ./cli
 ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
 RUN /opt/uv/bin/uv sync --frozen --no-dev --extra postgres --no-editable --python python3
 

@@ -21,7 +21,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rollhook.records.events import NewEvent
+from rollhook.events import NewEvent
 from service import app as service_app
 from service import recorder
 from service.signatures import verify_hub_signature
@@ -47,7 +47,7 @@ def floor_app() -> Starlette:
     )
 
 
-async def _answer_at_once(self: recorder.Recorder, event: NewEvent) -> recorder.Outcome:
+async def _answer_at_once(self: recorder.Recorder, event: NewEvent) -> recorder.Recorded:
     return recorder.Queued(event.id, tuple(event.jobs))
 
 

@@ -24,7 +24,7 @@ from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
 from tests.harness.standin import StandIn
-from workers.engine import Engine
+from workers.engine import DockerEngine
 
 
 @dataclass(frozen=True)
@@ -115,7 +115,7 @@ def bare_pull_seconds(infra: Infra, images: list[Image]) -> list[float]:
     push-to-healthy when computing rollhook's overhead.
     """
     seconds = []
-    with Engine(infra.engine.host) as engine, closing(infra.engine.client()) as client:
+    with DockerEngine(infra.engine.host) as engine, closing(infra.engine.client()) as client:
         for image in images:
             began = time.monotonic()
             engine.pull(image.digest_ref)

@@ -61,10 +61,6 @@ class EmbeddedTransport(SQLAlchemyTransport):  # type: ignore[misc]
 TRANSPORT_ALIASES["embedded"] = f"{__name__}:EmbeddedTransport"
 
 
-def embedded_url(path: Path) -> str:
-    return f"{EMBEDDED_SCHEME}{path}"
-
-
 def prepare_embedded(path: Path) -> None:
     """Create the embedded broker's SQLite file in WAL mode before kombu opens it."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -37,12 +37,9 @@ class ImageRef:
         return ImageRef(self.registry, self.repository, self.tag, digest)
 
     def __str__(self) -> str:
-        text = self.name
-        if self.tag:
-            text += f":{self.tag}"
-        if self.digest:
-            text += f"@{self.digest}"
-        return text
+        tag = f":{self.tag}" if self.tag else ""
+        digest = f"@{self.digest}" if self.digest else ""
+        return f"{self.name}{tag}{digest}"
 
     def pullable(self) -> str:
         """The reference to pull: by digest when one is known, else by tag."""
@@ -84,11 +81,6 @@ def parse_reference(text: str) -> ImageRef:
     if not path or not all(_PATH_COMPONENT.match(p) for p in path):
         raise ReferenceError(f"invalid repository in image reference: {'/'.join(path)!r}")
     return ImageRef(registry, "/".join(path), tag, digest)
-
-
-def repository_key(text: str) -> str:
-    """registry/repository of a reference, for matching events to targets."""
-    return parse_reference(text).name
 
 
 def short_digest(digest: str | None) -> str:

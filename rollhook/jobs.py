@@ -13,7 +13,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-Source = Literal["github", "gitea", "gitlab", "registry", "dockerhub", "harbor", "ghcr", "api"]
+# Where a request came from. ``poll`` (beat's reconcile loop finding a new desired state)
+# and ``heal`` (it putting back what drifted) are for the loop to come.
+Source = Literal[
+    "github", "gitea", "gitlab", "registry", "dockerhub", "harbor", "ghcr", "api", "poll", "heal"
+]
 
 
 class ImageHint(BaseModel):

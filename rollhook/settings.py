@@ -18,24 +18,6 @@ from typing import Any
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-SECRET_NAMES = (
-    "github_secret",
-    "gitlab_token",
-    "registry_token",
-    "dockerhub_token",
-    "harbor_token",
-    "api_token",
-    "metrics_token",
-    "git_token",
-    "git_ssh_key",
-    "github_token",
-    "slack_token",
-    "slack_webhook_url",
-    "smtp_url",
-    "redis_url",
-    "database_url",
-)
-
 # What senders and clients present to rollhook: guessable through its answers if short.
 INBOUND_SECRETS = (
     "github_secret",
@@ -45,6 +27,17 @@ INBOUND_SECRETS = (
     "harbor_token",
     "api_token",
     "metrics_token",
+)
+SECRET_NAMES = (
+    *INBOUND_SECRETS,
+    "git_token",
+    "git_ssh_key",
+    "github_token",
+    "slack_token",
+    "slack_webhook_url",
+    "smtp_url",
+    "redis_url",
+    "database_url",
 )
 MIN_SECRET_LENGTH = 16  # the generated ones (scripts/run-embedded.sh) have 43
 
@@ -105,6 +98,7 @@ class Settings(BaseSettings):
     smtp_url: SecretStr | None = None
     email_from: str | None = None
     email_to: str | None = None
+    notify_console: bool = False  # one log line per notification (make run, tests)
 
     # The usual meanings, without our prefix.
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")

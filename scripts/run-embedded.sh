@@ -6,6 +6,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export ROLLHOOK_DATA_DIR=${ROLLHOOK_DATA_DIR:-$PWD/data}
 export ROLLHOOK_CONFIG=${ROLLHOOK_CONFIG:-$PWD/deploy/rollhook.example.yml}
+export ROLLHOOK_NOTIFY_CONSOLE=${ROLLHOOK_NOTIFY_CONSOLE:-true}  # notifications in the log
 port=${PORT:-8000}
 secrets_dir=$ROLLHOOK_DATA_DIR/secrets
 names=(github_secret gitlab_token registry_token dockerhub_token harbor_token api_token metrics_token)

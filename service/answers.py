@@ -6,7 +6,6 @@ import json
 from datetime import UTC, datetime
 from typing import Any
 
-from starlette.requests import Request
 from starlette.responses import Response
 
 JSON = "application/json"
@@ -80,11 +79,6 @@ def too_many(retry_after: int) -> Response:
 
 def unavailable(reason: str) -> Response:
     return answer(503, "unavailable", reason)
-
-
-def content_type(request: Request) -> str:
-    """The media type without parameters, lowercased (``application/json; charset=…``)."""
-    return media_type(request.headers.get("content-type", ""))
 
 
 def media_type(header: str) -> str:

@@ -12,19 +12,19 @@ import json
 import logging
 import re
 from collections.abc import Awaitable, Callable
-from datetime import UTC, datetime
 from typing import Any, Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from rollhook.ids import new_id
+from rollhook import events
+from rollhook.events import JobFields
 from rollhook.images import ImageRef, ReferenceError, parse_reference
-from rollhook.jobs import ImageHint, Job, Trigger
+from rollhook.jobs import ImageHint
 from rollhook.records import deployments
 from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
 from service import answers, signatures
 from service.hooks import read_capped
@@ -44,7 +44,11 @@ ROLLBACK_TO = ("succeeded", "no_op")  # states known to have served
 
 
 class BadRequest(Exception):
-    pass
+    """Answered 400 with the message as the reason."""
+
+
+class NotFound(Exception):
+    """Answered 404 with the message as the reason."""
 
 
 def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
@@ -71,6 +75,8 @@ async def _guard(rt: Runtime, request: Request, handler: Handler) -> Response:
         return await handler(rt, request)
     except BadRequest as exc:
         return answers.bad_request(str(exc))
+    except NotFound as exc:
+        return answers.not_found(str(exc))
 
 
 async def read_json(rt: Runtime, request: Request) -> dict[str, Any]:
@@ -100,16 +106,18 @@ def _string(document: dict[str, Any], key: str, *, required: bool = False) -> st
     return value.strip()
 
 
-def _target(rt: Runtime, name: str | None) -> Target | None:
-    return rt.targets.get(name) if name else None
+async def _requested(rt: Runtime, request: Request) -> tuple[dict[str, Any], Target]:
+    """The request's JSON body and the configured target it names."""
+    document = await read_json(rt, request)
+    name = _string(document, "target", required=True)
+    target = rt.targets.get(name) if name else None
+    if target is None:
+        raise NotFound(f"unknown target {name!r}")
+    return document, target
 
 
 async def deploy(rt: Runtime, request: Request) -> Response:
-    document = await read_json(rt, request)
-    name = _string(document, "target", required=True)
-    target = _target(rt, name)
-    if target is None:
-        return answers.not_found(f"unknown target {name!r}")
+    document, target = await _requested(rt, request)
     ref = _string(document, "ref")
     if ref is not None:
         ref = ref.removeprefix("refs/heads/")
@@ -117,7 +125,7 @@ async def deploy(rt: Runtime, request: Request) -> Response:
             raise BadRequest("'ref' must be a branch name or a commit sha")
     image_text = _string(document, "image")
     image = None if image_text is None else _image_hint(target, image_text)
-    fields: dict[str, Any] = {"ref": ref, "image": image}
+    fields: JobFields = {"ref": ref, "image": image}
     return await _submit(rt, request, target, action="deploy", fields=fields, document=document)
 
 
@@ -138,11 +146,7 @@ def _image_hint(target: Target, text: str) -> ImageHint:
 
 
 async def rollback(rt: Runtime, request: Request) -> Response:
-    document = await read_json(rt, request)
-    name = _string(document, "target", required=True)
-    target = _target(rt, name)
-    if target is None:
-        return answers.not_found(f"unknown target {name!r}")
+    document, target = await _requested(rt, request)
     to = _string(document, "to")
     restore = document.get("restore_data")
     if restore is not None and not isinstance(restore, bool):
@@ -151,19 +155,19 @@ async def rollback(rt: Runtime, request: Request) -> Response:
         record = await run_in_threadpool(_deployment, rt, to)
         if record is None:
             return answers.not_found(f"no deployment {to!r}")
-        if record["target"] != target.name:
+        if record.target != target.name:
             raise BadRequest(
-                f"deployment {to} belongs to target {record['target']}, not {target.name}"
+                f"deployment {to} belongs to target {record.target}, not {target.name}"
             )
-        if record["status"] not in ROLLBACK_TO:
+        if record.status not in ROLLBACK_TO:
             raise BadRequest(
-                f"deployment {to} did not succeed ({record['status']}); pick one that did"
+                f"deployment {to} did not succeed ({record.status}); pick one that did"
             )
-    fields = {"rollback_to": to, "restore_data": restore}
+    fields: JobFields = {"rollback_to": to, "restore_data": restore}
     return await _submit(rt, request, target, action="rollback", fields=fields, document=document)
 
 
-def _deployment(rt: Runtime, deployment_id: str) -> dict[str, Any] | None:
+def _deployment(rt: Runtime, deployment_id: str) -> DeploymentRecord | None:
     with rt.engine.connect() as conn:
         return deployments.get(conn, deployment_id)
 
@@ -174,42 +178,26 @@ async def _submit(
     target: Target,
     *,
     action: Action,
-    fields: dict[str, Any],
+    fields: JobFields,
     document: dict[str, Any],
 ) -> Response:
-    event_id = new_id("e")
-    now = datetime.now(UTC)
     key = request.headers.get("idempotency-key")
-    actor = (_string(document, "actor") or "api")[:200]
-    trigger = Trigger(
-        source="api", event_id=event_id, delivery_id=key[:200] if key else None, actor=actor
-    )
-    job = Job(
-        id=new_id("j"),
-        target=target.name,
-        action=action,
-        trigger=trigger,
-        received_at=now,
-        manual=True,
-        **fields,
-    )
     summary = {"targets": [target.name], "action": action} | {
         k: (v.model_dump() if isinstance(v, ImageHint) else v)
         for k, v in fields.items()
         if v is not None
     }
-    event = NewEvent(
-        id=event_id,
-        source="api",
-        dedup_key=dedup_key("api", key) if key else f"api:{event_id}",
-        kind=action,
+    event = events.new_event(
+        "api",
+        action,
+        dedup_key=dedup_key("api", key) if key else None,
+        delivery_id=key,
+        actor=_string(document, "actor") or "api",
         summary=summary,
-        received_at=now,
-        delivery_id=trigger.delivery_id,
-        actor=actor,
-        jobs=[job],
+        jobs={target.name: {"action": action, **fields}},
+        manual=True,
     )
-    rlog = request_log(log, "api", trigger.delivery_id or event_id)
+    rlog = request_log(log, "api", event.delivery_id or event.id)
     try:
         outcome = await rt.recorder.record(event)
     except StoreFailed as exc:

@@ -14,16 +14,15 @@ import asyncio
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
-from rollhook.ids import new_id
-from rollhook.jobs import ImageHint, Job, Trigger
-from rollhook.records.events import NewEvent
+from rollhook import events
+from rollhook.events import JobFields, NewEvent
+from rollhook.jobs import ImageHint
 from rollhook.settings import Settings
 from service import answers, signatures
 from service.logs import printable
@@ -311,31 +310,20 @@ async def _accept(rt: Runtime, hints: Hints, line: Line) -> Response:
 
 
 def new_event(hints: Hints, matched: Mapping[str, Push]) -> NewEvent:
-    event_id = new_id("e")
-    now = datetime.now(UTC)
-    delivery_id = hints.delivery_id[:200]
-    actor = hints.actor[:200] if hints.actor else None
-    trigger = Trigger(source=hints.source, event_id=event_id, delivery_id=delivery_id, actor=actor)
-    jobs = [
-        Job(id=new_id("j"), target=name, trigger=trigger, received_at=now, **_hint(push))
-        for name, push in sorted(matched.items())
-    ]
     pushes = list(dict.fromkeys(matched.values()))
-    return NewEvent(
-        id=event_id,
-        source=hints.source,
+    return events.new_event(
+        hints.source,
+        hints.kind,
         dedup_key=hints.dedup_key,
-        kind=hints.kind,
+        delivery_id=hints.delivery_id,
+        actor=hints.actor,
         summary={"targets": sorted(matched), "pushes": [summarize(p) for p in pushes]},
-        received_at=now,
-        delivery_id=delivery_id,
-        actor=actor,
-        jobs=jobs,
+        jobs={name: _hint(push) for name, push in matched.items()},
         body_key=hints.body_key,
     )
 
 
-def _hint(push: Push) -> dict[str, Any]:
+def _hint(push: Push) -> JobFields:
     if isinstance(push, GitPush):
         return {"ref": push.after}
     return {"image": ImageHint(repository=push.image.name, tag=push.tag, digest=push.digest)}

@@ -21,10 +21,9 @@ from prometheus_client.core import (
     Metric,
 )
 from prometheus_client.registry import Collector
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine
 
-from rollhook.records.events import outbox_backlog
-from rollhook.records.schema import deployments
+from rollhook.records import deployments, jobs
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Deployments take seconds to tens of minutes.
@@ -120,16 +119,8 @@ class _RecordsCollector(Collector):
 
     def _read(self) -> Iterator[Metric]:
         with self._engine.connect() as conn:
-            backlog = outbox_backlog(conn)
-            rows = conn.execute(
-                select(
-                    deployments.c.target,
-                    deployments.c.kind,
-                    deployments.c.status,
-                    deployments.c.started_at,
-                    deployments.c.finished_at,
-                )
-            ).all()
+            backlog = jobs.backlog(conn)
+            rows = deployments.for_metrics(conn)
         yield GaugeMetricFamily(
             "rollhook_outbox_backlog", "Jobs stored but not yet taken by the broker", value=backlog
         )

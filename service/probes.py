@@ -10,15 +10,15 @@ from __future__ import annotations
 import asyncio
 import logging
 
-from sqlalchemy import text
 from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from rollhook.records import db
 from service import answers, signatures
 from service.metrics import CONTENT_TYPE
-from service.runtime import Runtime, runtime
+from service.runtime import runtime
 
 log = logging.getLogger("rollhook.probes")
 READY_TIMEOUT = 3.0
@@ -28,16 +28,11 @@ async def healthz(request: Request) -> Response:
     return answers.reply(200, {"status": "ok"})
 
 
-def _ping(rt: Runtime) -> None:
-    with rt.engine.connect() as conn:
-        conn.execute(text("SELECT 1"))
-
-
 async def readyz(request: Request) -> Response:
     rt = runtime(request)
     broker = rt.recorder.broker_state
     try:
-        await asyncio.wait_for(run_in_threadpool(_ping, rt), READY_TIMEOUT)
+        await asyncio.wait_for(run_in_threadpool(db.ping, rt.engine), READY_TIMEOUT)
     except (SQLAlchemyError, OSError, TimeoutError) as exc:
         log.warning("readiness: records database not answering (%s)", type(exc).__name__)
         return answers.reply(503, {"status": "unavailable", "records": "error", "broker": broker})

@@ -23,7 +23,7 @@ from sqlalchemy import Engine
 
 from rollhook.broker import publish_jobs
 from rollhook.jobs import Job
-from rollhook.records.events import mark_dispatched, note_dispatch_failure, undispatched
+from rollhook.records.jobs import mark_dispatched, note_dispatch_failure, undispatched
 from service.writelock import WriteLock
 
 log = logging.getLogger("rollhook.publisher")

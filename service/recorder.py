@@ -22,20 +22,20 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, cast
 
-from rollhook.records.events import NewEvent
+from rollhook.events import NewEvent
 from service.writer import (
     Duplicate,
     Failed,
     Frames,
-    Outcome,
     Paused,
     Queued,
+    Recorded,
     WriterSettings,
     frame,
     from_wire,
 )
 
-__all__ = ["Duplicate", "Outcome", "Paused", "Queued", "Recorder", "StoreFailed"]
+__all__ = ["Duplicate", "Paused", "Queued", "Recorded", "Recorder", "StoreFailed"]
 
 log = logging.getLogger("rollhook.recorder")
 
@@ -61,7 +61,7 @@ class Recorder:
         self._on_commit = on_commit or (lambda events: None)  # events per commit
         self._timeout = timeout  # under GitHub's 10 s, after which it gives up anyway
         self._seq = itertools.count()
-        self._waiting: dict[int, tuple[NewEvent, asyncio.Future[Outcome | Failed]]] = {}
+        self._waiting: dict[int, tuple[NewEvent, asyncio.Future[Recorded | Failed]]] = {}
         self._outgoing: list[tuple[int, NewEvent]] = []
         self._channel: _Channel | None = None
         self._process: subprocess.Popen[bytes] | None = None
@@ -126,12 +126,12 @@ class Recorder:
 
     # -- requests -----------------------------------------------------------------------
 
-    async def record(self, event: NewEvent) -> Outcome:
+    async def record(self, event: NewEvent) -> Recorded:
         """Store one event with its jobs; returns once committed (or raises StoreFailed)."""
         loop = self._loop
         if not self._up or self._stopping or loop is None:
             raise StoreFailed("the records writer is not running")
-        future: asyncio.Future[Outcome | Failed] = loop.create_future()
+        future: asyncio.Future[Recorded | Failed] = loop.create_future()
         seq = next(self._seq)
         self._waiting[seq] = (event, future)
         if not self._outgoing:

@@ -9,15 +9,15 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
-from sqlalchemy import Connection, select
+from sqlalchemy import Connection
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollhook.records import deployments
+from rollhook.records import deployments, notifications
 from rollhook.records import targets as target_records
 from rollhook.records.events import get_event
-from rollhook.records.schema import notifications, row_dict
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from service import answers
 from service.api import BadRequest
@@ -43,15 +43,18 @@ async def list_targets(rt: Runtime, request: Request) -> Response:
     def read() -> list[dict[str, Any]]:
         with rt.engine.connect() as conn:
             states = target_records.all_states(conn)
-            return [_target(conn, t, states.get(t.name, {})) for t in rt.targets.values()]
+            return [
+                _target(conn, t, states.get(t.name) or TargetState(t.name))
+                for t in rt.targets.values()
+            ]
 
     return answers.reply(200, {"targets": await run_in_threadpool(read)})
 
 
-def _target(conn: Connection, target: Target, state: dict[str, Any]) -> dict[str, Any]:
+def _target(conn: Connection, target: Target, state: TargetState) -> dict[str, Any]:
     lease = None
-    if state.get("lease_owner"):
-        lease = {"owner": state["lease_owner"], "expires_at": state.get("lease_expires_at")}
+    if state.lease_owner:
+        lease = {"owner": state.lease_owner, "expires_at": state.lease_expires_at}
     return {
         "name": target.name,
         "repo": public_url(target.repo),
@@ -61,13 +64,13 @@ def _target(conn: Connection, target: Target, state: dict[str, Any]) -> dict[str
         "service": target.service,
         "images": target.images,
         "tags": target.tags,
-        "paused": bool(state.get("paused")),
-        "paused_reason": state.get("paused_reason"),
-        "paused_at": state.get("paused_at"),
-        "held": bool(state.get("held")),
-        "current_deployment": _brief(conn, state.get("current_deployment_id")),
-        "last_good_deployment": _brief(conn, state.get("last_good_deployment_id")),
-        "pins": state.get("pins") or {},
+        "paused": bool(state.paused),
+        "paused_reason": state.paused_reason,
+        "paused_at": state.paused_at,
+        "held": bool(state.held),
+        "current_deployment": _brief(conn, state.current_deployment_id),
+        "last_good_deployment": _brief(conn, state.last_good_deployment_id),
+        "pins": state.pins or {},
         "lease": lease,
     }
 
@@ -79,7 +82,7 @@ def _brief(conn: Connection, deployment_id: str | None) -> dict[str, Any] | None
     if record is None:
         return {"id": deployment_id}
     keys = ("id", "status", "commit", "images", "started_at", "finished_at")
-    return {k: record.get(k) for k in keys}
+    return {k: getattr(record, k) for k in keys}
 
 
 async def show_event(rt: Runtime, request: Request) -> Response:
@@ -125,7 +128,7 @@ async def list_deployments(rt: Runtime, request: Request) -> Response:
     def read() -> list[dict[str, Any]]:
         with rt.engine.connect() as conn:
             records = deployments.history(conn, target, limit)
-            return _with_notifications(conn, records)
+            return _with_notifications(conn, [r.as_dict() for r in records])
 
     return answers.reply(200, {"deployments": await run_in_threadpool(read)})
 
@@ -136,7 +139,7 @@ async def show_deployment(rt: Runtime, request: Request) -> Response:
     def read() -> dict[str, Any] | None:
         with rt.engine.connect() as conn:
             record = deployments.get(conn, deployment_id)
-            return None if record is None else _with_notifications(conn, [record])[0]
+            return None if record is None else _with_notifications(conn, [record.as_dict()])[0]
 
     record = await run_in_threadpool(read)
     if record is None:
@@ -145,25 +148,7 @@ async def show_deployment(rt: Runtime, request: Request) -> Response:
 
 
 def _with_notifications(conn: Connection, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ids = [r["id"] for r in records]
-    by_deployment: dict[str, list[dict[str, Any]]] = {i: [] for i in ids}
-    if ids:
-        rows = conn.execute(
-            select(
-                notifications.c.deployment_id,
-                notifications.c.channel,
-                notifications.c.status,
-                notifications.c.attempts,
-                notifications.c.history,
-                notifications.c.created_at,
-                notifications.c.updated_at,
-            )
-            .where(notifications.c.deployment_id.in_(ids))
-            .order_by(notifications.c.created_at, notifications.c.channel)
-        )
-        for row in rows:
-            item = row_dict(row)
-            by_deployment[item.pop("deployment_id")].append(item)
+    by_deployment = notifications.of_deployments(conn, [r["id"] for r in records])
     return [
         {k: v for k, v in r.items() if k not in _INTERNAL}
         | {"notifications": by_deployment[r["id"]]}

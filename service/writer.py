@@ -38,10 +38,11 @@ from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from rollhook.broker import make_celery
+from rollhook.events import NewEvent
 from rollhook.jobs import Job
 from rollhook.records import db
 from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent, store_batch
+from rollhook.records.events import store_batch
 from service import logs
 from service.publisher import Publisher
 from service.writelock import WriteLock, lock_path
@@ -75,10 +76,10 @@ class Failed:
     error: str
 
 
-Outcome = Queued | Duplicate | Paused
+Recorded = Queued | Duplicate | Paused  # what storing an event came to
 
 
-def to_wire(outcome: Outcome | Failed) -> tuple[Any, ...]:
+def to_wire(outcome: Recorded | Failed) -> tuple[Any, ...]:
     """A small tuple for the web process, which still holds the event and its jobs."""
     if isinstance(outcome, Queued):
         return ("queued", outcome.event_id, tuple(job.id for job in outcome.jobs))
@@ -89,7 +90,7 @@ def to_wire(outcome: Outcome | Failed) -> tuple[Any, ...]:
     return ("failed", outcome.error)
 
 
-def from_wire(wire: tuple[Any, ...], event: NewEvent) -> Outcome | Failed:
+def from_wire(wire: tuple[Any, ...], event: NewEvent) -> Recorded | Failed:
     kind = wire[0]
     if kind == "queued":
         stored = set(wire[2])
@@ -155,7 +156,7 @@ class GroupCommit:
                 self._conn.close()
             self._conn = None
 
-    def write(self, events: Sequence[NewEvent]) -> list[Outcome | Failed]:
+    def write(self, events: Sequence[NewEvent]) -> list[Recorded | Failed]:
         try:
             return self._commit(events)
         except OperationalError as exc:
@@ -169,7 +170,7 @@ class GroupCommit:
             # One bad event must not fail the others that happened to share its commit.
             return [self._commit_alone(event) for event in events]
 
-    def _commit_alone(self, event: NewEvent) -> Outcome | Failed:
+    def _commit_alone(self, event: NewEvent) -> Recorded | Failed:
         try:
             return self._commit([event])[0]
         except Exception:  # the writer must outlive any one bad event
@@ -177,13 +178,13 @@ class GroupCommit:
             log.exception("event for delivery %s not stored", delivery)
             return Failed("the event could not be stored")
 
-    def _commit(self, events: Sequence[NewEvent]) -> list[Outcome | Failed]:
-        outcomes: list[Outcome | Failed] = []
+    def _commit(self, events: Sequence[NewEvent]) -> list[Recorded | Failed]:
+        outcomes: list[Recorded | Failed] = []
         if self._conn is None:
             self._conn = self._engine.connect()
         conn = self._conn
         with self._lock.held(), conn.begin():
-            paused, held = _paused_and_held(conn)
+            paused, held = target_records.paused_and_held(conn)
             keep: list[NewEvent] = []
             for event in events:
                 # Pausing freezes automatic deployments; what a person asks for on the
@@ -217,26 +218,7 @@ class GroupCommit:
         return outcomes
 
 
-def _paused_and_held(conn: Connection) -> tuple[set[str], set[str]]:
-    # The driver's cursor (no parameters: the same SQL for SQLite and PostgreSQL):
-    # through SQLAlchemy this one query cost more than the batch's inserts.
-    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
-    try:
-        cursor.execute("SELECT name, paused, held FROM targets WHERE paused OR held")
-        rows = cursor.fetchall()
-    finally:
-        cursor.close()
-    paused: set[str] = set()
-    held: set[str] = set()
-    for name, is_paused, is_held in rows:
-        if is_paused:
-            paused.add(name)
-        if is_held:
-            held.add(name)
-    return paused, held
-
-
-def _deploy_targets(outcomes: Sequence[Outcome | Failed]) -> set[str]:
+def _deploy_targets(outcomes: Sequence[Recorded | Failed]) -> set[str]:
     return {
         job.target
         for o in outcomes
@@ -339,15 +321,15 @@ def main() -> None:
     lock = lock_path(engine)
     writer: Writer | None = None
 
-    def report(sent: int, failed: int) -> None:
+    def tell_web(sent: int, failed: int) -> None:
         if writer is not None:
             writer.send(("broker", publisher.broker_state, sent, failed))
 
     publisher = Publisher(
         celery,
         engine,
-        on_result=report,
-        on_state=lambda state: report(0, 0),
+        on_result=tell_web,
+        on_state=lambda state: tell_web(0, 0),
         lock=lock,
     )
     commit = GroupCommit(engine, lock)

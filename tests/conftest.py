@@ -15,6 +15,15 @@ Session-scoped; each starts only when a test asks for it:
 - ``caddy_proxy``: the front proxy's two Caddy processes (``.driver()`` -> ``Proxy``,
   ``.layout``, ``.ca_root``, ``.pids()``), admin APIs on unix sockets under the root.
 
+Per test:
+
+- ``records``: a migrated records database of the test's own, SQLite in ``tmp_path``; a
+  test asks for PostgreSQL (a fresh database) with
+  ``@pytest.mark.parametrize("records", ["postgresql"], indirect=True)``;
+- ``deployer`` (a target driven through the worker's entry points, ``tests/workers/
+  deployer.py``), its options given by indirect parametrisation, and ``make_deployer``
+  for more than one.
+
 Tests that use the engine, the registry or the stand-in are marked ``engine`` here
 automatically, so ``-m "not engine"`` never starts them. Daemon logs live in pytest's
 temporary directory; a failing test shows the end of each.
@@ -24,13 +33,16 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from contextlib import closing
 from pathlib import Path
+from typing import Any
 
 import docker
 import pytest
+from sqlalchemy import Engine
 
+from rollhook.records.db import make_engine, migrate
 from tests.harness.caddy import CaddyProxy
 from tests.harness.engine import PrivateEngine, compose_binary
 from tests.harness.gitserver import GitServer
@@ -41,7 +53,8 @@ from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
 from tests.harness.sshd import SftpServer
-from tests.harness.standin import StandIn
+from tests.harness.standin import StandInImages
+from tests.workers.deployer import Deployer
 
 ENGINE_FIXTURES = {"docker_engine", "docker_host", "docker_client", "registry", "standin"}
 
@@ -152,9 +165,9 @@ def registry(harness_root: Path, harness_logs: Path) -> Iterator[Registry]:
 
 
 @pytest.fixture(scope="session")
-def standin(docker_engine: PrivateEngine, registry: Registry) -> Iterator[StandIn]:
+def standin(docker_engine: PrivateEngine, registry: Registry) -> Iterator[StandInImages]:
     """Stand-in anything-llm images, the default set already pushed to the registry."""
-    images = StandIn(docker_engine.host, registry.host)
+    images = StandInImages(docker_engine.host, registry.host)
     try:
         images.build_default_set()
         yield images
@@ -205,3 +218,55 @@ def caddy_proxy(harness_root: Path, harness_logs: Path) -> Iterator[CaddyProxy]:
         yield proxy
     finally:
         proxy.stop()
+
+
+@pytest.fixture
+def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
+    backend = getattr(request, "param", "sqlite")
+    if backend == "sqlite":
+        url = f"sqlite:///{tmp_path / 'records.sqlite'}"
+    else:
+        url = request.getfixturevalue("postgres_server").create_database()
+    engine = make_engine(url)
+    migrate(engine, tmp_path)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def make_deployer(
+    *,
+    tmp_path: Path,
+    records: Engine,
+    git_server: GitServer,
+    docker_host: str,
+    standin: StandInImages,
+    registry: Registry,
+) -> Iterator[Callable[..., Deployer]]:
+    """Deployers on the test's records, each with an infra repository of its own; their
+    compose projects are taken down at the end."""
+    made: list[Deployer] = []
+
+    def make(*, repo: str = "infra", **options: Any) -> Deployer:
+        deployer = Deployer(
+            tmp_path,
+            records,
+            repo=git_server.create_repo(repo),
+            docker_host=docker_host,
+            standin=standin,
+            registry_host=registry.host,
+            **options,
+        )
+        made.append(deployer)
+        return deployer
+
+    yield make
+    for deployer in made:
+        deployer.down()
+
+
+@pytest.fixture
+def deployer(request: pytest.FixtureRequest, make_deployer: Callable[..., Deployer]) -> Deployer:
+    """A deployer with the defaults, or with the options a module gives it:
+    ``pytest.mark.parametrize("deployer", [{"lease_seconds": 3}], indirect=True)``."""
+    return make_deployer(**getattr(request, "param", {}))

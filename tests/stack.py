@@ -64,7 +64,7 @@ class Stack:
     # -- processes -------------------------------------------------------------------
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "rollhook.cli", name]
+        argv = [sys.executable, "-m", "cli.main", name]
         with open(self.logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
                 argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True

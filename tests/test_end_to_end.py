@@ -128,7 +128,7 @@ def test_embedded_default_deploys_a_push_end_to_end(
 ) -> None:
     """No Redis: web, worker and beat on the embedded SQLite broker."""
     push = infra.commit("1.0.0", "anything-llm 1.0.0")
-    env = {"DOCKER_HOST": docker_host}
+    env = {"DOCKER_HOST": docker_host, "ROLLHOOK_NOTIFY_CONSOLE": "true"}
     with running_stack(tmp_path, infra.config(), env) as stack:
         [first] = stack.wait_final(queued_id(stack.github_push(push, "dl-1")))
         assert first["status"] == "succeeded", first["log"]
@@ -136,6 +136,12 @@ def test_embedded_default_deploys_a_push_end_to_end(
         assert first["trigger"]["delivery_id"] == "dl-1"
         assert first["trigger"]["source"] == "github"
         assert infra.app_version() == "1.0.0"
+        # The console channel: the worker tells the deployment's start and end in its log.
+        told = f"notification: llm: 1.0.0 deployed (deployment {first['id']}, github"
+        stack.wait_for(lambda: told in stack.log("worker"), 30, "the console notification")
+        assert f"notification: llm: deploying 1.0.0 (deployment {first['id']}" in stack.log(
+            "worker"
+        )
 
         push = infra.commit("2.0.0", "anything-llm 2.0.0")
         event_id = queued_id(stack.github_push(push, "dl-2"))
@@ -156,7 +162,7 @@ def test_embedded_default_deploys_a_push_end_to_end(
 
         def cli(*args: str) -> subprocess.CompletedProcess[str]:
             return subprocess.run(
-                [sys.executable, "-m", "rollhook.cli", *args],
+                [sys.executable, "-m", "cli.main", *args],
                 env=cli_env, capture_output=True, text=True, check=False, timeout=300,
             )  # fmt: skip
 

@@ -24,7 +24,7 @@ from tests.harness.postgres import PostgresServer
 from tests.harness.reaper import reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
-from tests.harness.standin import StandIn
+from tests.harness.standin import StandInImages
 
 # Generous: these waits absorb a slow machine; nothing here measures speed.
 WAIT = 60.0
@@ -270,7 +270,7 @@ def test_engine_is_private_with_no_bridge(
 
 @pytest.mark.engine
 def test_good_standin_serves_migrates_and_keeps_its_key(
-    docker_client: docker.DockerClient, standin: StandIn, containers: list, tmp_path: Path
+    docker_client: docker.DockerClient, standin: StandInImages, containers: list, tmp_path: Path
 ) -> None:
     port = free_port()
     app = run_standin(docker_client, standin.ref("1.0.0"), tmp_path, port)
@@ -302,7 +302,7 @@ def test_good_standin_serves_migrates_and_keeps_its_key(
 
 @pytest.mark.engine
 def test_standin_adds_its_key_beside_existing_settings(
-    docker_client: docker.DockerClient, standin: StandIn, containers: list, tmp_path: Path
+    docker_client: docker.DockerClient, standin: StandInImages, containers: list, tmp_path: Path
 ) -> None:
     env_file = tmp_path / ".env"
     env_file.write_text("JWT_SECRET='kept-as-is'")  # no trailing newline, as editors leave it
@@ -317,7 +317,7 @@ def test_standin_adds_its_key_beside_existing_settings(
 
 @pytest.mark.engine
 def test_standin_refuses_storage_a_newer_version_migrated(
-    docker_client: docker.DockerClient, standin: StandIn, containers: list, tmp_path: Path
+    docker_client: docker.DockerClient, standin: StandInImages, containers: list, tmp_path: Path
 ) -> None:
     port = free_port()
     newer = run_standin(docker_client, standin.ref("2.0.0"), tmp_path, port)
@@ -335,7 +335,7 @@ def test_standin_refuses_storage_a_newer_version_migrated(
 
 @pytest.mark.engine
 def test_crash_variant_migrates_then_exits(
-    docker_client: docker.DockerClient, standin: StandIn, containers: list, tmp_path: Path
+    docker_client: docker.DockerClient, standin: StandInImages, containers: list, tmp_path: Path
 ) -> None:
     port = free_port()
     app = run_standin(docker_client, standin.ref("3.0.0-crash"), tmp_path, port)
@@ -347,7 +347,7 @@ def test_crash_variant_migrates_then_exits(
 
 @pytest.mark.engine
 def test_never_healthy_variant_migrates_and_never_answers_200(
-    docker_client: docker.DockerClient, standin: StandIn, containers: list, tmp_path: Path
+    docker_client: docker.DockerClient, standin: StandInImages, containers: list, tmp_path: Path
 ) -> None:
     port = free_port()
     app = run_standin(docker_client, standin.ref("3.0.0-never-healthy"), tmp_path, port)
@@ -365,7 +365,7 @@ def test_never_healthy_variant_migrates_and_never_answers_200(
 
 @pytest.mark.engine
 def test_slow_variant_has_its_boot_delay_baked_in_and_overridable(
-    docker_client: docker.DockerClient, standin: StandIn, containers: list, tmp_path: Path
+    docker_client: docker.DockerClient, standin: StandInImages, containers: list, tmp_path: Path
 ) -> None:
     env = docker_client.images.get(standin.ref("2.0.0-slow")).attrs["Config"]["Env"]
     assert "BOOT_DELAY=3.0" in env
@@ -377,7 +377,7 @@ def test_slow_variant_has_its_boot_delay_baked_in_and_overridable(
 
 @pytest.mark.engine
 def test_push_and_pull_back_by_digest(
-    docker_client: docker.DockerClient, standin: StandIn, registry: Registry
+    docker_client: docker.DockerClient, standin: StandInImages, registry: Registry
 ) -> None:
     digests = {standin.digests[standin.ref(tag)] for tag in ("1.0.0", "2.0.0", "2.0.0-slow")}
     assert len(digests) == 3  # every build has its own digest
@@ -392,7 +392,9 @@ def test_push_and_pull_back_by_digest(
 
 
 @pytest.mark.engine
-def test_notifying_registry_posts_real_push_events(standin: StandIn, registry: Registry) -> None:
+def test_notifying_registry_posts_real_push_events(
+    standin: StandInImages, registry: Registry
+) -> None:
     token = "registry-token-123"
     with Listener() as listener, registry.notifying(listener.url + "hooks/registry", token) as host:
         standin.build("4.0.0", 4)  # to the plain registry: no event
@@ -426,7 +428,7 @@ def test_notifying_registry_posts_real_push_events(standin: StandIn, registry: R
 
 @pytest.mark.engine
 def test_compose_up_wait_and_down_on_the_standin(
-    docker_engine: PrivateEngine, standin: StandIn, compose_bin: Path, tmp_path: Path
+    docker_engine: PrivateEngine, standin: StandInImages, compose_bin: Path, tmp_path: Path
 ) -> None:
     port = free_port()
     project_dir = tmp_path / "work"

@@ -17,9 +17,9 @@ from rollhook import broker
 from rollhook.settings import load_settings
 from workers import housekeeping
 from workers.context import build_context
+from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
-from workers.outbox import dispatch_outbox, kick_targets
 from workers.runner import run_target
 
 logger = logging.getLogger("rollhook.worker")

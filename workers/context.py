@@ -12,12 +12,12 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollhook.datadir import prepare_data_dir
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings
 from rollhook.targets import Target, load_targets
 from workers.compose import find_compose
-from workers.notify import build_notifiers
+from workers.notify import Notifiers, build_notifiers
 
 
 @dataclass
@@ -32,7 +32,7 @@ class WorkerContext:
     git_ssh_key: str | None = None
     git_known_hosts: Path | None = None
     compose_argv: list[str] = field(default_factory=list)
-    notifiers: Any = None
+    notifiers: Notifiers = field(default_factory=Notifiers)
     broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
     event_retention_days: float = 30.0
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
@@ -49,7 +49,7 @@ def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) ->
     migrate(records, settings.data_dir)
     targets = load_targets(settings.config)
     with records.begin() as conn:
-        target_state.ensure(conn, list(targets))
+        target_records.ensure(conn, list(targets))
     return WorkerContext(
         records=records,
         data_dir=settings.data_dir.resolve(),

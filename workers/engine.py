@@ -9,11 +9,10 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import docker
@@ -21,6 +20,7 @@ import docker.errors
 import requests
 
 from rollhook.images import ImageRef, ReferenceError, parse_reference
+from workers.closeable import Closeable
 from workers.errors import InfrastructureError, OperatorError, StepTimeout
 
 SERVICE_LABEL = "com.docker.compose.service"
@@ -108,7 +108,7 @@ def _reason(exc: docker.errors.APIError) -> str:
     return str(exc.explanation or exc).strip()
 
 
-class Engine:
+class DockerEngine(Closeable):
     """One connection to a Docker engine; use as a context manager (it holds a pool)."""
 
     def __init__(self, base_url: str | None, timeout: float = 60.0) -> None:
@@ -120,14 +120,6 @@ class Engine:
             # "auto": engines as old as 20.10 (API 1.41) refuse newer client versions.
             self._client = docker.DockerClient(base_url=base_url, version="auto", timeout=timeout)
         self._api = self._client.api
-
-    def __enter__(self) -> Engine:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client.close()
@@ -167,11 +159,8 @@ class Engine:
 
     def image_id(self, ref: str) -> str | None:
         """The local image id for a reference or id, or None if it is not here."""
-        with _errors(f"inspecting image {ref}"):
-            try:
-                return str(self._api.inspect_image(ref)["Id"])
-            except docker.errors.NotFound:
-                return None
+        found = self._inspect(f"image {ref}", self._api.inspect_image, ref)
+        return None if found is None else str(found["Id"])
 
     def remove_image(self, ref_or_id: str) -> bool:
         """Remove an image (or one reference to it) that no container uses; True if done."""
@@ -220,17 +209,20 @@ class Engine:
 
     def state(self, container_id: str) -> ContainerState | None:
         """A container's state now, or None if it no longer exists."""
-        with _errors(f"inspecting container {container_id[:12]}"):
-            try:
-                return _state(self._api.inspect_container(container_id))
-            except docker.errors.NotFound:
-                return None
+        what = f"container {container_id[:12]}"
+        found = self._inspect(what, self._api.inspect_container, container_id)
+        return None if found is None else _state(found)
 
     def volume_path(self, name: str) -> Path | None:
         """Where a named volume's data lives on the host, or None if there is no such volume."""
-        with _errors(f"inspecting volume {name}"):
+        found = self._inspect(f"volume {name}", self._api.inspect_volume, name)
+        return None if found is None else Path(found["Mountpoint"])
+
+    def _inspect(self, what: str, inspect: Callable[[str], Any], name: str) -> Any | None:
+        """The engine's description of an image, container or volume; None if there is none."""
+        with _errors(f"inspecting {what}"):
             try:
-                return Path(self._api.inspect_volume(name)["Mountpoint"])
+                return inspect(name)
             except docker.errors.NotFound:
                 return None
 

@@ -11,12 +11,13 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from contextlib import ExitStack
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Protocol
 
 import httpx
 
+from workers.closeable import Closeable
 from workers.engine import ContainerState
 
 Watch = Callable[[], ContainerState | None]
@@ -42,7 +43,7 @@ class Probe(Protocol):
     def __call__(self) -> Answer: ...
 
 
-class HttpProbe:
+class HttpProbe(Closeable):
     """GET ``url`` with a short timeout; only 200 counts (a redirect is not health)."""
 
     def __init__(self, url: str, *, request_timeout: float = 2.0) -> None:
@@ -65,14 +66,6 @@ class HttpProbe:
 
     def close(self) -> None:
         self._client.close()
-
-    def __enter__(self) -> HttpProbe:
-        return self
-
-    def __exit__(
-        self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
 
 
 def _fault(first: ContainerState, now: ContainerState, elapsed: float) -> str | None:
@@ -107,28 +100,19 @@ def gate(
 
     ``probe`` is a probe, a URL to GET, or None (Docker's healthcheck, else "running").
     """
-    if isinstance(probe, str):
-        with HttpProbe(probe) as http:
-            return gate(
-                http,
-                timeout=timeout,
-                settle=settle,
-                watch=watch,
-                interval=interval,
-                cancelled=cancelled,
-                clock=clock,
-                sleep=sleep,
-            )
-    first = watch()
-    if first is None:
-        return GateResult(False, "no container to watch", 0.0, "")
-    if probe is None and first.health is not None:
-        probe = _StateProbe(watch, "healthy status from Docker's healthcheck", lambda s: s.health)
-    elif probe is None:
-        probe = _StateProbe(watch, "running container", lambda s: s.status)
-    return _Gate(probe, first=first, watch=watch, timeout=timeout, settle=settle, clock=clock).run(
-        interval, cancelled, sleep
-    )
+    with ExitStack() as stack:
+        if isinstance(probe, str):
+            probe = stack.enter_context(HttpProbe(probe))
+        first = watch()
+        if first is None:
+            return GateResult(False, "no container to watch", 0.0, "")
+        if probe is None and first.health is not None:
+            health = "healthy status from Docker's healthcheck"
+            probe = _StateProbe(watch, health, lambda s: s.health)
+        elif probe is None:
+            probe = _StateProbe(watch, "running container", lambda s: s.status)
+        checks = _Gate(probe, first=first, watch=watch, timeout=timeout, settle=settle, clock=clock)
+        return checks.run(interval, cancelled, sleep)
 
 
 class _StateProbe:

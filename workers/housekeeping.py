@@ -13,15 +13,16 @@ import logging
 import shutil
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 from rollhook.broker import purge_consumed
 from rollhook.records import deployments, events
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers.backup import BackupStore
 from workers.context import WorkerContext
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
 
@@ -49,7 +50,7 @@ def run(ctx: WorkerContext) -> None:
 def tidy_target(ctx: WorkerContext, target: Target) -> None:
     """Prune one target, holding it like a deployment would (lease, heartbeat, host lock)."""
     with ctx.records.begin() as conn:
-        token = target_state.acquire_lease(
+        token = target_records.acquire_lease(
             conn, target.name, f"{ctx.owner}/tidy", ctx.lease_seconds, only_free=True
         )
     if token is None:
@@ -64,37 +65,35 @@ def tidy_target(ctx: WorkerContext, target: Target) -> None:
                 _tidy(ctx, target, beat)
     finally:
         with ctx.records.begin() as conn:
-            target_state.release_lease(conn, target.name, token)
+            target_records.release_lease(conn, target.name, token)
 
 
-def _needed(ctx: WorkerContext, target: Target) -> list[dict[str, Any]]:
+def _needed(ctx: WorkerContext, target: Target) -> list[DeploymentRecord]:
     """Records a rollback may need: the current and last good deployment, the last
     ``backup.keep`` good ones, and whatever is queued or running."""
     with ctx.records.begin() as conn:
-        state = target_state.get(conn, target.name) or {}
-        keep = {
-            r["id"]: r for r in deployments.last_succeeded(conn, target.name, target.backup.keep)
-        }
-        for key in ("current_deployment_id", "last_good_deployment_id"):
-            if state.get(key) and state[key] not in keep:
-                record = deployments.get(conn, state[key])
+        state = target_records.get(conn, target.name) or TargetState(target.name)
+        keep = {r.id: r for r in deployments.last_succeeded(conn, target.name, target.backup.keep)}
+        for deployment_id in (state.current_deployment_id, state.last_good_deployment_id):
+            if deployment_id and deployment_id not in keep:
+                record = deployments.get(conn, deployment_id)
                 if record is not None:
-                    keep[record["id"]] = record
+                    keep[record.id] = record
         for record in deployments.queued(conn, target.name) + deployments.running(
             conn, target.name
         ):
-            keep[record["id"]] = record
+            keep[record.id] = record
     return list(keep.values())
 
 
 def _tidy(ctx: WorkerContext, target: Target, beat: Heartbeat) -> None:
     dirs = TargetDirs(ctx.data_dir, target.name)
     needed = _needed(ctx, target)
-    needed_ids = {r["id"] for r in needed}
+    needed_ids = {r.id for r in needed}
     with ctx.records.begin() as conn:
         # The data as a needed deployment left it sits in the backup of its successor.
         protect = deployments.backups_taken_after(conn, target.name, needed_ids)
-        protect |= {r["backup_id"] for r in needed if r.get("backup_id")}
+        protect |= {r.backup_id for r in needed if r.backup_id}
         history = deployments.history(conn, target.name, HISTORY_SCAN)
     if dirs.backups.exists():
         removed = BackupStore(dirs.backups).prune(target.backup.keep, protect)
@@ -102,7 +101,7 @@ def _tidy(ctx: WorkerContext, target: Target, beat: Heartbeat) -> None:
             logger.info("%s: pruned backups %s", target.name, ", ".join(removed))
     if beat.cancelled():
         return
-    commits = {r["commit"] for r in needed if r.get("commit")}
+    commits = {r.commit for r in needed if r.commit}
     _remove_unlisted(dirs.root / "releases", commits)
     _remove_unlisted(dirs.root / "deployments", needed_ids)
     _prune_images(ctx, target, needed, history)
@@ -116,27 +115,30 @@ def _remove_unlisted(folder: Path, keep: set[str]) -> None:
             shutil.rmtree(entry, ignore_errors=True)
 
 
-def _images_of(records: list[dict[str, Any]]) -> set[str]:
+def _images_of(records: list[DeploymentRecord]) -> set[str]:
     found: set[str] = set()
     for record in records:
-        for change in (record.get("images") or {}).values():
+        for change in (record.images or {}).values():
             found.update(v for v in (change.get("old"), change.get("new")) if v and "@" in v)
     return found
 
 
 def _prune_images(
-    ctx: WorkerContext, target: Target, needed: list[dict[str, Any]], history: list[dict[str, Any]]
+    ctx: WorkerContext,
+    target: Target,
+    needed: list[DeploymentRecord],
+    history: list[DeploymentRecord],
 ) -> None:
     """Remove images rollhook deployed for this target that no kept record names.
 
     Only digest references rollhook itself recorded are considered, and the engine
     refuses any image a container (running or stopped) still uses.
     """
-    keep = {change.get("new") for r in needed for change in (r.get("images") or {}).values()}
+    keep = {change.get("new") for r in needed for change in (r.images or {}).values()}
     candidates = _images_of(history) - keep
     if not candidates:
         return
-    with Engine(ctx.docker_host) as engine:
+    with DockerEngine(ctx.docker_host) as engine:
         running = {c.image for c in engine.containers(target.project)}
         for image in sorted(candidates - running):
             if engine.remove_image(image):

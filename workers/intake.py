@@ -1,12 +1,21 @@
-"""A job arrives from the broker: claim it once, record the request, run the target."""
+"""Requests come in: a job from the broker (claimed once, recorded as a queued deployment),
+or a data restore asked for on this host (``rollhook restore``)."""
 
 from __future__ import annotations
 
 import logging
 
+from sqlalchemy import Connection
+
+from rollhook import events
 from rollhook.jobs import Job
-from rollhook.records import deployments, events
+from rollhook.records import deployments, jobs
+from rollhook.records import events as event_records
+from rollhook.records import targets as target_records
+from workers.backup import BackupStore
 from workers.context import WorkerContext
+from workers.errors import InfrastructureError, OperatorError
+from workers.layout import TargetDirs
 
 logger = logging.getLogger("rollhook.intake")
 
@@ -19,16 +28,11 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
     """
     job_id = Job.from_json(job_json).id
     with ctx.records.begin() as conn:
-        if not events.claim_job(conn, job_id):
-            logger.info("job %s already taken; duplicate delivery ignored", job_id)
-            return None
-        # The stored job, not the message: whoever can write to the broker must not be
-        # able to change a target, an action or a rollback point.
-        job = events.load_job(conn, job_id)
-        if job is None:  # claimed, so it exists; a purge in between is the only way
-            return None
-        deployment_id = deployments.create_queued(conn, job)
-        events.link_deployment(conn, job.id, deployment_id)
+        queued = queue_job(conn, job_id)
+    if queued is None:
+        logger.info("job %s already taken; duplicate delivery ignored", job_id)
+        return None
+    job, deployment_id = queued
     logger.info(
         "job %s for %s queued as %s (delivery %s)",
         job.id,
@@ -37,3 +41,57 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
         job.trigger.delivery_id or "-",
     )
     return job.target
+
+
+def queue_job(conn: Connection, job_id: str) -> tuple[Job, str] | None:
+    """Claim a stored job and record it as a queued deployment: (the job, its deployment id).
+
+    None when it was claimed before. The stored job is taken, not a message about it:
+    whoever can write to the broker must not be able to change a target, an action or a
+    rollback point.
+    """
+    if not jobs.claim(conn, job_id):
+        return None
+    job = jobs.load(conn, job_id)
+    if job is None:  # claimed, so it exists; a purge in between is the only way
+        return None
+    deployment_id = deployments.create_queued(conn, job)
+    jobs.link_deployment(conn, job.id, deployment_id)
+    return job, deployment_id
+
+
+def queue_restore(ctx: WorkerContext, name: str, backup_id: str) -> str:
+    """Queue a restore of a backup's data under the running version (``rollhook restore``);
+    returns its deployment id.
+
+    It is a rollback to the current deployment with that backup, so it is recorded in
+    the history, holds the target's lease, snapshots the data it replaces first, gates
+    the app on health afterwards, and undoes itself if the app does not come back.
+    Raises OperatorError when it cannot be done.
+    """
+    if name not in ctx.targets:
+        raise OperatorError(f"unknown target {name!r}")
+    known = {info.id for info in BackupStore(TargetDirs(ctx.data_dir, name).backups).list()}
+    if backup_id not in known:
+        raise OperatorError(f"{name} has no complete backup {backup_id!r} (see `rollhook backups`)")
+    with ctx.records.begin() as conn:
+        state = target_records.get(conn, name)
+    current = None if state is None else state.current_deployment_id
+    if current is None:
+        raise OperatorError(f"{name} has no deployment to restore under; deploy it first")
+    event = events.new_event(
+        "api",
+        "restore",
+        dedup_key=None,
+        delivery_id=None,
+        actor="rollhook restore (cli)",
+        summary={"target": name, "backup": backup_id},
+        jobs={name: {"action": "rollback", "rollback_to": current, "restore_backup": backup_id}},
+        manual=True,
+    )
+    with ctx.records.begin() as conn:
+        event_records.store_batch(conn, [event])
+        queued = queue_job(conn, event.jobs[0].id)
+    if queued is None:  # stored just now, in this transaction: cannot happen
+        raise InfrastructureError("the restore's job was taken by somebody else")
+    return queued[1]

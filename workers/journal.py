@@ -19,6 +19,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollhook.records import deployments
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.schema import utcnow
 from workers.errors import LeaseLost
 from workers.procs import ProcessGroup
@@ -34,15 +35,15 @@ def _iso(moment: datetime) -> str:
 
 
 class Journal:
-    def __init__(self, records: Engine, record: dict[str, Any], token: int) -> None:
+    def __init__(self, records: Engine, record: DeploymentRecord, token: int) -> None:
         self.records = records
-        self.deployment_id: str = record["id"]
-        self.target: str = record["target"]
+        self.deployment_id = record.id
+        self.target = record.target
         self.token = token
-        self.delivery_id = (record.get("trigger") or {}).get("delivery_id") or "-"
-        self.steps: list[dict[str, Any]] = list(record.get("steps") or [])
-        self._log: str = record.get("log") or ""
-        self._children: list[dict[str, Any]] = list(record.get("children") or [])
+        self.delivery_id = (record.trigger or {}).get("delivery_id") or "-"
+        self.steps: list[dict[str, Any]] = list(record.steps or [])
+        self._log = record.log or ""
+        self._children: list[dict[str, Any]] = list(record.children or [])
         self._lock = threading.Lock()
         self._dirty = False
         self._last_flush = time.monotonic()
@@ -139,11 +140,6 @@ class Journal:
             self._children.append({**group.to_dict(), "what": what, "at": _iso(utcnow())})
             children = list(self._children)
         self.update(children=children)
-
-    def clear_children(self) -> None:
-        with self._lock:
-            self._children = []
-        self.update(children=[])
 
     # -- reading ---------------------------------------------------------------------
 

@@ -20,7 +20,7 @@ from pathlib import Path
 from sqlalchemy import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 
 logger = logging.getLogger("rollhook.lease")
 
@@ -45,7 +45,7 @@ class Heartbeat:
         while not self._stop.wait(self.ttl / 3):
             try:
                 with self.records.begin() as conn:
-                    renewed = target_state.renew_lease(conn, self.target, self.token, self.ttl)
+                    renewed = target_records.renew_lease(conn, self.target, self.token, self.ttl)
             except SQLAlchemyError:  # a database hiccup; the next beat tries again...
                 if time.monotonic() - renewed_at < self.ttl:
                     logger.warning("lease renewal for %s failed; retrying", self.target)

@@ -42,6 +42,7 @@ from packaging.version import InvalidVersion, Version
 
 from rollhook.images import DOCKER_HUB, ImageRef, ReferenceError, parse_reference
 from rollhook.targets import TagPolicy
+from workers.closeable import Closeable
 from workers.errors import InfrastructureError, OperatorError
 from workers.registry_credentials import Credentials, DockerCredentials
 
@@ -127,7 +128,7 @@ def _natural_key(tag: str) -> tuple[tuple[int, int, str], ...]:
     )
 
 
-class RegistryClient:
+class RegistryClient(Closeable):
     """One HTTP connection pool to any registry; use as a context manager.
 
     ``credentials`` finds who to be at a registry (default: the Docker client config of
@@ -155,12 +156,6 @@ class RegistryClient:
         self._tokens: dict[tuple[str, str], tuple[str, float]] = {}  # (registry, repo)
         self._basic: set[str] = set()  # registries that asked for Basic credentials
         self._known: dict[str, Credentials | None] = {}
-
-    def __enter__(self) -> RegistryClient:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
 
     def close(self) -> None:
         self._http.close()

@@ -1,7 +1,8 @@
 """One deployment, start to finish: sync, plan, preflight, backup, apply, gate, roll back.
 
-The pipeline takes its adapters (:class:`Tools`) and a journal, and returns an
-:class:`Outcome`; recording the final status and notifying happen around it (runner.py).
+The pipeline takes its adapters (:class:`Tools`) and a journal, and returns a
+:class:`RolloutResult`; recording the final status and notifying happen around it
+(runner.py).
 The order is chosen for the data: nothing stops before the new images are pulled and
 the first backup pass is done; the final backup pass runs in the short window while the
 app is stopped; the new version never starts before its backup is complete; and from
@@ -19,10 +20,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from rollhook.images import short_digest
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers.backup import BackupStore, Source
 from workers.compose import Compose, ComposeSpec, write_override
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
 from workers.health import GateResult, gate
@@ -38,12 +41,12 @@ BACKUP_MARGIN_BYTES = 256 << 20
 class Tools:
     git: GitRepo
     compose: Compose
-    engine: Engine
+    engine: DockerEngine
     backups: BackupStore
 
 
 @dataclass
-class Outcome:
+class RolloutResult:
     status: str  # succeeded | failed | rolled_back | no_op
     reason: str | None = None
     plan: Plan | None = None
@@ -64,61 +67,54 @@ class Previous:
     images: dict[str, str]  # service -> image as the containers run it
 
 
+@dataclass
 class Rollout:
-    def __init__(
-        self,
-        *,
-        target: Target,
-        record: dict[str, Any],
-        state: dict[str, Any],
-        previous: Previous,
-        journal: Journal,
-        tools: Tools,
-        dirs: TargetDirs,
-        announce: Callable[[Outcome], None],
-        cancelled: Callable[[], bool],
-    ) -> None:
-        self.target = target
-        self.record = record
-        self.state = state
-        self.previous = previous
-        self.journal = journal
-        self.tools = tools
-        self.dirs = dirs
-        self.announce = announce
-        self.cancelled = cancelled
-        self.deadline = time.monotonic() + target.deploy_timeout
-        self.outcome = Outcome(status="failed")
+    target: Target
+    record: DeploymentRecord
+    state: TargetState
+    previous: Previous
+    journal: Journal
+    tools: Tools
+    dirs: TargetDirs
+    announce: Callable[[RolloutResult], None]
+    cancelled: Callable[[], bool]
+    outcome: RolloutResult = field(init=False, default_factory=lambda: RolloutResult("failed"))
+    deadline: float = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.deadline = time.monotonic() + self.target.deploy_timeout
 
     # -- the two kinds of deployment ---------------------------------------------------
 
-    def deploy(self) -> Outcome:
-        requested = self.record["requested"]
+    def deploy(self) -> RolloutResult:
+        requested = self.record.requested
         # A webhook's commit is a hint: an automatic deployment always takes the branch
         # head as fetched now, so a late or replayed delivery can never go back in
         # history. Only a person (the API, the CLI) picks an older commit on purpose.
         commit = self._sync(requested.get("ref") if requested.get("manual") else None)
         if commit is None:
             return self.outcome
-        plan = self._plan(commit, requested.get("images") or [], self.state.get("pins") or {})
+        plan = self._plan(commit, requested.get("images") or [], self.state.pins or {})
         if plan is None:
             return self.outcome
         return self._roll_out(plan, restore_from=None)
 
-    def rollback(self, to: dict[str, Any], restore_from: str | None) -> Outcome:
+    def rollback(self, to: DeploymentRecord, restore_from: str | None) -> RolloutResult:
         """Go back to a recorded good deployment, with the data it left when asked."""
-        commit = to["commit"]
+        commit = to.commit
+        if commit is None:  # a succeeded deployment always has its commit
+            raise OperatorError(f"{to.id} has no commit to roll back to")
         with self.journal.step("sync") as step:
             release = self.dirs.release(commit)
             if not release.exists():  # pruned, or never exported on this host
                 self.tools.git.fetch(self.target.branch)
                 self.tools.git.export(commit, self.target.path, release)
-            step["detail"] = f"rolling back to {to['id']} at {commit[:12]}"
-        self.outcome.commit, self.outcome.commit_info = commit, to.get("commit_info")
-        self.journal.update(commit=commit, commit_info=to.get("commit_info"))
+            step["detail"] = f"rolling back to {to.id} at {commit[:12]}"
+        self.outcome.commit, self.outcome.commit_info = commit, to.commit_info
+        self.journal.update(commit=commit, commit_info=to.commit_info)
         pins = {
             service: {"ref": image.split("@", 1)[0], "digest": image.split("@", 1)[1]}
-            for service, image in ((s, v["new"]) for s, v in (to["images"] or {}).items())
+            for service, image in ((s, v["new"]) for s, v in (to.images or {}).items())
             if image and "@" in image
         }
         plan = self._plan(commit, [], pins, forced=True, data_change=restore_from is not None)
@@ -144,8 +140,8 @@ class Rollout:
             self.journal.update(commit=commit, commit_info=self.outcome.commit_info)
             step["detail"] = f"{target.branch} at {commit[:12]}: {info.message}"
             self.journal.log(f"sync: {step['detail']}")
-            manual = self.record["requested"].get("manual", False)
-            wanted_images = self.record["requested"].get("images")
+            manual = self.record.manual
+            wanted_images = self.record.requested.get("images")
             if self.previous.commit and not manual and not wanted_images:
                 changed = git.changed_paths(self.previous.commit, commit)
                 if changed is not None and not any(target.watches_path(p) for p in changed):
@@ -184,7 +180,7 @@ class Rollout:
                 config=config,
                 persisted_pins=pins,
                 hints=hints,
-                deployment_id=self.record["id"],
+                deployment_id=self.record.id,
                 registry=tools.engine,
                 volume_path=tools.engine.volume_path,
             )
@@ -200,15 +196,15 @@ class Rollout:
                 images=self.outcome.images,
                 config_hash=plan.config_hash,
                 fingerprint=plan.fingerprint,
-                requested={**self.record["requested"], "pins": plan.pins},
+                requested={**self.record.requested, "pins": plan.pins},
             )
             if not data_change and self._runs_already(plan):
                 self.outcome.status = "no_op"
                 self.outcome.reason = "what runs already matches the desired state"
                 step["detail"] = self.outcome.reason
                 return None
-            failed = self.state.get("failed_fingerprint")
-            if failed == plan.fingerprint and not self.record["requested"].get("manual"):
+            failed = self.state.failed_fingerprint
+            if failed == plan.fingerprint and not self.record.manual:
                 self.outcome.status = "no_op"
                 self.outcome.reason = (
                     "this desired state failed before and is not retried automatically; "
@@ -259,17 +255,17 @@ class Rollout:
                     "the app's data is on the way to it; rollhook never creates a file through one"
                 )
 
-    def _roll_out(self, plan: Plan, restore_from: str | None) -> Outcome:
+    def _roll_out(self, plan: Plan, restore_from: str | None) -> RolloutResult:
         target, tools, journal = self.target, self.tools, self.journal
         self.outcome.changed = True
         self.announce(self.outcome)
         write_override(
-            self.dirs.override(self.record["id"]),
+            self.dirs.override(self.record.id),
             plan.images,
             {
                 target.service: {
                     "rollhook.target": target.name,
-                    "rollhook.deployment": self.record["id"],
+                    "rollhook.deployment": self.record.id,
                     "rollhook.commit": plan.commit,
                     "rollhook.config-hash": plan.config_hash,
                 }
@@ -277,7 +273,7 @@ class Rollout:
             grace={target.service: target.stop_timeout},
         )
         self._prepare_bind_files(plan)
-        spec = compose_spec(target, self.dirs, plan.commit, self.record["id"])
+        spec = compose_spec(target, self.dirs, plan.commit, self.record.id)
         sources = plan.sources
         backing_up = target.backup.enabled and bool(sources)
 
@@ -292,7 +288,7 @@ class Rollout:
         running_backup = None
         if backing_up:
             # One backup per attempt: a run resumed after a worker died takes a fresh one.
-            backup_id = f"{self.record['id']}-{self.record['attempt']}"
+            backup_id = f"{self.record.id}-{self.record.attempt}"
             with journal.step("backup") as step:
                 running_backup = tools.backups.start(backup_id, sources)
                 step["detail"] = f"pass 1 of {len(sources)} source(s) while the app runs"
@@ -333,7 +329,7 @@ class Rollout:
 
         return self._start_and_gate(spec)
 
-    def resume(self) -> Outcome:
+    def resume(self) -> RolloutResult:
         """Finish a deployment whose worker died after the new version was started.
 
         The journal says how far it got: from "start" on, the planned state is applied
@@ -341,12 +337,10 @@ class Rollout:
         back, the rollback is done again.
         """
         plan = self._recorded_plan()
-        self.journal.log(
-            f"recovery: resuming {self.record['id']} (attempt {self.record['attempt']})"
-        )
+        self.journal.log(f"recovery: resuming {self.record.id} (attempt {self.record.attempt})")
         if self.journal.reached("rollback"):
             return self.abandon("the worker died while rolling back")
-        spec = compose_spec(self.target, self.dirs, plan.commit, self.record["id"])
+        spec = compose_spec(self.target, self.dirs, plan.commit, self.record.id)
         try:
             return self._start_and_gate(spec)
         except DeployError as exc:
@@ -358,7 +352,7 @@ class Rollout:
         there, or a dead worker left it so): start the old one again, with its own data.
         If a restore of older data had begun (a rollback), the complete snapshot of the
         current data goes back first. False when that failed (recorded, loudly)."""
-        snapshot = self.outcome.backup_id or self.record.get("backup_id")
+        snapshot = self.outcome.backup_id or self.record.backup_id
         try:
             with self.journal.step("restart-previous") as step:
                 if self.journal.reached("restore") and snapshot:
@@ -373,7 +367,7 @@ class Rollout:
             return False
         return True
 
-    def abandon(self, why: str) -> Outcome:
+    def abandon(self, why: str) -> RolloutResult:
         """Stop trying the new version and leave the old one serving.
 
         If the new version may have started, this is a rollback (data restored); if the
@@ -394,22 +388,24 @@ class Rollout:
     def _recorded_plan(self) -> Plan:
         """The plan a dead worker made, as its record and files on disk hold it."""
         record = self.record
+        if record.commit is None or record.config_hash is None or record.fingerprint is None:
+            raise InfrastructureError(f"{record.id} holds no plan to pick up")
         plan = Plan(
-            commit=record["commit"],
-            images={s: v["new"] for s, v in (record["images"] or {}).items()},
-            pins=record["requested"].get("pins") or {},
-            config_hash=record["config_hash"],
-            fingerprint=record["fingerprint"],
-            services=sorted(record["images"] or {}),
+            commit=record.commit,
+            images={s: v["new"] for s, v in (record.images or {}).items()},
+            pins=record.requested.get("pins") or {},
+            config_hash=record.config_hash,
+            fingerprint=record.fingerprint,
+            services=sorted(record.images or {}),
         )
         self.outcome.plan, self.outcome.commit = plan, plan.commit
-        self.outcome.commit_info = record.get("commit_info")
-        self.outcome.images = record["images"] or {}
-        self.outcome.backup_id = record.get("backup_id")
+        self.outcome.commit_info = record.commit_info
+        self.outcome.images = record.images or {}
+        self.outcome.backup_id = record.backup_id
         self.outcome.changed = True
         return plan
 
-    def _start_and_gate(self, spec: ComposeSpec) -> Outcome:
+    def _start_and_gate(self, spec: ComposeSpec) -> RolloutResult:
         journal, tools = self.journal, self.tools
         try:
             with journal.step("start") as step:
@@ -459,7 +455,7 @@ class Rollout:
         if self.cancelled():
             # Another worker holds the target now: stop touching the app and leave the
             # record to it. A gate cut short by that is no verdict on the release.
-            raise LeaseLost(f"{self.record['id']}: lease lost during the health gate")
+            raise LeaseLost(f"{self.record.id}: lease lost during the health gate")
         return result
 
     # -- going back --------------------------------------------------------------------
@@ -480,10 +476,12 @@ class Rollout:
     def _roll_back_after_start(self, cause: BaseException) -> None:
         journal, tools, target = self.journal, self.tools, self.target
         journal.log(f"rolling back: {cause}")
-        commit = self.outcome.plan.commit if self.outcome.plan else self.record["commit"]
+        commit = self.outcome.plan.commit if self.outcome.plan else self.record.commit
         try:
             with journal.step("rollback") as step:
-                spec = compose_spec(target, self.dirs, commit, self.record["id"])
+                if commit is None:  # the plan is known whenever the new version may have run
+                    raise InfrastructureError(f"{self.record.id}: no release to stop")
+                spec = compose_spec(target, self.dirs, commit, self.record.id)
                 tools.compose.stop(
                     spec,
                     [target.service],
@@ -520,7 +518,7 @@ class Rollout:
 
     def _check_time(self) -> None:
         if self.cancelled():
-            raise LeaseLost(f"{self.record['id']}: the lease on {self.target.name} was lost")
+            raise LeaseLost(f"{self.record.id}: the lease on {self.target.name} was lost")
         if time.monotonic() > self.deadline:
             raise InfrastructureError(
                 f"deployment ran past its deadline ({self.target.deploy_timeout:.0f}s)"

@@ -16,20 +16,22 @@ from typing import Any
 
 from rollhook.broker import NOTIFY
 from rollhook.records import deployments
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import DeployError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.notify import announce, report
+from workers.notify import schedule_announcement, schedule_report
 from workers.procs import end_group
-from workers.rollout import Outcome, Previous, Rollout, Tools
+from workers.rollout import Previous, Rollout, RolloutResult, Tools
 
 logger = logging.getLogger("rollhook.runner")
 
@@ -41,7 +43,7 @@ def run_target(ctx: WorkerContext, name: str) -> None:
         with ctx.records.begin() as conn:
             if not has_work(conn, name):
                 return
-            token = target_state.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
+            token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
             return  # another worker holds it and will see our queued record
         try:
@@ -51,27 +53,25 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                     logger.warning("%s: host lock busy; leaving the work for later", name)
                     return
                 with ctx.records.begin() as conn:  # the wait may have eaten the lease
-                    if not target_state.renew_lease(conn, name, token, ctx.lease_seconds):
+                    if not target_records.renew_lease(conn, name, token, ctx.lease_seconds):
                         return
                 with Heartbeat(ctx.records, name, token, ctx.lease_seconds) as beat:
                     _drain(ctx, name, token, beat)
         finally:
             with ctx.records.begin() as conn:
-                target_state.release_lease(conn, name, token)
+                target_records.release_lease(conn, name, token)
 
 
 def has_work(conn: Any, name: str) -> bool:
     """Work this worker may do now: an orphaned deployment, or queued requests that a
     pause does not hold back (a person's request passes a pause; automatic ones wait)."""
-    state = target_state.get(conn, name)
+    state = target_records.get(conn, name)
     if state is None:
         return False
     if deployments.running(conn, name):
         return True
     queued = deployments.queued(conn, name)
-    return bool(queued) and (
-        not state["paused"] or any(r["requested"].get("manual") for r in queued)
-    )
+    return bool(queued) and (not state.paused or any(r.manual for r in queued))
 
 
 def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
@@ -82,11 +82,12 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         if orphans:
             # End what the dead worker left running before touching anything, outside
             # the write transaction (ending a group can take seconds).
-            for child in orphans[0].get("children") or []:
+            orphan = orphans[0]
+            for child in orphan.children or []:
                 end_group(child)
             with ctx.records.begin() as conn:
-                deployments.start(conn, orphans[0]["id"], token, orphans[0]["requested"])
-                record, resume = deployments.get(conn, orphans[0]["id"]), True
+                deployments.start(conn, orphan.id, token, orphan.requested)
+                record, resume = deployments.get(conn, orphan.id), True
         else:
             with ctx.records.begin() as conn:
                 record, resume = _coalesce(conn, name, token), False
@@ -95,13 +96,13 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         if target is None:
             with ctx.records.begin() as conn:
                 deployments.finish(
-                    conn, record["id"], token, "failed", f"target {name} is not in the config"
+                    conn, record.id, token, "failed", f"target {name} is not in the config"
                 )
             continue
         _execute(ctx, target, record, token, beat, resume=resume)
 
 
-def _coalesce(conn: Any, name: str, token: int) -> dict[str, Any] | None:
+def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
     """Pick what runs next and record what it replaces.
 
     A person's request goes first and is never replaced by an automatic one; among the
@@ -110,57 +111,57 @@ def _coalesce(conn: Any, name: str, token: int) -> dict[str, Any] | None:
     queued before it are skipped (a new event clears the hold in the web process).
     """
     queued = deployments.queued(conn, name)
-    state = target_state.get(conn, name) or {}
-    manual = [r for r in queued if r["requested"].get("manual")]
-    if not queued or (state.get("paused") and not manual):
+    state = target_records.get(conn, name) or TargetState(name)
+    manual = [r for r in queued if r.manual]
+    if not queued or (state.paused and not manual):
         return None  # kept queued: resume picks it up, nothing accepted is lost
     pick = manual[-1] if manual else queued[-1]
-    if state.get("held") and not manual:
+    if state.held and not manual:
         for record in queued:
             deployments.finish_unstarted(
-                conn, record["id"], "no_op",
+                conn, record.id, "no_op",
                 "held after a manual rollback: automatic deployments wait for a new event "
                 "or a resume",
             )  # fmt: skip
         return None
     older = queued[: queued.index(pick)]
     hints: dict[str, dict[str, Any]] = {}
-    if pick["kind"] == "deploy":
+    if pick.kind == "deploy":
         for record in [*older, pick]:
-            image = record["requested"].get("image")
-            if record["kind"] == "deploy" and image:
+            image = record.requested.get("image")
+            if record.kind == "deploy" and image:
                 # A person's digest is an instruction; a registry's is only a hint.
-                hints[image["repository"]] = {**image, "manual": record["requested"]["manual"]}
+                hints[image["repository"]] = {**image, "manual": record.requested["manual"]}
     requested = {
-        **pick["requested"],
+        **pick.requested,
         "images": list(hints.values()),
-        "coalesced": [r["id"] for r in older],
+        "coalesced": [r.id for r in older],
     }
-    deployments.supersede(conn, [r["id"] for r in older], pick["id"], token)
+    deployments.supersede(conn, [r.id for r in older], pick.id, token)
     deployments.start(
-        conn, pick["id"], token, requested,
-        previous_deployment_id=state.get("current_deployment_id"),
+        conn, pick.id, token, requested,
+        previous_deployment_id=state.current_deployment_id,
     )  # fmt: skip
-    return deployments.get(conn, pick["id"])
+    return deployments.get(conn, pick.id)
 
 
 def _previous(
-    ctx: WorkerContext, state: dict[str, Any], engine: Engine, target: Target
+    ctx: WorkerContext, state: TargetState, engine: DockerEngine, target: Target
 ) -> Previous:
     running = {c.service: c.image for c in engine.containers(target.project)}
-    current_id = state.get("current_deployment_id")
+    current_id = state.current_deployment_id
     if current_id:
         with ctx.records.begin() as conn:
             current = deployments.get(conn, current_id)
-        if current is not None and current.get("commit"):
-            return Previous(current_id, current["commit"], running)
+        if current is not None and current.commit:
+            return Previous(current_id, current.commit, running)
     return Previous(None, None, running)
 
 
 def _execute(
     ctx: WorkerContext,
     target: Target,
-    record: dict[str, Any],
+    record: DeploymentRecord,
     token: int,
     beat: Heartbeat,
     *,
@@ -168,15 +169,15 @@ def _execute(
 ) -> None:
     dirs = TargetDirs(ctx.data_dir, target.name)
     journal = Journal(ctx.records, record, token)
-    outcome = Outcome(status="failed")
+    outcome = RolloutResult(status="failed")
     operator_error = False
     with ExitStack() as stack:
         # Everything that can fail is inside the try, so a record never stays "running"
         # because the engine was briefly unreachable.
         try:
-            engine = stack.enter_context(Engine(ctx.docker_host))
+            engine = stack.enter_context(DockerEngine(ctx.docker_host))
             with ctx.records.begin() as conn:
-                state = target_state.get(conn, target.name) or {}
+                state = target_records.get(conn, target.name) or TargetState(target.name)
             tools = Tools(
                 git=GitRepo(
                     target.repo,
@@ -202,19 +203,19 @@ def _execute(
                 journal=journal,
                 tools=tools,
                 dirs=dirs,
-                announce=lambda _outcome: notify(ctx, "announce", record["id"], target),
+                announce=lambda _outcome: notify(ctx, "announce", record.id, target),
                 cancelled=beat.cancelled,
             )
             outcome = rollout.outcome
             outcome = _run(ctx, rollout, target, record, state, resume=resume)
         except LeaseLost:
-            logger.warning("%s: lease lost during %s; stopping", target.name, record["id"])
+            logger.warning("%s: lease lost during %s; stopping", target.name, record.id)
             return
         except DeployError as exc:
             outcome = _failed(outcome, str(exc))
             operator_error = isinstance(exc, OperatorError)
         except Exception as exc:  # a bug: record it instead of leaving the record running
-            logger.exception("%s: unexpected error in %s", target.name, record["id"])
+            logger.exception("%s: unexpected error in %s", target.name, record.id)
             outcome = _failed(outcome, f"internal error: {type(exc).__name__}: {exc}")
         try:
             _record(
@@ -229,21 +230,21 @@ def _execute(
         except LeaseLost:
             return
     if outcome.changed:
-        notify(ctx, "report", record["id"], target)
+        notify(ctx, "report", record.id, target)
 
 
 def _run(
     ctx: WorkerContext,
     rollout: Rollout,
     target: Target,
-    record: dict[str, Any],
-    state: dict[str, Any],
+    record: DeploymentRecord,
+    state: TargetState,
     *,
     resume: bool,
-) -> Outcome:
+) -> RolloutResult:
     """Start, resume or give up a deployment, from what its journal says."""
     journal = rollout.journal
-    if resume and record["attempt"] > MAX_ATTEMPTS:
+    if resume and record.attempt > MAX_ATTEMPTS:
         return rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
     if resume and journal.reached("start", "gate", "rollback"):
         return rollout.resume()
@@ -251,13 +252,13 @@ def _run(
     # The dead worker left the old version stopped: serve again first, then retry.
     if stopped and not rollout.bring_back():
         return rollout.outcome
-    if record["kind"] == "rollback":
+    if record.kind == "rollback":
         to, restore_from = _rollback_source(ctx, target, record, state, rollout.tools)
         return rollout.rollback(to, restore_from)
     return rollout.deploy()
 
 
-def _failed(outcome: Outcome, reason: str) -> Outcome:
+def _failed(outcome: RolloutResult, reason: str) -> RolloutResult:
     if outcome.status not in {"rolled_back", "failed"} or outcome.reason is None:
         outcome.reason = outcome.reason or reason
     if outcome.status not in {"rolled_back"}:
@@ -269,10 +270,10 @@ def _record(
     ctx: WorkerContext,
     *,
     target: Target,
-    record: dict[str, Any],
+    record: DeploymentRecord,
     token: int,
     journal: Journal,
-    outcome: Outcome,
+    outcome: RolloutResult,
     operator_error: bool,
 ) -> None:
     journal.log(
@@ -283,19 +284,19 @@ def _record(
     plan = outcome.plan
     with ctx.records.begin() as conn:
         if not deployments.finish(
-            conn, record["id"], token, outcome.status, outcome.reason, children=[]
+            conn, record.id, token, outcome.status, outcome.reason, children=[]
         ):
-            raise LeaseLost(record["id"])
+            raise LeaseLost(record.id)
         recorded = True
         if outcome.status == "succeeded" and plan is not None:
             # A manual rollback holds automatic deployments until a new event or a resume.
-            held = record["kind"] == "rollback" and not record["requested"].get("restore_backup")
-            recorded = target_state.record_outcome(
+            held = record.kind == "rollback" and not record.requested.get("restore_backup")
+            recorded = target_records.record_outcome(
                 conn,
                 target.name,
                 token,
-                current=record["id"],
-                good=record["id"],
+                current=record.id,
+                good=record.id,
                 pins=plan.pins,
                 clear_failed=True,
                 held=held,
@@ -303,33 +304,33 @@ def _record(
         elif plan is not None and (
             outcome.status == "rolled_back" or outcome.rollback_failed or operator_error
         ):
-            recorded = target_state.record_outcome(
+            recorded = target_records.record_outcome(
                 conn, target.name, token, failed_fingerprint=plan.fingerprint
             )
         if not recorded:  # fenced out: roll this transaction back, the new holder decides
-            raise LeaseLost(record["id"])
+            raise LeaseLost(record.id)
 
 
 def _rollback_source(
     ctx: WorkerContext,
     target: Target,
-    record: dict[str, Any],
-    state: dict[str, Any],
+    record: DeploymentRecord,
+    state: TargetState,
     tools: Tools,
-) -> tuple[dict[str, Any], str | None]:
+) -> tuple[DeploymentRecord, str | None]:
     """The deployment to go back to, and the backup holding the data it left behind."""
-    requested = record["requested"]
+    requested = record.requested
     with ctx.records.begin() as conn:
         if requested.get("rollback_to"):
             to = deployments.get(conn, requested["rollback_to"])
-            if to is None or to["target"] != target.name or to["status"] != "succeeded":
+            if to is None or to.target != target.name or to.status != "succeeded":
                 raise OperatorError(
                     f"{requested['rollback_to']} is not a succeeded deployment of {target.name}"
                 )
         else:
-            to = _previous_release(conn, target, state.get("current_deployment_id"))
+            to = _previous_release(conn, target, state.current_deployment_id)
         backup = deployments.data_left_by(conn, to)
-    requested["rollback_to"] = to["id"]  # recorded with the plan: a later default steps past it
+    requested["rollback_to"] = to.id  # recorded with the plan: a later default steps past it
     wanted = requested.get("restore_data")
     if requested.get("restore_backup"):
         wanted, backup = True, requested["restore_backup"]
@@ -337,20 +338,20 @@ def _rollback_source(
         return to, None
     if backup is None or backup not in {b.id for b in tools.backups.list()}:
         if wanted:
-            raise OperatorError(f"no backup of the data as {to['id']} left it")
+            raise OperatorError(f"no backup of the data as {to.id} left it")
         return to, None
     return to, backup
 
 
-def _previous_release(conn: Any, target: Target, current_id: str | None) -> dict[str, Any]:
+def _previous_release(conn: Any, target: Target, current_id: str | None) -> DeploymentRecord:
     """The default rollback: the good deployment before the one running now. When what
     runs is itself a rollback, step back from where that rollback went, so that two
     rollbacks in a row go further back instead of returning to what was rolled away."""
     anchor = deployments.get(conn, current_id) if current_id else None
-    while anchor is not None and anchor["kind"] == "rollback":
-        back_to = anchor["requested"].get("rollback_to")
+    while anchor is not None and anchor.kind == "rollback":
+        back_to = anchor.requested.get("rollback_to")
         anchor = deployments.get(conn, back_to) if back_to else None
-    before = anchor["id"] if anchor is not None else current_id
+    before = anchor.id if anchor is not None else current_id
     to = deployments.last_with_status(
         conn, target.name, ("succeeded",), before=before, kind="deploy"
     )
@@ -361,14 +362,12 @@ def _previous_release(conn: Any, target: Target, current_id: str | None) -> dict
 
 def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -> None:
     """Schedule notifications; a failing notifier never fails or repeats a deployment."""
-    if ctx.notifiers is None:
-        return
     try:
         with ctx.records.begin() as conn:
             record = deployments.get(conn, deployment_id)
             if record is None:
                 return
-            schedule = announce if phase == "announce" else report
+            schedule = schedule_announcement if phase == "announce" else schedule_report
             ids = schedule(conn, record, target, ctx.notifiers)
         for notification_id in ids:
             ctx.send(NOTIFY, [notification_id])

@@ -95,10 +95,17 @@ def _migration_lock(engine: Engine, lock_dir: Path) -> Iterator[None]:
             fcntl.flock(handle, fcntl.LOCK_UN)
 
 
-def migrate(engine: Engine, lock_dir: Path) -> None:
-    """Upgrade the schema to the newest revision; safe to call from every process."""
+def migrate(engine: Engine, lock_dir: Path, revision: str = "head") -> None:
+    """Upgrade the schema to the newest revision (or ``revision``); safe to call from every
+    process."""
     config = Config()
     config.set_main_option("script_location", str(MIGRATIONS))
     with _migration_lock(engine, lock_dir), engine.begin() as connection:
         config.attributes["connection"] = connection
-        command.upgrade(config, "head")
+        command.upgrade(config, revision)
+
+
+def ping(engine: Engine) -> None:
+    """Raise unless the database answers a query now."""
+    with engine.connect() as conn:
+        conn.execute(text("SELECT 1"))

@@ -6,6 +6,8 @@ a record is final once its status is terminal and is never changed after that.
 
 from __future__ import annotations
 
+from dataclasses import dataclass, fields
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection, func, literal, select, update
@@ -20,6 +22,48 @@ from rollhook.records.schema import (
     utcnow,
 )
 from rollhook.records.targets import holds_lease
+
+
+@dataclass(frozen=True)
+class DeploymentRecord:
+    """One ``deployments`` row, its fields in the table's order."""
+
+    id: str
+    target: str
+    kind: str  # deploy | rollback
+    status: str  # queued | running | one of TERMINAL_STATUSES
+    reason: str | None
+    trigger: dict[str, Any]  # rollhook.jobs.Trigger as stored: source, event_id, ...
+    requested: dict[str, Any]  # job_id, manual, ref, image, rollback_to, pins, ...
+    commit: str | None
+    commit_info: dict[str, Any] | None  # sha, message, author, date, url
+    images: dict[str, dict[str, Any]]  # service -> {"old": ref, "new": ref}
+    config_hash: str | None
+    fingerprint: str | None
+    previous_deployment_id: str | None
+    backup_id: str | None
+    superseded_by: str | None
+    steps: list[dict[str, Any]]  # name, outcome, started_at, finished_at, detail
+    log: str
+    lease_token: int | None
+    attempt: int
+    children: list[dict[str, Any]]  # process groups to end on recovery
+    created_at: datetime
+    started_at: datetime | None
+    finished_at: datetime | None
+
+    @classmethod
+    def from_row(cls, row: Any) -> DeploymentRecord:
+        return cls(**row._mapping)
+
+    def as_dict(self) -> dict[str, Any]:
+        """As stored, in the table's column order (what the API answers, minus internals)."""
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    @property
+    def manual(self) -> bool:
+        """A person asked for it (the API or the CLI)."""
+        return bool(self.requested.get("manual"))
 
 
 def create_queued(conn: Connection, job: Job) -> str:
@@ -54,21 +98,21 @@ def create_queued(conn: Connection, job: Job) -> str:
     return deployment_id
 
 
-def queued(conn: Connection, target: str) -> list[dict[str, Any]]:
+def queued(conn: Connection, target: str) -> list[DeploymentRecord]:
     """Queued deployments of a target, oldest first."""
     rows = conn.execute(
         select(deployments)
         .where(deployments.c.target == target, deployments.c.status == "queued")
         .order_by(deployments.c.created_at, deployments.c.id)
     )
-    return [row_dict(r) for r in rows]
+    return [DeploymentRecord.from_row(r) for r in rows]
 
 
-def running(conn: Connection, target: str) -> list[dict[str, Any]]:
+def running(conn: Connection, target: str) -> list[DeploymentRecord]:
     rows = conn.execute(
         select(deployments).where(deployments.c.target == target, deployments.c.status == "running")
     )
-    return [row_dict(r) for r in rows]
+    return [DeploymentRecord.from_row(r) for r in rows]
 
 
 def supersede(conn: Connection, ids: list[str], by: str, token: int) -> None:
@@ -154,16 +198,16 @@ def finish_unstarted(conn: Connection, deployment_id: str, status: str, reason: 
     )
 
 
-def get(conn: Connection, deployment_id: str) -> dict[str, Any] | None:
+def get(conn: Connection, deployment_id: str) -> DeploymentRecord | None:
     row = conn.execute(select(deployments).where(deployments.c.id == deployment_id)).first()
-    return None if row is None else row_dict(row)
+    return None if row is None else DeploymentRecord.from_row(row)
 
 
-def history(conn: Connection, target: str | None, limit: int) -> list[dict[str, Any]]:
+def history(conn: Connection, target: str | None, limit: int) -> list[DeploymentRecord]:
     query = select(deployments).order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
     if target is not None:
         query = query.where(deployments.c.target == target)
-    return [row_dict(r) for r in conn.execute(query.limit(limit))]
+    return [DeploymentRecord.from_row(r) for r in conn.execute(query.limit(limit))]
 
 
 def last_with_status(
@@ -172,7 +216,7 @@ def last_with_status(
     statuses: tuple[str, ...],
     before: str | None = None,
     kind: str | None = None,
-) -> dict[str, Any] | None:
+) -> DeploymentRecord | None:
     query = (
         select(deployments)
         .where(deployments.c.target == target, deployments.c.status.in_(statuses))
@@ -183,17 +227,17 @@ def last_with_status(
     if before is not None:
         query = query.where(deployments.c.id < before)
     row = conn.execute(query.limit(1)).first()
-    return None if row is None else row_dict(row)
+    return None if row is None else DeploymentRecord.from_row(row)
 
 
-def last_succeeded(conn: Connection, target: str, limit: int) -> list[dict[str, Any]]:
+def last_succeeded(conn: Connection, target: str, limit: int) -> list[DeploymentRecord]:
     rows = conn.execute(
         select(deployments)
         .where(deployments.c.target == target, deployments.c.status == "succeeded")
         .order_by(deployments.c.created_at.desc(), deployments.c.id.desc())
         .limit(limit)
     )
-    return [row_dict(r) for r in rows]
+    return [DeploymentRecord.from_row(r) for r in rows]
 
 
 def backups_taken_after(conn: Connection, target: str, ids: set[str]) -> set[str]:
@@ -208,7 +252,7 @@ def backups_taken_after(conn: Connection, target: str, ids: set[str]) -> set[str
     return {backup for (backup,) in rows}
 
 
-def data_left_by(conn: Connection, to: dict[str, Any]) -> str | None:
+def data_left_by(conn: Connection, to: DeploymentRecord) -> str | None:
     """The backup holding the data as the release of ``to`` left it, or None.
 
     That is the newest backup taken when a deployment replaced a deployment running the
@@ -217,10 +261,10 @@ def data_left_by(conn: Connection, to: dict[str, Any]) -> str | None:
     holds the data somebody chose to replace.
     """
     same = select(deployments.c.id).where(
-        deployments.c.target == to["target"],
+        deployments.c.target == to.target,
         deployments.c.status == "succeeded",
-        deployments.c.commit == to["commit"],
-        deployments.c.config_hash == to["config_hash"],
+        deployments.c.commit == to.commit,
+        deployments.c.config_hash == to.config_hash,
     )
     rows = conn.execute(
         select(deployments.c.backup_id, deployments.c.requested)
@@ -251,3 +295,17 @@ def for_event(conn: Connection, deployment_ids: list[str]) -> list[dict[str, Any
         ).where(deployments.c.id.in_(deployment_ids))
     )
     return [row_dict(r) for r in rows]
+
+
+def for_metrics(conn: Connection) -> list[tuple[str, str, str, datetime | None, datetime | None]]:
+    """Every deployment's target, kind, status, start and end."""
+    rows = conn.execute(
+        select(
+            deployments.c.target,
+            deployments.c.kind,
+            deployments.c.status,
+            deployments.c.started_at,
+            deployments.c.finished_at,
+        )
+    )
+    return [(r.target, r.kind, r.status, r.started_at, r.finished_at) for r in rows]

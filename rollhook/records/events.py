@@ -1,44 +1,26 @@
-"""Accepted events and their outbox of jobs.
+"""Accepted events, stored with their jobs (the outbox, ``records.jobs``).
 
 An event and its jobs are committed in one transaction before the webhook is answered.
 The same delivery (same dedup key) is one event however often it arrives: the second
 insert does nothing and the caller learns the first event's id. A signed event has a
 second key, its body's hash: the same body under another delivery id is the same event.
-Jobs leave through the outbox: marked dispatched once the broker took them, consumed
-exactly once by a worker.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from dataclasses import dataclass
+from datetime import timedelta
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import Connection, Dialect, delete, func, literal, select, update
+from sqlalchemy import Connection, Dialect, delete, select
 from sqlalchemy.dialects import postgresql, sqlite
 
+from rollhook.events import NewEvent
 from rollhook.jobs import Job
-from rollhook.records.schema import UTCDateTime, events, jobs, row_dict, utcnow
-
-
-@dataclass
-class NewEvent:
-    id: str
-    source: str
-    dedup_key: str
-    kind: str
-    summary: dict[str, Any]
-    received_at: datetime
-    delivery_id: str | None = None
-    actor: str | None = None
-    jobs: list[Job] = field(default_factory=list)
-    body_key: str | None = None  # signed sources: "body:sha256:<hex>" of the raw body
-
-    def dedup_keys(self) -> tuple[str, ...]:
-        """Every key that makes another delivery the same event as this one."""
-        return (self.dedup_key, self.body_key) if self.body_key else (self.dedup_key,)
+from rollhook.records.jobs import of_event
+from rollhook.records.schema import events, jobs, row_dict, utcnow
 
 
 @dataclass(frozen=True)
@@ -218,118 +200,11 @@ def _sqlite_insert(conn: Connection, new: list[NewEvent]) -> None:
         cursor.close()
 
 
-def mark_dispatched(conn: Connection, job_ids: list[str]) -> None:
-    if job_ids:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(job_ids), jobs.c.dispatched_at.is_(None))
-            .values(dispatched_at=utcnow())
-        )
-
-
-def note_dispatch_failure(conn: Connection, job_ids: list[str]) -> None:
-    if job_ids:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(job_ids))
-            .values(dispatch_attempts=jobs.c.dispatch_attempts + 1)
-        )
-
-
-def undispatched(conn: Connection, older_than: timedelta, limit: int = 500) -> list[Job]:
-    """Jobs the broker never took (it was down, or the web process died before sending)."""
-    cutoff = utcnow() - older_than
-    rows = conn.execute(
-        select(jobs.c.payload)
-        .where(jobs.c.dispatched_at.is_(None), jobs.c.created_at <= cutoff)
-        .order_by(jobs.c.created_at)
-        .limit(limit)
-    )
-    return [Job.from_json(payload) for (payload,) in rows]
-
-
-def unclaimed(conn: Connection, first_wait: timedelta, limit: int = 500) -> list[Job]:
-    """Jobs the broker took but no worker claimed: a worker died holding them, or the
-    broker lost them. Each is due again after ``first_wait`` doubled per attempt (up to
-    64 times), so a job that only waits behind a long deployment is not re-sent often."""
-    now = utcnow()
-    rows = conn.execute(
-        select(jobs.c.payload, jobs.c.dispatched_at, jobs.c.dispatch_attempts)
-        .where(
-            jobs.c.consumed_at.is_(None),
-            jobs.c.dispatched_at.is_not(None),
-            jobs.c.dispatched_at <= now - first_wait,
-        )
-        .order_by(jobs.c.created_at)
-        .limit(limit)
-    )
-    return [
-        Job.from_json(payload)
-        for payload, dispatched_at, attempts in rows
-        if dispatched_at + first_wait * 2 ** min(attempts, 6) <= now
-    ]
-
-
-def mark_redispatched(conn: Connection, job_ids: list[str]) -> None:
-    if job_ids:
-        conn.execute(
-            update(jobs)
-            .where(jobs.c.id.in_(job_ids))
-            .values(dispatched_at=utcnow(), dispatch_attempts=jobs.c.dispatch_attempts + 1)
-        )
-
-
-def claim_job(conn: Connection, job_id: str) -> bool:
-    """Claim a job for processing; False when another delivery of it got there first."""
-    now = utcnow()
-    claimed = conn.execute(
-        update(jobs)
-        .where(jobs.c.id == job_id, jobs.c.consumed_at.is_(None))
-        .values(
-            consumed_at=now,
-            dispatched_at=func.coalesce(jobs.c.dispatched_at, literal(now, UTCDateTime)),
-        )
-    ).rowcount
-    return bool(claimed)
-
-
-def load_job(conn: Connection, job_id: str) -> Job | None:
-    payload = conn.execute(select(jobs.c.payload).where(jobs.c.id == job_id)).scalar()
-    return None if payload is None else Job.from_json(payload)
-
-
-def link_deployment(conn: Connection, job_id: str, deployment_id: str) -> None:
-    conn.execute(update(jobs).where(jobs.c.id == job_id).values(deployment_id=deployment_id))
-
-
-def outbox_backlog(conn: Connection) -> int:
-    return int(
-        conn.execute(
-            select(func.count()).select_from(jobs).where(jobs.c.dispatched_at.is_(None))
-        ).scalar_one()
-    )
-
-
 def get_event(conn: Connection, event_id: str) -> dict[str, Any] | None:
     row = conn.execute(select(events).where(events.c.id == event_id)).first()
     if row is None:
         return None
-    event = row_dict(row)
-    event["jobs"] = [
-        row_dict(j)
-        for j in conn.execute(
-            select(
-                jobs.c.id,
-                jobs.c.target,
-                jobs.c.dispatched_at,
-                jobs.c.consumed_at,
-                jobs.c.deployment_id,
-            )
-            .where(jobs.c.event_id == event_id)
-            .order_by(jobs.c.target)
-        )
-    ]
-    return event
+    return row_dict(row) | {"jobs": of_event(conn, event_id)}
 
 
 def purge_events(conn: Connection, older_than: timedelta) -> int:

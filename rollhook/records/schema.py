@@ -141,21 +141,31 @@ deployments = Table(
     Index("ix_deployments_status", "status"),
 )
 
-# Delivery state per (deployment, channel): what was sent, its external id, attempts.
+# Delivery state per (notice, channel): what was sent, its external id, attempts. A notice
+# is about a subject: a deployment (its start and result) today; a target (drift found,
+# healed, degraded, waiting for approval) or a host (down, up) to come. A row is found
+# again by (kind, subject, channel).
 notifications = Table(
     "notifications",
     metadata,
     Column("id", String(40), primary_key=True),
-    Column("deployment_id", String(40), nullable=False),
-    Column("target", String(64), nullable=False),
-    Column("channel", String(24), nullable=False),  # slack | slack_webhook | email | github
+    Column("deployment_id", String(40)),  # the deployment it is about, or that it led to
+    Column("target", String(64)),  # None for a notice about a host
+    Column(
+        "channel", String(24), nullable=False
+    ),  # slack | slack_webhook | email | github | console
     Column("status", String(16), nullable=False),  # pending | delivered | failed | skipped
     Column("attempts", Integer, nullable=False, default=0),
     Column("external", JSON, nullable=False, default=dict),  # e.g. slack channel id + ts
     Column("history", JSON, nullable=False, default=list),  # each attempt and its outcome
     Column("created_at", UTCDateTime, nullable=False),
     Column("updated_at", UTCDateTime),
+    # What is told (a notices.KIND), about what (deployment | target | host), and its id or name.
+    Column("kind", String(32), nullable=False, server_default="deployment"),
+    Column("subject_kind", String(16), nullable=False, server_default="deployment"),
+    Column("subject", String(120), nullable=False),
     Index("ix_notifications_deployment", "deployment_id", "channel"),
+    Index("ix_notifications_subject", "kind", "subject", "channel"),
 )
 
 # Per (target, channel) memory for "still failing, n times" and recovery messages,

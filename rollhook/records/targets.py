@@ -8,13 +8,37 @@ took over) can no longer change the record.
 
 from __future__ import annotations
 
-from datetime import timedelta
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Connection, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
-from rollhook.records.schema import deployments, row_dict, targets, utcnow
+from rollhook.records.schema import deployments, targets, utcnow
+
+
+@dataclass(frozen=True)
+class TargetState:
+    """One ``targets`` row: what rollhook knows and decided about a configured target."""
+
+    name: str
+    paused: bool = False
+    paused_reason: str | None = None
+    paused_at: datetime | None = None
+    held: bool = False  # after a manual rollback: automatic deployments wait
+    current_deployment_id: str | None = None
+    last_good_deployment_id: str | None = None
+    pins: dict[str, Any] = field(default_factory=dict)  # service -> pin
+    failed_fingerprint: str | None = None
+    lease_owner: str | None = None
+    lease_token: int = 0
+    lease_expires_at: datetime | None = None
+    updated_at: datetime | None = None
+
+    @classmethod
+    def from_row(cls, row: Any) -> TargetState:
+        return cls(**row._mapping)
 
 
 def ensure(conn: Connection, names: list[str]) -> None:
@@ -28,13 +52,13 @@ def ensure(conn: Connection, names: list[str]) -> None:
         )
 
 
-def get(conn: Connection, name: str) -> dict[str, Any] | None:
+def get(conn: Connection, name: str) -> TargetState | None:
     row = conn.execute(select(targets).where(targets.c.name == name)).first()
-    return None if row is None else row_dict(row)
+    return None if row is None else TargetState.from_row(row)
 
 
-def all_states(conn: Connection) -> dict[str, dict[str, Any]]:
-    return {row.name: row_dict(row) for row in conn.execute(select(targets))}
+def all_states(conn: Connection) -> dict[str, TargetState]:
+    return {row.name: TargetState.from_row(row) for row in conn.execute(select(targets))}
 
 
 def set_paused(conn: Connection, name: str, paused: bool, reason: str | None) -> None:
@@ -44,6 +68,26 @@ def set_paused(conn: Connection, name: str, paused: bool, reason: str | None) ->
     else:
         values |= {"paused_reason": None, "paused_at": None, "held": False}
     conn.execute(update(targets).where(targets.c.name == name).values(**values))
+
+
+def paused_and_held(conn: Connection) -> tuple[set[str], set[str]]:
+    """The names of paused targets and of held ones, read once per batch of events."""
+    # The driver's cursor (no parameters: the same SQL for SQLite and PostgreSQL):
+    # through SQLAlchemy this one query cost more than the batch's inserts.
+    cursor = conn.connection.driver_connection.cursor()  # type: ignore[union-attr]
+    try:
+        cursor.execute("SELECT name, paused, held FROM targets WHERE paused OR held")
+        rows = cursor.fetchall()
+    finally:
+        cursor.close()
+    paused: set[str] = set()
+    held: set[str] = set()
+    for name, is_paused, is_held in rows:
+        if is_paused:
+            paused.add(name)
+        if is_held:
+            held.add(name)
+    return paused, held
 
 
 def set_held(conn: Connection, name: str, held: bool) -> None:
@@ -140,11 +184,13 @@ def release_lease(conn: Connection, name: str, token: int) -> None:
     )
 
 
-def expired_leases(conn: Connection) -> list[str]:
-    """Targets whose lease holder stopped renewing (its worker died or hung)."""
+def unleased_with_work(conn: Connection) -> list[str]:
+    """Targets with queued or running deployments whose lease is free or expired."""
+    busy = select(deployments.c.target).where(deployments.c.status.in_(["queued", "running"]))
     rows = conn.execute(
         select(targets.c.name).where(
-            targets.c.lease_owner.is_not(None), targets.c.lease_expires_at < utcnow()
+            targets.c.name.in_(busy),
+            targets.c.lease_owner.is_(None) | (targets.c.lease_expires_at < utcnow()),
         )
     )
     return [name for (name,) in rows]

@@ -136,7 +136,7 @@ def _rootfs(base: bytes, build: Build) -> bytes:
     return buffer.getvalue()
 
 
-class StandIn:
+class StandInImages:
     """Builds stand-in images and pushes them to the local registry.
 
     ``ref(tag)`` names an image of the default set (or any tag built here);

@@ -9,35 +9,28 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, inspect
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events
-from rollhook.records import targets as target_state
-from rollhook.records.db import make_engine, migrate
-from rollhook.records.events import NewEvent
+from rollhook.records import deployments, events, jobs
+from rollhook.records import targets as target_records
+from rollhook.records.db import migrate
+from rollhook.records.schema import utcnow
+
+on_both = pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
 
 
-@pytest.fixture(params=["sqlite", "postgresql"])
-def records(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    if request.param == "sqlite":
-        url = f"sqlite:///{tmp_path / 'records.sqlite'}"
-    else:
-        url = request.getfixturevalue("postgres_server").create_database()
-    engine = make_engine(url)
-    migrate(engine, tmp_path)
-    migrate(engine, tmp_path)  # a second start finds nothing to do
-    with engine.begin() as conn:
-        target_state.ensure(conn, ["llm"])
-    yield engine
-    engine.dispose()
+@pytest.fixture(autouse=True)
+def _a_target(records: Engine, tmp_path: Path) -> None:
+    migrate(records, tmp_path)  # a second start finds nothing to do
+    with records.begin() as conn:
+        target_records.ensure(conn, ["llm"])
 
 
 def new_event(dedup_key: str, target: str = "llm", body_key: str | None = None) -> NewEvent:
@@ -55,11 +48,13 @@ def new_event(dedup_key: str, target: str = "llm", body_key: str | None = None) 
     )
 
 
+@on_both
 def test_the_schema_has_every_table(records: Engine) -> None:
     tables = set(inspect(records).get_table_names())
     assert {"events", "jobs", "deployments", "targets", "notifications"} <= tables
 
 
+@on_both
 def test_the_same_delivery_is_one_event(records: Engine) -> None:
     first, again, other = new_event("github:d1"), new_event("github:d1"), new_event("github:d2")
     with records.begin() as conn:
@@ -70,9 +65,10 @@ def test_the_same_delivery_is_one_event(records: Engine) -> None:
         later = events.store_batch(conn, [new_event("github:d1")])
     assert later[0].duplicate and later[0].event_id == first.id
     with records.begin() as conn:
-        assert events.outbox_backlog(conn) == 2  # the duplicates queued nothing
+        assert jobs.backlog(conn) == 2  # the duplicates queued nothing
 
 
+@on_both
 def test_a_signed_body_is_one_event_under_any_delivery_id(records: Engine) -> None:
     """The body key catches a replay under a fresh delivery id; the delivery key catches
     a redelivery; events without a body key (unsigned sources) never collide on it."""
@@ -95,32 +91,24 @@ def test_a_signed_body_is_one_event_under_any_delivery_id(records: Engine) -> No
     assert later[0].duplicate and later[0].event_id == first.id
     assert not other[0].duplicate
     with records.begin() as conn:
-        assert events.outbox_backlog(conn) == 4
+        assert jobs.backlog(conn) == 4
 
 
-def test_a_replay_stored_meanwhile_by_another_writer_is_a_duplicate(
-    postgres_server: Any, tmp_path: Path
-) -> None:
+@pytest.mark.parametrize("records", ["postgresql"], indirect=True)
+def test_a_replay_stored_meanwhile_by_another_writer_is_a_duplicate(records: Engine) -> None:
     """PostgreSQL: two writers race with the same body under different delivery ids; the
     second waits on the unique index, inserts nothing, and learns the first's id."""
-    engine = make_engine(postgres_server.create_database())
-    migrate(engine, tmp_path)
-    with engine.begin() as conn:
-        target_state.ensure(conn, ["llm"])
     first = new_event("github:race1", body_key="body:sha256:race")
     second = new_event("github:race2", body_key="body:sha256:race")
     outcome: list[events.Stored] = []
-    try:
-        with engine.begin() as conn:
-            events.store_batch(conn, [first])
-            racer = threading.Thread(target=lambda: outcome.extend(_store(engine, second)))
-            racer.start()
-            time.sleep(0.5)  # the racer read no key yet and now waits on the index
-            assert racer.is_alive()
-        racer.join(10)
-        assert [(s.event_id, s.duplicate) for s in outcome] == [(first.id, True)]
-    finally:
-        engine.dispose()
+    with records.begin() as conn:
+        events.store_batch(conn, [first])
+        racer = threading.Thread(target=lambda: outcome.extend(_store(records, second)))
+        racer.start()
+        time.sleep(0.5)  # the racer read no key yet and now waits on the index
+        assert racer.is_alive()
+    racer.join(10)
+    assert [(s.event_id, s.duplicate) for s in outcome] == [(first.id, True)]
 
 
 def _store(engine: Engine, item: NewEvent) -> list[events.Stored]:
@@ -128,52 +116,58 @@ def _store(engine: Engine, item: NewEvent) -> list[events.Stored]:
         return events.store_batch(conn, [item])
 
 
+@on_both
 def test_a_job_is_claimed_once_and_leaves_the_outbox(records: Engine) -> None:
     item = new_event("github:claim")
     with records.begin() as conn:
         events.store_batch(conn, [item])
     with records.begin() as conn:
-        assert [j.id for j in events.undispatched(conn, timedelta(0))] == [item.jobs[0].id]
-        assert events.claim_job(conn, item.jobs[0].id)
-        assert not events.claim_job(conn, item.jobs[0].id)
-        assert events.undispatched(conn, timedelta(0)) == []
+        assert [j.id for j in jobs.undispatched(conn, timedelta(0))] == [item.jobs[0].id]
+        assert jobs.claim(conn, item.jobs[0].id)
+        assert not jobs.claim(conn, item.jobs[0].id)
+        assert jobs.undispatched(conn, timedelta(0)) == []
 
 
+@on_both
 def test_purging_keeps_events_whose_work_is_not_done(records: Engine) -> None:
     done, waiting = new_event("github:done"), new_event("github:waiting")
     with records.begin() as conn:
         events.store_batch(conn, [done, waiting])
-        events.claim_job(conn, done.jobs[0].id)
+        jobs.claim(conn, done.jobs[0].id)
     with records.begin() as conn:
         assert events.purge_events(conn, timedelta(seconds=-1)) == 1
         assert events.get_event(conn, done.id) is None
         assert events.get_event(conn, waiting.id) is not None
 
 
+@on_both
 def test_one_lease_holder_and_fencing_after_expiry(records: Engine) -> None:
     with records.begin() as conn:
-        first = target_state.acquire_lease(conn, "llm", "worker-a", ttl=0.5)
+        first = target_records.acquire_lease(conn, "llm", "worker-a", ttl=0.5)
         assert first is not None
-        assert target_state.acquire_lease(conn, "llm", "worker-b", ttl=0.5) is None
+        assert target_records.acquire_lease(conn, "llm", "worker-b", ttl=0.5) is None
     time.sleep(0.7)
     with records.begin() as conn:
-        assert target_state.expired_leases(conn) == ["llm"]
-        second = target_state.acquire_lease(conn, "llm", "worker-b", ttl=30)
+        expired = target_records.get(conn, "llm")
+        assert expired is not None and expired.lease_owner == "worker-a"
+        assert expired.lease_expires_at is not None and expired.lease_expires_at < utcnow()
+        second = target_records.acquire_lease(conn, "llm", "worker-b", ttl=30)
         assert second == first + 1
         # The old holder is fenced out: it can neither renew nor record an outcome.
-        assert not target_state.renew_lease(conn, "llm", first, 30)
-        assert not target_state.record_outcome(conn, "llm", first, current="d-old")
-        assert target_state.record_outcome(conn, "llm", second, current="d-new")
-        target_state.release_lease(conn, "llm", first)  # a stale release changes nothing
-        assert target_state.get(conn, "llm")["lease_owner"] == "worker-b"
+        assert not target_records.renew_lease(conn, "llm", first, 30)
+        assert not target_records.record_outcome(conn, "llm", first, current="d-old")
+        assert target_records.record_outcome(conn, "llm", second, current="d-new")
+        target_records.release_lease(conn, "llm", first)  # a stale release changes nothing
+        assert target_records.get(conn, "llm").lease_owner == "worker-b"
 
 
+@on_both
 def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
     item = new_event("github:dep")
     with records.begin() as conn:
         events.store_batch(conn, [item])
         deployment_id = deployments.create_queued(conn, item.jobs[0])
-        token = target_state.acquire_lease(conn, "llm", "worker-a", ttl=30)
+        token = target_records.acquire_lease(conn, "llm", "worker-a", ttl=30)
         assert token is not None
         assert not deployments.start(conn, deployment_id, token + 1, {"ref": None})
         assert deployments.start(conn, deployment_id, token, {"ref": None})
@@ -183,38 +177,40 @@ def test_a_deployment_is_fenced_by_its_lease_token(records: Engine) -> None:
         assert not deployments.finish(conn, deployment_id, token, "failed", "too late")
         record = deployments.get(conn, deployment_id)
     assert record is not None
-    assert (record["status"], record["log"], record["attempt"]) == ("succeeded", "mine", 1)
-    assert record["finished_at"].tzinfo is not None
-    assert record["started_at"] <= record["finished_at"]
+    assert (record.status, record.log, record.attempt) == ("succeeded", "mine", 1)
+    assert record.finished_at.tzinfo is not None
+    assert record.started_at <= record.finished_at
 
 
+@on_both
 def test_losing_the_target_lease_fences_out_the_old_writer(records: Engine) -> None:
     item = new_event("github:lost")
     with records.begin() as conn:
         events.store_batch(conn, [item])
         deployment_id = deployments.create_queued(conn, item.jobs[0])
-        first = target_state.acquire_lease(conn, "llm", "worker-a", ttl=0.2)
+        first = target_records.acquire_lease(conn, "llm", "worker-a", ttl=0.2)
         assert first is not None and deployments.start(conn, deployment_id, first, {})
     time.sleep(0.4)
     with records.begin() as conn:  # someone else takes the expired lease, adopting nothing
-        assert target_state.acquire_lease(conn, "llm", "worker-b", ttl=30) == first + 1
+        assert target_records.acquire_lease(conn, "llm", "worker-b", ttl=30) == first + 1
         assert not deployments.update_fenced(conn, deployment_id, first, log="after losing it")
         assert not deployments.finish(conn, deployment_id, first, "succeeded", None)
-        assert deployments.get(conn, deployment_id)["status"] == "running"
+        assert deployments.get(conn, deployment_id).status == "running"
 
 
+@on_both
 def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
     items = [new_event(f"github:burst{n}") for n in range(3)]
     with records.begin() as conn:
         events.store_batch(conn, items)
         ids = [deployments.create_queued(conn, item.jobs[0]) for item in items]
-        assert [d["id"] for d in deployments.queued(conn, "llm")] == ids
-        token = target_state.acquire_lease(conn, "llm", "worker", ttl=30)
+        assert [d.id for d in deployments.queued(conn, "llm")] == ids
+        token = target_records.acquire_lease(conn, "llm", "worker", ttl=30)
         assert token is not None
         deployments.supersede(conn, ids[:2], ids[2], token + 1)  # not the holder: nothing
         assert len(deployments.queued(conn, "llm")) == 3
         deployments.supersede(conn, ids[:2], ids[2], token)
-        assert [d["id"] for d in deployments.queued(conn, "llm")] == [ids[2]]
-        assert deployments.get(conn, ids[0])["superseded_by"] == ids[2]
+        assert [d.id for d in deployments.queued(conn, "llm")] == [ids[2]]
+        assert deployments.get(conn, ids[0]).superseded_by == ids[2]
         history = deployments.history(conn, "llm", 10)
-    assert [d["id"] for d in history] == list(reversed(ids))
+    assert [d.id for d in history] == list(reversed(ids))

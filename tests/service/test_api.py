@@ -3,16 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
-from rollhook.ids import new_id
 from rollhook.jobs import Job
+from rollhook.records import notifications
 from rollhook.records import targets as target_records
-from rollhook.records.events import link_deployment
-from rollhook.records.schema import notifications
+from rollhook.records.jobs import link_deployment
 from service.views import public_url
 from tests.service.support import API_TOKEN, Served, add_deployment, encode, payload, unique
 
@@ -48,7 +46,7 @@ def test_every_endpoint_needs_the_token(serve: Callable[..., Served]) -> None:
     with app.records.connect() as conn:
         state = target_records.get(conn, "hello")
     assert state is not None
-    assert not state["paused"]  # the refused pause did not happen
+    assert not state.paused  # the refused pause did not happen
 
 
 def test_without_a_token_the_api_does_not_exist(serve: Callable[..., Served]) -> None:
@@ -255,19 +253,12 @@ def test_deployment_history_and_one_record(served: Served) -> None:
     first = add_deployment(served, "diaspora", "failed")
     second = add_deployment(served, "diaspora", "succeeded")
     with served.records.begin() as conn:
-        conn.execute(
-            notifications.insert().values(
-                id=new_id("n"),
-                deployment_id=second,
-                target="diaspora",
-                channel="slack",
-                status="delivered",
-                attempts=2,
-                external={"ts": "1.2"},
-                history=[{"outcome": "429"}, {"outcome": "ok"}],
-                created_at=datetime.now(UTC),
-            )
+        about = notifications.About("deployment", "deployment", second, second, "diaspora")
+        history = [{"outcome": "429"}, {"outcome": "ok"}]
+        note_id = notifications.create(
+            conn, about, "slack", status="delivered", external={"ts": "1.2"}, history=history
         )
+        notifications.change(conn, note_id, attempts=2)
     history = served.api("GET", "/deployments", params={"target": "diaspora"}).json()["deployments"]
     assert [d["id"] for d in history] == [second, first]  # newest first
     assert "lease_token" not in history[0]

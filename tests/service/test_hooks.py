@@ -350,9 +350,9 @@ def test_a_replayed_push_cannot_clear_a_manual_rollbacks_hold(
         replay = app.github(body, delivery=unique("attacker"), **headers)
         assert replay.json()["reason"] == "duplicate delivery"
     with app.records.connect() as conn:
-        assert target_records.get(conn, "hello")["held"] is True
+        assert target_records.get(conn, "hello").held is True
 
     # A genuinely new push (another signed body) still lets the target deploy again.
     assert app.github(push(after="c" * 40)).status_code == 202
     with app.records.connect() as conn:
-        assert target_records.get(conn, "hello")["held"] is False
+        assert target_records.get(conn, "hello").held is False

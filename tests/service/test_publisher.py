@@ -3,18 +3,16 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import Iterator
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import db
-from rollhook.records.events import NewEvent, store_batch
+from rollhook.records.events import store_batch
 from rollhook.records.schema import jobs
 from service.publisher import Publisher
 from tests.service.support import wait_for
@@ -44,19 +42,11 @@ class FakeBroker:
 
 
 @pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'records.sqlite'}")
-    db.migrate(engine, tmp_path)
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture
 def broker() -> FakeBroker:
     return FakeBroker()
 
 
-def store(engine: Engine, n: int) -> list[Job]:
+def store(records: Engine, n: int) -> list[Job]:
     """n events with one job each, committed as the recorder would."""
     now = datetime.now(UTC)
     batch = []
@@ -65,22 +55,22 @@ def store(engine: Engine, n: int) -> list[Job]:
         trigger = Trigger(source="api", event_id=event_id)
         job = Job(id=new_id("j"), target="a", trigger=trigger, received_at=now)
         batch.append(NewEvent(event_id, "api", f"api:{event_id}", "deploy", {}, now, jobs=[job]))
-    with engine.begin() as conn:
+    with records.begin() as conn:
         store_batch(conn, batch)
     return [job for item in batch for job in item.jobs]
 
 
-def dispatch_state(engine: Engine) -> dict[str, tuple[bool, int]]:
-    with engine.connect() as conn:
+def dispatch_state(records: Engine) -> dict[str, tuple[bool, int]]:
+    with records.connect() as conn:
         rows = conn.execute(select(jobs.c.id, jobs.c.dispatched_at, jobs.c.dispatch_attempts))
         return {job_id: (at is not None, attempts) for job_id, at, attempts in rows}
 
 
-def publisher(engine: Engine, broker: FakeBroker, **options: Any) -> Publisher:
+def publisher(records: Engine, broker: FakeBroker, **options: Any) -> Publisher:
     results: list[tuple[int, int]] = []
     p = Publisher(
         object(),
-        engine,
+        records,
         publish=broker.publish,
         probe=broker.probe,
         on_result=lambda s, f: results.append((s, f)),
@@ -90,41 +80,41 @@ def publisher(engine: Engine, broker: FakeBroker, **options: Any) -> Publisher:
     return p
 
 
-def test_committed_jobs_are_sent_and_marked(engine: Engine, broker: FakeBroker) -> None:
-    p = publisher(engine, broker)
-    sent = store(engine, 5)
+def test_committed_jobs_are_sent_and_marked(records: Engine, broker: FakeBroker) -> None:
+    p = publisher(records, broker)
+    sent = store(records, 5)
     p.submit(sent)
-    wait_for(lambda: all(done for done, _ in dispatch_state(engine).values()), what="dispatch")
+    wait_for(lambda: all(done for done, _ in dispatch_state(records).values()), what="dispatch")
     p.stop()
     assert sorted(broker.taken) == sorted(j.id for j in sent)
     assert p.broker_state == "up"
 
 
-def test_jobs_committed_together_travel_in_one_message(engine: Engine, broker: FakeBroker) -> None:
+def test_jobs_committed_together_travel_in_one_message(records: Engine, broker: FakeBroker) -> None:
     """A broker message costs far more than a job: what is waiting goes out together."""
-    p = Publisher(object(), engine, publish=broker.publish, probe=broker.probe)
-    sent = store(engine, 40)
+    p = Publisher(object(), records, publish=broker.publish, probe=broker.probe)
+    sent = store(records, 40)
     p.submit(sent[:25])
     p.submit(sent[25:])  # both batches wait: the thread is not running yet
     p.start()
     wait_for(lambda: len(broker.taken) == 40, what="dispatch")
     p.stop()
     assert broker.messages == [40]
-    assert all(done for done, _ in dispatch_state(engine).values())
+    assert all(done for done, _ in dispatch_state(records).values())
 
 
-def test_the_outbox_is_drained_at_start(engine: Engine, broker: FakeBroker) -> None:
-    waiting = store(engine, 3)  # left by a web process that died before sending them
-    p = publisher(engine, broker)
+def test_the_outbox_is_drained_at_start(records: Engine, broker: FakeBroker) -> None:
+    waiting = store(records, 3)  # left by a web process that died before sending them
+    p = publisher(records, broker)
     p.drain_outbox()
     wait_for(lambda: len(broker.taken) == 3, what="drain")
     p.stop()
     assert sorted(broker.taken) == sorted(j.id for j in waiting)
-    assert all(done for done, _ in dispatch_state(engine).values())
+    assert all(done for done, _ in dispatch_state(records).values())
 
 
 def test_jobs_committed_during_the_start_up_drain_go_out_once(
-    engine: Engine, broker: FakeBroker
+    records: Engine, broker: FakeBroker
 ) -> None:
     """The drain reads the outbox while the writer commits: those jobs are both read and
     submitted, and one message is enough."""
@@ -136,15 +126,15 @@ def test_jobs_committed_during_the_start_up_drain_go_out_once(
         gate.wait(10)
         publish(celery, job_jsons)
 
-    p = Publisher(object(), engine, publish=slow_publish, probe=broker.probe)
-    committed = store(engine, 3)
+    p = Publisher(object(), records, publish=slow_publish, probe=broker.probe)
+    committed = store(records, 3)
     p.drain_outbox()
     p.start()
     wait_for(sending.is_set, what="the drain sending")
     p.submit(committed)  # the writer's fast path, while the drain is sending them
     gate.set()
-    wait_for(lambda: all(done for done, _ in dispatch_state(engine).values()), what="dispatch")
-    later = store(engine, 2)
+    wait_for(lambda: all(done for done, _ in dispatch_state(records).values()), what="dispatch")
+    later = store(records, 2)
     p.submit(later)
     wait_for(lambda: len(broker.taken) >= 5, what="the next jobs")
     p.stop()
@@ -152,40 +142,40 @@ def test_jobs_committed_during_the_start_up_drain_go_out_once(
 
 
 def test_broker_down_leaves_jobs_in_the_outbox_then_sends_them(
-    engine: Engine, broker: FakeBroker
+    records: Engine, broker: FakeBroker
 ) -> None:
     broker.up = False
-    p = publisher(engine, broker, backoff=1.5)
-    first = store(engine, 4)
+    p = publisher(records, broker, backoff=1.5)
+    first = store(records, 4)
     p.submit(first)
     wait_for(lambda: p.broker_state == "down", what="the failure")
-    second = store(engine, 3)
+    second = store(records, 3)
     p.submit(second)  # within the back-off: not even tried
-    state = dispatch_state(engine)
+    state = dispatch_state(records)
     assert not any(done for done, _ in state.values())
     assert sum(attempts for _, attempts in state.values()) >= 4  # the failure was noted
     assert broker.attempts == 1  # one refusal is enough, the rest were not tried one by one
     broker.up = True
     # Nobody submits anything new: the publisher retries after its back-off by itself.
-    wait_for(lambda: all(done for done, _ in dispatch_state(engine).values()), what="recovery")
+    wait_for(lambda: all(done for done, _ in dispatch_state(records).values()), what="recovery")
     p.stop()
     assert sorted(set(broker.taken)) == sorted(j.id for j in first + second)
     assert p.broker_state == "up"
 
 
-def test_stop_sends_what_was_queued(engine: Engine, broker: FakeBroker) -> None:
-    p = publisher(engine, broker)
-    queued = store(engine, 20)
+def test_stop_sends_what_was_queued(records: Engine, broker: FakeBroker) -> None:
+    p = publisher(records, broker)
+    queued = store(records, 20)
     p.submit(queued)
     p.stop()
     assert sorted(broker.taken) == sorted(j.id for j in queued)
 
 
 def test_readiness_learns_the_broker_state_without_traffic(
-    engine: Engine, broker: FakeBroker
+    records: Engine, broker: FakeBroker
 ) -> None:
     broker.up = False
-    p = publisher(engine, broker)
+    p = publisher(records, broker)
     p.drain_outbox()
     wait_for(lambda: p.broker_state == "down", what="the probe")
     p.stop()

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import pytest
 from sqlalchemy import Engine, func, select
 
-from rollhook.records import db
 from rollhook.records import targets as target_records
 from rollhook.records.schema import events, jobs
 from service.recorder import Queued, Recorder, StoreFailed
@@ -26,15 +24,10 @@ from tests.service.test_writer import new_event
 T = TypeVar("T")
 
 
-@pytest.fixture
-def records(tmp_path: Path) -> Iterator[tuple[Engine, str]]:
-    url = f"sqlite:///{tmp_path / 'records.sqlite'}"
-    engine = db.make_engine(url)
-    db.migrate(engine, tmp_path)
-    with engine.begin() as conn:
+@pytest.fixture(autouse=True)
+def _targets_a_and_b(records: Engine) -> None:
+    with records.begin() as conn:
         target_records.ensure(conn, ["a", "b"])
-    yield engine, url
-    engine.dispose()
 
 
 def count(engine: Engine, table: Any) -> int:
@@ -71,10 +64,8 @@ def hold_write_lock(engine: Engine, seconds: float) -> threading.Thread:
     return holder
 
 
-def test_events_are_committed_by_the_writer_process(
-    records: tuple[Engine, str], broker_url: str
-) -> None:
-    engine, url = records
+def test_events_are_committed_by_the_writer_process(records: Engine, broker_url: str) -> None:
+    engine, url = records, str(records.url)
     item = new_event("a", "b")
     dispatched: list[tuple[int, int]] = []
 
@@ -95,8 +86,8 @@ def test_events_are_committed_by_the_writer_process(
     assert dispatched == [(2, 0)]
 
 
-def test_concurrent_requests_share_commits(records: tuple[Engine, str], broker_url: str) -> None:
-    engine, url = records
+def test_concurrent_requests_share_commits(records: Engine, broker_url: str) -> None:
+    engine, url = records, str(records.url)
     commits: list[int] = []
 
     async def body(recorder: Recorder) -> list[Any]:
@@ -118,8 +109,8 @@ def test_concurrent_requests_share_commits(records: tuple[Engine, str], broker_u
     assert len(commits) <= 3
 
 
-def test_a_slow_database_answers_in_time(records: tuple[Engine, str], broker_url: str) -> None:
-    engine, url = records
+def test_a_slow_database_answers_in_time(records: Engine, broker_url: str) -> None:
+    engine, url = records, str(records.url)
 
     async def body(recorder: Recorder) -> BaseException | None:
         holder = hold_write_lock(engine, 1.0)
@@ -138,8 +129,8 @@ def test_a_slow_database_answers_in_time(records: tuple[Engine, str], broker_url
     assert count(engine, events) == 1
 
 
-def test_stopping_stores_what_was_handed_over(records: tuple[Engine, str], broker_url: str) -> None:
-    engine, url = records
+def test_stopping_stores_what_was_handed_over(records: Engine, broker_url: str) -> None:
+    engine, url = records, str(records.url)
 
     async def main() -> list[Any]:
         recorder = Recorder(WriterSettings(url, broker_url))
@@ -154,8 +145,8 @@ def test_stopping_stores_what_was_handed_over(records: tuple[Engine, str], broke
     assert count(engine, events) == 20
 
 
-def test_a_dead_writer_is_replaced(records: tuple[Engine, str], broker_url: str) -> None:
-    engine, url = records
+def test_a_dead_writer_is_replaced(records: Engine, broker_url: str) -> None:
+    engine, url = records, str(records.url)
 
     async def body(recorder: Recorder) -> tuple[bool, Any]:
         first = recorder._process
@@ -178,8 +169,8 @@ def test_a_dead_writer_is_replaced(records: tuple[Engine, str], broker_url: str)
     assert count(engine, events) == 1
 
 
-def test_readiness_learns_the_broker_state_from_the_writer(records: tuple[Engine, str]) -> None:
-    _, url = records
+def test_readiness_learns_the_broker_state_from_the_writer(records: Engine) -> None:
+    url = str(records.url)
     nowhere = f"redis://127.0.0.1:{free_port()}/0"
 
     async def body(recorder: Recorder) -> str:

@@ -7,7 +7,6 @@ drives the real writer process through the web side's Recorder.
 from __future__ import annotations
 
 import pickle
-from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Literal
@@ -15,11 +14,12 @@ from typing import Any, Literal
 import pytest
 from sqlalchemy import Engine, event, func, select
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import db
 from rollhook.records import targets as target_records
-from rollhook.records.events import NewEvent, get_event, store_batch
+from rollhook.records.events import get_event, store_batch
 from rollhook.records.schema import events, jobs
 from service.writelock import lock_path
 from service.writer import (
@@ -27,23 +27,19 @@ from service.writer import (
     Failed,
     Frames,
     GroupCommit,
-    Outcome,
     Paused,
     Queued,
+    Recorded,
     frame,
     from_wire,
     to_wire,
 )
 
 
-@pytest.fixture
-def engine(tmp_path: Path) -> Iterator[Engine]:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'records.sqlite'}")
-    db.migrate(engine, tmp_path)
-    with engine.begin() as conn:
+@pytest.fixture(autouse=True)
+def _targets_a_and_b(records: Engine) -> None:
+    with records.begin() as conn:
         target_records.ensure(conn, ["a", "b"])
-    yield engine
-    engine.dispose()
 
 
 def new_event(
@@ -78,35 +74,35 @@ def new_event(
     )
 
 
-def write(engine: Engine, items: list[NewEvent]) -> list[Outcome | Failed]:
-    commit = GroupCommit(engine, lock_path(engine))
+def write(records: Engine, items: list[NewEvent]) -> list[Recorded | Failed]:
+    commit = GroupCommit(records, lock_path(records))
     try:
         return commit.write(items)
     finally:
         commit.close()
 
 
-def count(engine: Engine, table: Any) -> int:
-    with engine.connect() as conn:
+def count(records: Engine, table: Any) -> int:
+    with records.connect() as conn:
         return int(conn.execute(select(func.count()).select_from(table)).scalar_one())
 
 
-def test_a_batch_is_one_commit(engine: Engine) -> None:
+def test_a_batch_is_one_commit(records: Engine) -> None:
     commits: list[int] = []
-    event.listen(engine, "commit", lambda conn: commits.append(1))
-    outcomes = write(engine, [new_event("a") for _ in range(60)])
+    event.listen(records, "commit", lambda conn: commits.append(1))
+    outcomes = write(records, [new_event("a") for _ in range(60)])
     assert all(isinstance(o, Queued) for o in outcomes)
-    assert count(engine, events) == 60
-    assert count(engine, jobs) == 60
+    assert count(records, events) == 60
+    assert count(records, jobs) == 60
     assert len(commits) == 1
 
 
-def test_what_is_stored_reads_back_through_sqlalchemy(engine: Engine) -> None:
+def test_what_is_stored_reads_back_through_sqlalchemy(records: Engine) -> None:
     """SQLite rows are written through the driver's cursor: they must read as if written
     by SQLAlchemy (JSON summary, timezone-aware UTC times, the job as its JSON)."""
     item = new_event("a", "b", summary={"targets": ["a", "b"], "pushes": [{"after": None}]})
-    write(engine, [item])
-    with engine.connect() as conn:
+    write(records, [item])
+    with records.connect() as conn:
         stored = get_event(conn, item.id)
         payloads = dict(conn.execute(select(jobs.c.id, jobs.c.payload)).all())
         created = set(conn.execute(select(jobs.c.created_at)).scalars())
@@ -124,60 +120,62 @@ def test_what_is_stored_reads_back_through_sqlalchemy(engine: Engine) -> None:
     assert [j["dispatched_at"] for j in stored["jobs"]] == [None, None]
 
 
-def test_duplicates_answer_the_first_event(engine: Engine) -> None:
+def test_duplicates_answer_the_first_event(records: Engine) -> None:
     first = new_event("a", key="github:same")
-    (stored,) = write(engine, [first])
-    outcomes = write(engine, [new_event("a", key="github:same"), new_event("b", key="github:same")])
+    (stored,) = write(records, [first])
+    outcomes = write(
+        records, [new_event("a", key="github:same"), new_event("b", key="github:same")]
+    )
     assert stored == Queued(first.id, tuple(first.jobs))
     assert outcomes == [Duplicate(first.id), Duplicate(first.id)]
-    assert count(engine, jobs) == 1
+    assert count(records, jobs) == 1
 
 
-def test_duplicates_within_one_batch(engine: Engine) -> None:
-    outcomes = write(engine, [new_event("a", key="github:twice") for _ in range(3)])
+def test_duplicates_within_one_batch(records: Engine) -> None:
+    outcomes = write(records, [new_event("a", key="github:twice") for _ in range(3)])
     queued = [o for o in outcomes if isinstance(o, Queued)]
     assert len(queued) == 1
     assert all(o == Duplicate(queued[0].event_id) for o in outcomes if not isinstance(o, Queued))
 
 
-def test_paused_targets_are_not_queued(engine: Engine) -> None:
-    with engine.begin() as conn:
+def test_paused_targets_are_not_queued(records: Engine) -> None:
+    with records.begin() as conn:
         target_records.set_paused(conn, "a", True, "incident")
     only_paused, both, asked = new_event("a"), new_event("a", "b"), new_event("a", manual=True)
-    outcomes = write(engine, [only_paused, both, asked])
+    outcomes = write(records, [only_paused, both, asked])
     assert outcomes[0] == Paused(("a",))
     assert isinstance(outcomes[1], Queued)
     assert [j.target for j in outcomes[1].jobs] == ["b"]
     assert isinstance(outcomes[2], Queued)  # what a person asks for still goes through
-    with engine.connect() as conn:
+    with records.connect() as conn:
         summary = conn.execute(select(events.c.summary).where(events.c.id == both.id)).scalar_one()
     assert summary["paused"] == ["a"]
-    assert count(engine, events) == 2
+    assert count(records, events) == 2
 
 
-def test_a_new_deploy_event_clears_a_hold_a_rollback_does_not(engine: Engine) -> None:
-    with engine.begin() as conn:
+def test_a_new_deploy_event_clears_a_hold_a_rollback_does_not(records: Engine) -> None:
+    with records.begin() as conn:
         target_records.set_held(conn, "a", True)
         target_records.set_held(conn, "b", True)
-    write(engine, [new_event("a"), new_event("b", action="rollback")])
-    with engine.connect() as conn:
+    write(records, [new_event("a"), new_event("b", action="rollback")])
+    with records.connect() as conn:
         states = target_records.all_states(conn)
-    assert (states["a"]["held"], states["b"]["held"]) == (False, True)
+    assert (states["a"].held, states["b"].held) == (False, True)
 
 
-def test_one_bad_event_does_not_fail_its_batch(engine: Engine) -> None:
+def test_one_bad_event_does_not_fail_its_batch(records: Engine) -> None:
     bad = new_event("a", summary={"not json": {1, 2}})
     good = [new_event("a") for _ in range(3)]
-    outcomes = write(engine, [good[0], bad, *good[1:]])
+    outcomes = write(records, [good[0], bad, *good[1:]])
     assert isinstance(outcomes[1], Failed)
     assert [type(o) for o in outcomes[:1] + outcomes[2:]] == [Queued] * 3
-    assert count(engine, events) == 3
+    assert count(records, events) == 3
 
 
 def test_an_unusable_database_fails_every_event(tmp_path: Path) -> None:
-    engine = db.make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")  # never migrated
-    outcomes = write(engine, [new_event("a"), new_event("b")])
-    engine.dispose()
+    empty = db.make_engine(f"sqlite:///{tmp_path / 'empty.sqlite'}")  # never migrated
+    outcomes = write(empty, [new_event("a"), new_event("b")])
+    empty.dispose()
     assert all(isinstance(o, Failed) for o in outcomes)
 
 
@@ -205,26 +203,21 @@ def test_frames_survive_any_split() -> None:
 # -- PostgreSQL: no database-wide write lock, so RETURNING settles races -------------------
 
 
-@pytest.fixture(scope="module")
-def pg_engine(postgres_server: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
-    engine = db.make_engine(postgres_server.create_database())
-    db.migrate(engine, tmp_path_factory.mktemp("pg-lock"))
-    with engine.begin() as conn:
-        target_records.ensure(conn, ["a", "b"])
-    yield engine
-    engine.dispose()
+on_postgres = pytest.mark.parametrize("records", ["postgresql"], indirect=True)
 
 
-def test_postgres_group_commit_and_duplicates(pg_engine: Engine) -> None:
+@on_postgres
+def test_postgres_group_commit_and_duplicates(records: Engine) -> None:
     first = new_event("a", key="pg:same")
-    outcomes = write(pg_engine, [first, new_event("b", key="pg:same"), new_event("a", "b")])
+    outcomes = write(records, [first, new_event("b", key="pg:same"), new_event("a", "b")])
     assert outcomes[0] == Queued(first.id, tuple(first.jobs))
     assert outcomes[1] == Duplicate(first.id)
     assert isinstance(outcomes[2], Queued)
-    assert write(pg_engine, [new_event("a", key="pg:same")]) == [Duplicate(first.id)]
+    assert write(records, [new_event("a", key="pg:same")]) == [Duplicate(first.id)]
 
 
-def test_postgres_another_writer_storing_the_same_key_first(pg_engine: Engine) -> None:
+@on_postgres
+def test_postgres_another_writer_storing_the_same_key_first(records: Engine) -> None:
     """Between our read of the keys and our insert, another web process stores one."""
     rival = new_event("a", key="pg:race")
     ours = new_event("a", key="pg:race")
@@ -232,14 +225,14 @@ def test_postgres_another_writer_storing_the_same_key_first(pg_engine: Engine) -
     def store_rival_first(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
         if statement.startswith("INSERT INTO events") and not raced:
             raced.append(True)
-            with pg_engine.begin() as other:
+            with records.begin() as other:
                 store_batch(other, [rival])
 
     raced: list[bool] = []
-    event.listen(pg_engine, "before_cursor_execute", store_rival_first)
+    event.listen(records, "before_cursor_execute", store_rival_first)
     try:
-        (outcome,) = write(pg_engine, [ours])
+        (outcome,) = write(records, [ours])
     finally:
-        event.remove(pg_engine, "before_cursor_execute", store_rival_first)
+        event.remove(records, "before_cursor_execute", store_rival_first)
     assert raced
     assert outcome == Duplicate(rival.id)

@@ -14,14 +14,16 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+from sqlalchemy import Engine
 
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.images import parse_reference
 from rollhook.jobs import ImageHint, Job, Trigger
-from rollhook.records import deployments, events
-from rollhook.records import targets as target_state
-from rollhook.records.db import make_engine, migrate
-from rollhook.records.events import NewEvent
+from rollhook.records import deployments, events, jobs
+from rollhook.records import targets as target_records
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
 from workers.compose import find_compose
@@ -34,12 +36,14 @@ class Deployer:
     def __init__(
         self,
         root: Path,
+        records: Engine,
         *,
         repo: Any,
         docker_host: str,
         standin: Any,
         registry_host: str,
         health: dict[str, Any] | None = None,
+        backup: dict[str, Any] | None = None,
         lease_seconds: float = 30.0,
         **target: Any,
     ) -> None:
@@ -61,13 +65,12 @@ class Deployer:
                 "interval": 0.2,
                 **(health or {}),
             },
-            backup={"keep": 3},
+            backup=backup or {"keep": 3},
             **target,
         )
-        self.records = make_engine(f"sqlite:///{root / 'records.sqlite'}")
-        migrate(self.records, root)
+        self.records = records
         with self.records.begin() as conn:
-            target_state.ensure(conn, [self.name])
+            target_records.ensure(conn, [self.name])
         self.sent: list[tuple[str, list[Any]]] = []
         self.ctx = WorkerContext(
             records=self.records,
@@ -122,29 +125,29 @@ class Deployer:
             events.store_batch(
                 conn, [NewEvent(event_id, source, f"test:{event_id}", "push", {}, now, jobs=[job])]
             )
-            assert events.claim_job(conn, job.id)
+            assert jobs.claim(conn, job.id)
             deployment_id = deployments.create_queued(conn, job)
         return deployment_id
 
     def run(self) -> None:
         run_target(self.ctx, self.name)
 
-    def deploy(self, **queue: Any) -> dict[str, Any]:
+    def deploy(self, **queue: Any) -> DeploymentRecord:
         deployment_id = self.queue(**queue)
         self.run()
         return self.record(deployment_id)
 
     # -- looking ----------------------------------------------------------------------
 
-    def record(self, deployment_id: str) -> dict[str, Any]:
+    def record(self, deployment_id: str) -> DeploymentRecord:
         with self.records.begin() as conn:
             record = deployments.get(conn, deployment_id)
         assert record is not None
         return record
 
-    def state(self) -> dict[str, Any]:
+    def state(self) -> TargetState:
         with self.records.begin() as conn:
-            state = target_state.get(conn, self.name)
+            state = target_records.get(conn, self.name)
         assert state is not None
         return state
 

@@ -25,7 +25,7 @@ from workers.compose import (
     render_override,
     write_override,
 )
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import InfrastructureError, OperatorError, StepTimeout
 from workers.health import gate
 
@@ -268,7 +268,7 @@ def test_up_pins_digests_and_labels_then_stop(
     spawned: list[procs.ProcessGroup] = []
     compose = Compose(compose_argv, docker_host, on_spawn=spawned.append)
 
-    with Engine(docker_host) as engine:
+    with DockerEngine(docker_host) as engine:
         engine.pull(pinned)
         compose.up(spec, timeout=120)
         assert spawned
@@ -310,7 +310,7 @@ def test_stop_kills_after_the_grace_it_is_given(
 ) -> None:
     spec = _slow_to_stop(tmp_path, standin, project, stop_delay=8)
     compose = Compose(compose_argv, docker_host)
-    with Engine(docker_host) as engine:
+    with DockerEngine(docker_host) as engine:
         compose.up(spec, timeout=120)
         [app] = engine.containers(project)
         compose.stop(spec, ["anything-llm"], timeout=60, grace=2)
@@ -326,7 +326,7 @@ def test_up_recreating_a_container_waits_out_the_override_grace(
     spec = _slow_to_stop(tmp_path, standin, project, stop_delay=11)
     compose = Compose(compose_argv, docker_host)
     pinned = standin.digest_ref("1.0.0")
-    with Engine(docker_host) as engine:
+    with DockerEngine(docker_host) as engine:
         engine.pull(pinned)
         for deployment in ("d1", "d2"):  # a new label: compose recreates the container
             override = write_override(

@@ -12,13 +12,13 @@ import pytest
 
 from rollhook.images import parse_reference
 from tests.harness import free_port
-from workers.engine import Engine
+from workers.engine import DockerEngine
 from workers.errors import InfrastructureError, OperatorError
 
 
 @pytest.fixture
-def engine(docker_host: str) -> Iterator[Engine]:
-    with Engine(docker_host, timeout=30) as connected:
+def engine(docker_host: str) -> Iterator[DockerEngine]:
+    with DockerEngine(docker_host, timeout=30) as connected:
         yield connected
 
 
@@ -30,7 +30,7 @@ def client(docker_host: str) -> Iterator[docker.DockerClient]:
     sdk.close()
 
 
-def test_resolve_asks_the_registry(engine: Engine, standin: Any) -> None:
+def test_resolve_asks_the_registry(engine: DockerEngine, standin: Any) -> None:
     ref = parse_reference(standin.ref("1.0.0"))
     assert engine.resolve(ref) == standin.digests[standin.ref("1.0.0")]
     assert engine.resolve(parse_reference(standin.ref("2.0.0"))) != engine.resolve(ref)
@@ -43,7 +43,7 @@ def test_resolve_asks_the_registry(engine: Engine, standin: Any) -> None:
         engine.resolve(parse_reference(f"127.0.0.1:{free_port()}/acme/anythingllm:1.0.0"))
 
 
-def test_pull_by_digest_and_prune(engine: Engine, standin: Any, client: Any) -> None:
+def test_pull_by_digest_and_prune(engine: DockerEngine, standin: Any, client: Any) -> None:
     tag = f"engine-{uuid.uuid4().hex[:8]}"
     standin.build(tag, 1)
     pinned = standin.digest_ref(tag)
@@ -74,7 +74,7 @@ def test_pull_by_digest_and_prune(engine: Engine, standin: Any, client: Any) -> 
     assert not engine.remove_image(pinned)  # already gone
 
 
-def test_container_state_after_an_exit(engine: Engine, standin: Any, client: Any) -> None:
+def test_container_state_after_an_exit(engine: DockerEngine, standin: Any, client: Any) -> None:
     container = client.containers.run(
         standin.ref("1.0.0"), ["sh", "-c", "exit 3"], detach=True, network_mode="host"
     )
@@ -92,7 +92,7 @@ def test_container_state_after_an_exit(engine: Engine, standin: Any, client: Any
     assert engine.state(container.id) is None
 
 
-def test_volumes_and_data_root(engine: Engine, client: Any) -> None:
+def test_volumes_and_data_root(engine: DockerEngine, client: Any) -> None:
     name = f"enginetest-{uuid.uuid4().hex[:8]}"
     volume = client.volumes.create(name)
     try:
@@ -107,4 +107,4 @@ def test_volumes_and_data_root(engine: Engine, client: Any) -> None:
 
 def test_an_engine_that_is_not_there(tmp_path: Path) -> None:
     with pytest.raises(InfrastructureError, match="socket is missing"):
-        Engine(f"unix://{tmp_path}/no.sock", timeout=5)
+        DockerEngine(f"unix://{tmp_path}/no.sock", timeout=5)

@@ -5,18 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from pathlib import Path
 
+from sqlalchemy import Engine
+
+from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import deployments, events
-from rollhook.records.db import make_engine, migrate
-from rollhook.records.events import NewEvent
 from workers.context import WorkerContext
 from workers.intake import take_job
 
 
-def test_a_job_is_taken_once_and_as_stored(tmp_path: Path) -> None:
-    records = make_engine(f"sqlite:///{tmp_path / 'records.sqlite'}")
-    migrate(records, tmp_path)
+def test_a_job_is_taken_once_and_as_stored(records: Engine, tmp_path: Path) -> None:
     ctx = WorkerContext(
         records=records, data_dir=tmp_path, targets={}, docker_host=None,
         lease_seconds=30, send=lambda *_: None,
@@ -34,6 +33,6 @@ def test_a_job_is_taken_once_and_as_stored(tmp_path: Path) -> None:
 
     with records.begin() as conn:
         [record] = deployments.history(conn, None, 10)
-    assert (record["target"], record["kind"], record["requested"]["manual"]) == (
+    assert (record.target, record.kind, record.requested["manual"]) == (
         "llm", "deploy", False,
     )  # fmt: skip

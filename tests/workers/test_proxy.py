@@ -308,7 +308,7 @@ targets:
         "ROLLHOOK_DATA_DIR": str(tmp_path / "d"),
     }
     process = subprocess.Popen(
-        [sys.executable, "-m", "rollhook.cli", "proxy"],
+        [sys.executable, "-m", "cli.main", "proxy"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

@@ -13,40 +13,25 @@ import signal
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
-from typing import Any
 
 import pytest
 from sqlalchemy import update
 
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
 from rollhook.records.schema import deployments, targets
 from tests.workers.deployer import Deployer
 from workers.compose import find_compose
 from workers.runner import run_target
 
-pytestmark = pytest.mark.engine
-
 LEASE = 3.0
 
-
-@pytest.fixture
-def deployer(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Deployer]:
-    repo = git_server.create_repo("infra")
-    target = Deployer(
-        tmp_path,
-        repo=repo,
-        docker_host=docker_host,
-        standin=standin,
-        registry_host=registry.host,
-        lease_seconds=LEASE,
-    )
-    yield target
-    target.down()
+pytestmark = [
+    pytest.mark.engine,
+    pytest.mark.parametrize(
+        "deployer", [{"lease_seconds": LEASE}], indirect=True, ids=["short-lease"]
+    ),
+]
 
 
 def _worker(deployer: Deployer) -> None:
@@ -62,7 +47,7 @@ def _kill_at(deployer: Deployer, deployment_id: str, step: str) -> None:
     child.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        steps = deployer.record(deployment_id)["steps"]
+        steps = deployer.record(deployment_id).steps
         if any(s["name"] == step and s["outcome"] == "running" for s in steps):
             break
         assert child.is_alive(), "the worker finished before the step it should die in"
@@ -77,7 +62,7 @@ def _kill_at(deployer: Deployer, deployment_id: str, step: str) -> None:
 @pytest.mark.parametrize("step", ["backup", "start", "gate"])
 def test_a_killed_worker_is_recovered_and_the_app_serves(deployer: Deployer, step: str) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     if step == "backup":  # enough data that the first backup pass takes a while
         with open(deployer.storage / "documents" / "big.bin", "wb") as handle:
             for _ in range(300):
@@ -86,25 +71,25 @@ def test_a_killed_worker_is_recovered_and_the_app_serves(deployer: Deployer, ste
     deployment_id = deployer.queue()
 
     _kill_at(deployer, deployment_id, step)
-    assert deployer.record(deployment_id)["status"] == "running"
+    assert deployer.record(deployment_id).status == "running"
     # Nobody can take the target while the dead worker's lease is still valid...
     run_target(deployer.ctx, deployer.name)
-    assert deployer.record(deployment_id)["status"] == "running"
+    assert deployer.record(deployment_id).status == "running"
 
     time.sleep(LEASE + 0.5)  # ...and once it expired, the next worker finishes the job.
     run_target(deployer.ctx, deployer.name)
 
     record = deployer.record(deployment_id)
-    assert record["status"] in {"succeeded", "rolled_back"}, record["log"]
-    assert record["attempt"] == 2
+    assert record.status in {"succeeded", "rolled_back"}, record.log
+    assert record.attempt == 2
     assert deployer.app_version() in {"1.0.0", "2.0.0-slow"}
-    assert "recovery" in record["log"] or record["status"] == "succeeded"
-    assert deployer.state()["lease_owner"] is None
+    assert "recovery" in record.log or record.status == "succeeded"
+    assert deployer.state().lease_owner is None
 
 
 def test_after_too_many_worker_deaths_the_old_version_serves(deployer: Deployer) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     deployer.commit("2.0.0-slow")
     deployment_id = deployer.queue()
     _kill_at(deployer, deployment_id, "gate")
@@ -114,8 +99,8 @@ def test_after_too_many_worker_deaths_the_old_version_serves(deployer: Deployer)
     run_target(deployer.ctx, deployer.name)
 
     record = deployer.record(deployment_id)
-    assert record["status"] == "rolled_back", record["log"]
-    assert "gave up after 3 worker deaths" in record["reason"]
+    assert record.status == "rolled_back", record.log
+    assert "gave up after 3 worker deaths" in record.reason
     assert deployer.app_version() == "1.0.0"
     assert deployer.schema() == 1  # the new version's migration was undone
 
@@ -128,12 +113,12 @@ def _orphan(deployer: Deployer, deployment_id: str, steps: list[str]) -> None:
         for n in steps
     ]
     with deployer.records.begin() as conn:
-        state = target_state.get(conn, deployer.name)
+        state = target_records.get(conn, deployer.name)
         conn.execute(
             update(deployments)
             .where(deployments.c.id == deployment_id)
             .values(status="running", steps=journal, attempt=1, lease_token=99,
-                    previous_deployment_id=state["current_deployment_id"])
+                    previous_deployment_id=state.current_deployment_id)
         )  # fmt: skip
         conn.execute(
             update(targets)
@@ -147,7 +132,7 @@ def test_an_app_stopped_by_a_dead_worker_serves_again_even_if_the_retry_fails(
     deployer: Deployer,
 ) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     deployer.commit("2.0.0")
     deployment_id = deployer.queue()
     _orphan(deployer, deployment_id, ["sync", "plan", "preflight", "backup", "stop"])
@@ -162,21 +147,21 @@ def test_an_app_stopped_by_a_dead_worker_serves_again_even_if_the_retry_fails(
     run_target(deployer.ctx, deployer.name)
 
     record = deployer.record(deployment_id)
-    assert record["status"] == "failed", record["log"]
-    assert "restart-previous" in [s["name"] for s in record["steps"]]
+    assert record.status == "failed", record.log
+    assert "restart-previous" in [s["name"] for s in record.steps]
     assert deployer.app_version() == "1.0.0"
 
 
 def test_losing_the_lease_mid_gate_leaves_the_app_to_the_new_holder(deployer: Deployer) -> None:
     deployer.commit("1.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     deployer.commit("2.0.0-slow")
     deployment_id = deployer.queue()
     worker = threading.Thread(target=deployer.run)
     worker.start()
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
-        steps = deployer.record(deployment_id)["steps"]
+        steps = deployer.record(deployment_id).steps
         if steps and steps[-1]["name"] == "gate" and steps[-1]["outcome"] == "running":
             break
         time.sleep(0.05)
@@ -185,16 +170,16 @@ def test_losing_the_lease_mid_gate_leaves_the_app_to_the_new_holder(deployer: De
             update(targets).where(targets.c.name == deployer.name)
             .values(lease_expires_at=datetime.now(UTC) - timedelta(seconds=1))
         )  # fmt: skip
-        taken = target_state.acquire_lease(conn, deployer.name, "other-worker", 3)
+        taken = target_records.acquire_lease(conn, deployer.name, "other-worker", 3)
     assert taken is not None
     worker.join(timeout=60)
     assert not worker.is_alive()
 
     record = deployer.record(deployment_id)
-    assert record["status"] == "running"  # not rolled back, not failed: not ours any more
-    assert "rollback" not in [s["name"] for s in record["steps"]]
+    assert record.status == "running"  # not rolled back, not failed: not ours any more
+    assert "rollback" not in [s["name"] for s in record.steps]
     time.sleep(3.5)  # the other holder's lease runs out; recovery finishes the deployment
     run_target(deployer.ctx, deployer.name)
     record = deployer.record(deployment_id)
-    assert record["status"] == "succeeded", record["log"]
+    assert record.status == "succeeded", record.log
     assert deployer.app_version() == "2.0.0-slow"

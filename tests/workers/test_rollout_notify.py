@@ -7,9 +7,8 @@ published, which is what a worker does with the ``rollhook.notify`` task.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,24 +37,14 @@ class Reported:
 
 
 @pytest.fixture
-def reported(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Reported]:
-    repo = git_server.create_repo("acme/llm-infra")
-    owner_repo = repo.url.split("/", 3)[3].removesuffix(".git")
+def reported(make_deployer: Callable[..., Deployer]) -> Iterator[Reported]:
+    deployer = make_deployer(repo="acme/llm-infra", notify={"commit_status": True})
+    owner_repo = deployer.repo.url.split("/", 3)[3].removesuffix(".git")
     with (
         SlackStandIn(token=SLACK_TOKEN, channels={"deploys": "C0DEPLOYS"}) as slack,
         GitHubStandIn(token=GITHUB_TOKEN, repos={owner_repo}) as github,
         smtp_server() as (mailbox, port),
     ):
-        deployer = Deployer(
-            tmp_path,
-            repo=repo,
-            docker_host=docker_host,
-            standin=standin,
-            registry_host=registry.host,
-            notify={"commit_status": True},
-        )
         notifiers = notifiers_for(
             slack_token=SLACK_TOKEN,
             slack_channel="deploys",
@@ -77,10 +66,7 @@ def reported(
 
         deployer.ctx.notifiers = notifiers
         deployer.ctx.send = deliver_now
-        try:
-            yield Reported(deployer, slack, github, mailbox, retries)
-        finally:
-            deployer.down()
+        yield Reported(deployer, slack, github, mailbox, retries)
 
 
 def subjects(mailbox: Mailbox) -> list[str]:
@@ -97,7 +83,7 @@ def test_deployments_report_to_slack_email_and_commit_status(reported: Reported)
 
     good_commit = deployer.commit("1.0.0", "anything-llm 1.0.0")
     good = deployer.deploy()
-    assert good["status"] == "succeeded", good["log"]
+    assert good.status == "succeeded", good.log
 
     [message] = slack.top_level()
     assert message.updates, "the message posted at the start is updated when it ends"
@@ -112,7 +98,7 @@ def test_deployments_report_to_slack_email_and_commit_status(reported: Reported)
 
     bad_commit = deployer.commit("3.0.0-crash", "a broken release")
     bad = deployer.deploy()
-    assert bad["status"] == "rolled_back", bad["log"]
+    assert bad.status == "rolled_back", bad.log
     failure = slack.top_level()[-1]
     assert "FAILED" in failure.current_text and "rolled back" in failure.current_text
     assert subjects(mailbox)[-1] == "llm: 3.0.0-crash FAILED, rolled back to 1.0.0"
@@ -125,15 +111,15 @@ def test_deployments_report_to_slack_email_and_commit_status(reported: Reported)
 
     # A no-op changes nothing and stays quiet everywhere.
     messages, mails = len(slack.messages), len(mailbox.received)
-    assert deployer.deploy(manual=True)["status"] in {"no_op", "rolled_back"}
+    assert deployer.deploy(manual=True).status in {"no_op", "rolled_back"}
     deployer.commit("1.0.0", "back to 1.0.0")
-    assert deployer.deploy()["status"] == "no_op"
+    assert deployer.deploy().status == "no_op"
     assert len(mailbox.received) >= mails
 
     with deployer.records.begin() as conn:
         rows = conn.execute(
             select(notifications.c.channel, notifications.c.status).where(
-                notifications.c.deployment_id == good["id"]
+                notifications.c.deployment_id == good.id
             )
         ).all()
     assert sorted(rows) == [("email", "delivered"), ("github", "delivered"), ("slack", "delivered")]
@@ -146,13 +132,13 @@ def test_a_failing_notifier_never_changes_the_deployment(reported: Reported) -> 
     deployer.commit("1.0.0")
     slack.stop()  # Slack unreachable for the whole deployment
     record = deployer.deploy()
-    assert record["status"] == "succeeded", record["log"]
+    assert record.status == "succeeded", record.log
     assert deployer.app_version() == "1.0.0"
     assert subjects(mailbox) == ["llm: 1.0.0 deployed"]  # the other channels still went out
     with deployer.records.begin() as conn:
         slack_rows = conn.execute(
             select(notifications.c.status, notifications.c.history).where(
-                notifications.c.deployment_id == record["id"],
+                notifications.c.deployment_id == record.id,
                 notifications.c.channel == "slack",
             )
         ).all()

@@ -341,12 +341,7 @@ class Mirror:
         """Where the source path leads now (``paths``: a symlink at the top is followed,
         as Docker does; one inside another source's data is refused)."""
         path = self.source.path
-        try:
-            top = paths.resolve(path, self.roots)
-        except paths.UnsafeSymlink as exc:
-            raise paths.UnsafeSymlink(f"backup of {path} refused: {exc}") from exc
-        except OSError as exc:
-            raise InfrastructureError(f"cannot read {path}: {exc.strerror}") from exc
+        top = paths.resolve_for("backup", path, self.roots)
         if not self.src_root:
             self.src_root = top.path
         elif top.path != self.src_root:

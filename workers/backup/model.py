@@ -81,11 +81,6 @@ class BackupInfo:
     complete: bool
     format: int = FORMAT
 
-    @property
-    def total_bytes(self) -> int:
-        """What a restore writes: every file of the backup, linked or not."""
-        return self.bytes_copied + self.bytes_linked
-
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data["sources"] = [asdict(s) | {"notes": list(s.notes)} for s in self.sources]

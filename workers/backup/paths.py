@@ -30,9 +30,9 @@ import stat
 from collections.abc import Collection, Iterable
 from contextlib import suppress
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Literal
 
+from workers.closeable import Closeable
 from workers.errors import InfrastructureError, OperatorError
 
 FileCreated = Literal["present", "created", "symlink"]
@@ -48,7 +48,7 @@ class UnsafeSymlink(OperatorError):
 
 
 @dataclass
-class Resolved:
+class Resolved(Closeable):
     """Where a source path leads, held open. Close it (or use it as a context manager)."""
 
     path: str  # the real path: no symlink anywhere in it
@@ -69,17 +69,6 @@ class Resolved:
         if self.dir_fd >= 0:
             os.close(self.dir_fd)
             self.dir_fd = -1
-
-    def __enter__(self) -> Resolved:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 def settle(
@@ -228,6 +217,17 @@ class _Walk:
         for fd in self.fds:
             os.close(fd)
         self.fds.clear()
+
+
+def resolve_for(what: str, path: str | os.PathLike[str], roots: Collection[str]) -> Resolved:
+    """:func:`resolve` for a step over a source (``what``: "backup", "stage"): a refusal
+    names the step and the source; a path that cannot be read is the system's failure."""
+    try:
+        return resolve(path, roots)
+    except UnsafeSymlink as exc:
+        raise UnsafeSymlink(f"{what} of {path} refused: {exc}") from exc
+    except OSError as exc:
+        raise InfrastructureError(f"cannot read {path}: {exc.strerror}") from exc
 
 
 def check(paths: Iterable[str | os.PathLike[str]], roots: Collection[str]) -> None:

@@ -9,7 +9,6 @@ import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 
 from workers.backup import files
 from workers.backup.mirror import Mirror
@@ -126,12 +125,7 @@ class RunningBackup:
     def __enter__(self) -> RunningBackup:
         return self
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.abort()
 
     def _release(self) -> None:

@@ -44,7 +44,6 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from types import TracebackType
 from typing import Any, ParamSpec, TypeVar
 
 from workers.backup import files, paths, sqlite
@@ -52,6 +51,7 @@ from workers.backup.contents import MANIFEST_DIR, SnapshotContents, StagedSource
 from workers.backup.files import join, parent_of
 from workers.backup.links import Previous
 from workers.backup.model import Source, SourceKind
+from workers.closeable import Closeable
 from workers.errors import DeployError, InfrastructureError, OperatorError
 
 log = logging.getLogger(__name__)
@@ -68,7 +68,7 @@ MAX_NOTES = 20
 
 
 @dataclass
-class Staged:
+class Staged(Closeable):
     """A built stage, locked until closed: give restic ``paths`` with ``tree`` as cwd."""
 
     tree: Path
@@ -80,17 +80,6 @@ class Staged:
         if self._lock_fd >= 0:
             os.close(self._lock_fd)
             self._lock_fd = -1
-
-    def __enter__(self) -> Staged:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
 
 class Stage:
@@ -212,13 +201,7 @@ def _stands_alone(source: StagedSource) -> bool:
 
 @contextlib.contextmanager
 def _resolve(source: Source, roots: frozenset[str]) -> Iterator[paths.Resolved]:
-    try:
-        at = paths.resolve(source.path, roots)
-    except paths.UnsafeSymlink as exc:
-        raise paths.UnsafeSymlink(f"stage of {source.path} refused: {exc}") from exc
-    except OSError as exc:
-        raise InfrastructureError(f"cannot read {source.path}: {exc.strerror}") from exc
-    with at:
+    with paths.resolve_for("stage", source.path, roots) as at:
         yield at
 
 

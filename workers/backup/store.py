@@ -120,13 +120,7 @@ class BackupStore:
             raise paths.UnsafeSymlink(f"backup refused: {exc}") from exc
         total = 0
         for source in sources:
-            try:
-                top = paths.resolve(source.path, roots)
-            except paths.UnsafeSymlink as exc:
-                raise paths.UnsafeSymlink(f"backup of {source.path} refused: {exc}") from exc
-            except OSError as exc:
-                raise InfrastructureError(f"cannot read {source.path}: {exc.strerror}") from exc
-            with top:
+            with paths.resolve_for("backup", source.path, roots) as top:
                 total += self._estimate(top, previous.get(source.name))
         return total
 

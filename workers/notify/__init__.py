@@ -1,25 +1,26 @@
-"""Notifications: Slack, email and GitHub commit statuses about deployments.
+"""Notifications: Slack, email, GitHub commit statuses and the console, about deployments.
 
-The rollout calls :func:`announce` when the plan shows a real change and :func:`report`
-when the record is final; both only write ``notifications`` rows (no network) and return
-their ids, which the caller publishes as ``rollhook.notify`` tasks running
-:func:`deliver`. Beat re-publishes what :func:`pending` returns.
+The rollout calls :func:`schedule_announcement` when the plan shows a real change and
+:func:`schedule_report` when the record is final; both only write ``notifications`` rows
+(no network) and return their ids, which the caller publishes as ``rollhook.notify``
+tasks running :func:`deliver`. Beat re-publishes what :func:`pending` returns. Each
+channel is a :class:`~workers.notify.channels.Notifier`; ``notices.py`` says what can be
+told.
 """
 
 from workers.notify.channels import Notifiers
-from workers.notify.delivery import deliver
+from workers.notify.delivery import DeliveryResult, deliver
 from workers.notify.errors import RetryLater
-from workers.notify.outbox import announce, pending, report
-from workers.notify.rows import Outcome
+from workers.notify.scheduling import pending, schedule_announcement, schedule_report
 from workers.notify.setup import build_notifiers
 
 __all__ = [
+    "DeliveryResult",
     "Notifiers",
-    "Outcome",
     "RetryLater",
-    "announce",
     "build_notifiers",
     "deliver",
     "pending",
-    "report",
+    "schedule_announcement",
+    "schedule_report",
 ]

@@ -11,7 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.notify import wording
-from workers.notify.report import Report, View
+from workers.notify.report import Report, View, labelled
 
 Block = dict[str, Any]
 
@@ -96,7 +96,8 @@ def message(report: Report, view: View) -> tuple[str, list[Block]]:
     changes = [c for c in report.images if c.old != c.new]
     if changes:
         lines = [
-            f"`{escape(c.service)}` {escape(c.old_label)} → {escape(c.new_label)}" for c in changes
+            f"`{escape(c.service)}` {escape(labelled(c.old))} → {escape(labelled(c.new))}"
+            for c in changes
         ]
         blocks.append(_section("*Images*\n" + "\n".join(lines)))
     if view.phase == "final" and report.failed:

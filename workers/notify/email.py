@@ -1,5 +1,6 @@
 """Email over SMTP: ``smtp://`` (plain), ``smtp+starttls://`` and ``smtps://`` (TLS from the
-first byte), with ``user:password@`` credentials in the URL.
+first byte), with ``user:password@`` credentials in the URL; and the notifier that mails
+a notice (one email per notice, never twice).
 
 Every connection has a timeout. Certificates are verified with the system's trust store
 (``SSL_CERT_FILE`` points OpenSSL elsewhere, e.g. at a private CA). The password lives
@@ -13,10 +14,14 @@ import ssl
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from email.utils import formatdate
-from typing import Literal
+from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
+from workers.notify import letter, wording
+from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
+from workers.notify.letter import Letter
+from workers.notify.notices import Notice
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _SCHEMES: dict[str, tuple[Literal["plain", "starttls", "tls"], int]] = {
@@ -59,13 +64,6 @@ def parse_smtp_url(url: str) -> SmtpServer:
         username=unquote(parts.username) if parts.username else None,
         password=unquote(parts.password) if parts.password else None,
     )
-
-
-@dataclass(frozen=True)
-class Letter:
-    subject: str
-    text: str
-    html: str
 
 
 class Mailer:
@@ -145,3 +143,21 @@ class Mailer:
             smtp.close()
             raise
         return smtp
+
+
+@dataclass(frozen=True)
+class EmailNotifier:
+    """One email per notice, at its end; the notification id is its Message-ID."""
+
+    mailer: Mailer
+    channel: ClassVar[Channel] = "email"
+    tells_progress: ClassVar[bool] = False
+
+    def send(self, notice: Notice, delivery: Delivery) -> str:
+        if delivery.sent.get("sent"):
+            return "already sent"
+        mail = letter.compose(notice.report, notice.view)
+        refused = self.mailer.send(mail, f"<{delivery.notification_id}@rollhook>")
+        delivery.keep({"sent": True, "refused": refused})
+        to = wording.plural(len(self.mailer.recipients) - len(refused), "recipient")
+        return f"sent to {to}" + (f"; refused: {', '.join(refused)}" if refused else "")

@@ -1,5 +1,6 @@
 """Commit statuses on GitHub (or GitHub Enterprise): ``pending`` while deploying, then
-``success`` or ``failure``, under the context ``rollhook/<target>``.
+``success`` or ``failure``, under the context ``rollhook/<target>``; and the notifier that
+sets them for a deployment notice.
 
 ``POST {api}/repos/{owner}/{repo}/statuses/{sha}``. GitHub caps the description at 140
 characters and refuses longer ones (422), so it is cut here. A 403 or 429 with rate-limit
@@ -9,12 +10,16 @@ headers is GitHub asking us to wait; other 4xx answers are configuration problem
 from __future__ import annotations
 
 import time
-from typing import Literal
+from dataclasses import dataclass
+from typing import ClassVar, Literal
 
 import httpx
 
 from rollhook.targets import repo_key
+from workers.notify import wording
+from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
+from workers.notify.notices import Notice
 
 State = Literal["pending", "success", "failure", "error"]
 DESCRIPTION_CHARS = 140
@@ -97,3 +102,32 @@ def _message(response: httpx.Response) -> str:
     except ValueError:
         return response.text[:120]
     return str(data.get("message", ""))[:120] if isinstance(data, dict) else ""
+
+
+@dataclass(frozen=True)
+class CommitStatusNotifier:
+    """The deployment's commit marked ``pending`` when it starts, then how it ended."""
+
+    statuses: CommitStatuses
+    channel: ClassVar[Channel] = "github"
+    tells_progress: ClassVar[bool] = True
+
+    def send(self, notice: Notice, delivery: Delivery) -> str:
+        report = notice.report
+        state = delivery.spec.get("state")
+        if state not in ("pending", "success", "failure", "error"):
+            raise PermanentError(f"github status: unknown state {state!r}")
+        sent = list(delivery.sent.get("states") or [])
+        if state in sent:
+            return f"{state} already set"
+        owner, repo = delivery.spec["repo"]
+        self.statuses.set(
+            owner,
+            repo,
+            str(report.commit),
+            state=state,
+            description=wording.headline(report, notice.view),
+            context=f"rollhook/{report.target}",
+        )
+        delivery.keep({"states": [*sent, state]})
+        return f"commit status {state} on {report.short_commit}"

@@ -8,14 +8,21 @@ every value in it is escaped: commit messages and log lines are not ours.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from html import escape
 
 from workers.notify import wording
-from workers.notify.email import Letter
 from workers.notify.report import Report, View
 
 LOG_LINES = 40
 LOG_CHARS = 8000
+
+
+@dataclass(frozen=True)
+class Letter:
+    subject: str
+    text: str
+    html: str
 
 
 def _step_lines(report: Report) -> list[str]:

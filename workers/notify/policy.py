@@ -20,9 +20,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from sqlalchemy import Connection, insert, select, update
+from sqlalchemy import Connection
 
-from rollhook.records.schema import notify_state, utcnow
+from rollhook.records import notify_state
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
 from workers.notify.channels import Channel
 from workers.notify.github import github_repo
@@ -66,20 +67,20 @@ def wants(target: Target, channel: Channel, result: str | None) -> bool:
     return result in results or (result == "recovered" and "succeeded" in results)
 
 
-def announces(target: Target, streak: Mapping[str, Any] | None) -> bool:
-    """Post the Slack message when the deployment starts, or only at its end?
+def announces(target: Target, streak: Mapping[str, Any] | None, channel: Channel) -> bool:
+    """Tell a channel that tells progress when the deployment starts, or only at its end?
 
     At the start only when a success would be told anyway; during a failure streak the
     message waits for the result, since a repeat only updates the first failure's message.
     """
-    return wants(target, "slack", "succeeded") and not (streak or {}).get("count")
+    return wants(target, channel, "succeeded") and not (streak or {}).get("count")
 
 
-def commit_status_applies(target: Target, record: Mapping[str, Any]) -> bool:
-    trigger = record.get("trigger") or {}
+def commit_status_applies(target: Target, record: DeploymentRecord) -> bool:
+    trigger = record.trigger or {}
     return (
         target.notify.commit_status
-        and bool(record.get("commit"))
+        and bool(record.commit)
         and trigger.get("source") == "github"
         and github_repo(target.repo) is not None
     )
@@ -95,20 +96,12 @@ def _key(target: str) -> str:
 
 
 def load_streak(conn: Connection, target: str) -> dict[str, Any] | None:
-    row = conn.execute(
-        select(notify_state.c.value).where(notify_state.c.key == _key(target))
-    ).first()
-    return dict(row[0]) if row is not None and isinstance(row[0], dict) else None
+    return notify_state.read(conn, _key(target))
 
 
 def save_streak(conn: Connection, target: str, state: Mapping[str, Any]) -> None:
-    values = {"value": dict(state), "updated_at": utcnow()}
-    if load_streak(conn, target) is None:
-        conn.execute(insert(notify_state).values(key=_key(target), **values))
-    else:
-        conn.execute(
-            update(notify_state).where(notify_state.c.key == _key(target)).values(**values)
-        )
+    existing = load_streak(conn, target)
+    notify_state.write(conn, _key(target), dict(state), create=existing is None)
 
 
 def advance(conn: Connection, report: Report) -> tuple[View, dict[str, Any]]:

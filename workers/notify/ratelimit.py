@@ -13,28 +13,22 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from sqlalchemy import Connection, Engine, insert, select, update
+from sqlalchemy import Engine
 from sqlalchemy.exc import IntegrityError
 
-from rollhook.records.schema import notify_state, utcnow
+from rollhook.records import notify_state
 from workers.notify.errors import TransientError
 
 
+@dataclass(frozen=True)
 class SlotLimiter:
-    def __init__(
-        self,
-        engine: Engine,
-        interval: float = 1.0,
-        max_wait: float = 10.0,
-        clock: Callable[[], float] = time.time,
-        sleep: Callable[[float], None] = time.sleep,
-    ) -> None:
-        self.engine = engine
-        self.interval = interval
-        self.max_wait = max_wait
-        self._clock = clock
-        self._sleep = sleep
+    engine: Engine
+    interval: float = 1.0
+    max_wait: float = 10.0
+    clock: Callable[[], float] = time.time
+    sleep: Callable[[float], None] = time.sleep
 
     def wait_turn(self, key: str) -> float:
         """Take the next free slot for ``key`` and sleep until it; return the slot time.
@@ -43,18 +37,18 @@ class SlotLimiter:
         delivery to go back to the queue rather than hold a worker that long.
         """
         slot = self._reserve(key)
-        delay = slot - self._clock()
+        delay = slot - self.clock()
         if delay > 0:
-            self._sleep(delay)
+            self.sleep(delay)
         return slot
 
     def back_off(self, key: str, seconds: float) -> None:
         """Slack said 429: nobody posts to ``key`` before ``seconds`` from now."""
-        until = self._clock() + seconds
+        until = self.clock() + seconds
         self._write(key, lambda current: max(current, until), limit=None)
 
     def _reserve(self, key: str) -> float:
-        now = self._clock()
+        now = self.clock()
         return self._write(key, lambda current: max(current, now), limit=now + self.max_wait)
 
     def _write(self, key: str, pick: Callable[[float], float], limit: float | None) -> float:
@@ -62,36 +56,16 @@ class SlotLimiter:
         for _ in range(3):
             try:
                 with self.engine.begin() as conn:
-                    current = _read(conn, name)
-                    slot = pick(current if current is not None else 0.0)
+                    held = notify_state.read(conn, name, lock=True)
+                    slot = pick(float((held or {}).get("next_at", 0.0)))
                     if limit is not None and slot > limit:
                         raise TransientError(
-                            f"slack: channel busy for {slot - self._clock():.0f}s",
-                            slot - self._clock(),
+                            f"slack: channel busy for {slot - self.clock():.0f}s",
+                            slot - self.clock(),
                         )
                     following = slot + self.interval if limit is not None else slot
-                    value = {"next_at": following}
-                    if current is None:
-                        conn.execute(
-                            insert(notify_state).values(key=name, value=value, updated_at=utcnow())
-                        )
-                    else:
-                        conn.execute(
-                            update(notify_state)
-                            .where(notify_state.c.key == name)
-                            .values(value=value, updated_at=utcnow())
-                        )
+                    notify_state.write(conn, name, {"next_at": following}, create=held is None)
                     return slot
             except IntegrityError:
                 continue  # another process created the row first (PostgreSQL): read it again
         raise TransientError("slack: could not take a rate-limit slot")
-
-
-def _read(conn: Connection, name: str) -> float | None:
-    row = conn.execute(
-        select(notify_state.c.value).where(notify_state.c.key == name).with_for_update()
-    ).first()
-    if row is None:
-        return None
-    value = row[0] if isinstance(row[0], dict) else {}
-    return float(value.get("next_at", 0.0))

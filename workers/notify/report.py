@@ -9,12 +9,13 @@ comes from outside rollhook (commit messages, log lines, step details) goes thro
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, Literal
 
-from rollhook.images import ReferenceError, parse_reference, short_digest
+from rollhook.images import ImageRef, ReferenceError, parse_reference, short_digest
+from rollhook.records.deployments import DeploymentRecord
 
 # Tokens people paste by accident, and credentials inside URLs (``https://user:pw@host``).
 _SECRETS = re.compile(
@@ -33,48 +34,35 @@ class ImageChange:
     old: str | None
     new: str | None
 
-    @property
-    def old_version(self) -> str:
-        return version_of(self.old)
-
-    @property
-    def new_version(self) -> str:
-        return version_of(self.new)
-
-    @property
-    def old_label(self) -> str:
-        return _labelled(self.old)
-
-    @property
-    def new_label(self) -> str:
-        return _labelled(self.new)
-
     def describe(self) -> str:
         """``1.16.1 (05617e7b1c2d) -> 1.16.2 (1a2b3c4d5e6f)``."""
-        return f"{self.old_label} -> {self.new_label}"
+        return f"{labelled(self.old)} -> {labelled(self.new)}"
 
 
 def version_of(reference: str | None) -> str:
     """The tag people know a version by; the short digest when there is no tag."""
+    return _told(reference, "-", lambda ref: ref.tag or short_digest(ref.digest))
+
+
+def labelled(reference: str | None) -> str:
+    """``1.16.1 (05617e7b1c2d)``: the tag and the short digest, or whichever is known."""
+
+    def label(ref: ImageRef) -> str:
+        if ref.tag and ref.digest:
+            return f"{ref.tag} ({short_digest(ref.digest)})"
+        return ref.tag or short_digest(ref.digest)
+
+    return _told(reference, "none", label)
+
+
+def _told(reference: str | None, nothing: str, tell: Callable[[ImageRef], str]) -> str:
     if not reference:
-        return "-"
+        return nothing
     try:
         ref = parse_reference(reference)
     except ReferenceError:
         return reference[-24:]
-    return ref.tag or short_digest(ref.digest)
-
-
-def _labelled(reference: str | None) -> str:
-    if not reference:
-        return "none"
-    try:
-        ref = parse_reference(reference)
-    except ReferenceError:
-        return reference[-24:]
-    if ref.tag and ref.digest:
-        return f"{ref.tag} ({short_digest(ref.digest)})"
-    return ref.tag or short_digest(ref.digest)
+    return tell(ref)
 
 
 @dataclass(frozen=True)
@@ -137,13 +125,13 @@ class Report:
     def version(self) -> str:
         change = self.gated
         if change is not None and change.new:
-            return change.new_version
+            return version_of(change.new)
         return self.short_commit or "deployment"
 
     @property
     def previous_version(self) -> str | None:
         change = self.gated
-        return change.old_version if change is not None and change.old else None
+        return version_of(change.old) if change is not None and change.old else None
 
     @property
     def failed_step(self) -> Step | None:
@@ -188,12 +176,12 @@ def _author(info: Mapping[str, Any]) -> str:
     return scrub(str(author)) if author else ""
 
 
-def build_report(record: Mapping[str, Any], service: str) -> Report:
-    """The report for a deployment record (a ``deployments`` row as a mapping)."""
-    info: Mapping[str, Any] = record.get("commit_info") or {}
+def build_report(record: DeploymentRecord, service: str) -> Report:
+    """The report for a deployment record."""
+    info: Mapping[str, Any] = record.commit_info or {}
     images = tuple(
         ImageChange(name, (pair or {}).get("old"), (pair or {}).get("new"))
-        for name, pair in sorted((record.get("images") or {}).items())
+        for name, pair in sorted((record.images or {}).items())
     )
     steps = tuple(
         Step(
@@ -202,25 +190,25 @@ def build_report(record: Mapping[str, Any], service: str) -> Report:
             seconds=_seconds(raw.get("started_at"), raw.get("finished_at")),
             detail=scrub(str(raw.get("detail") or "")),
         )
-        for raw in record.get("steps") or []
+        for raw in record.steps or []
         if isinstance(raw, Mapping)
     )
     message = str(info.get("message") or "").strip().splitlines()
     url = info.get("url")
     return Report(
-        deployment_id=str(record["id"]),
-        target=str(record["target"]),
-        kind=str(record.get("kind") or "deploy"),
-        status=str(record["status"]),
-        reason=scrub(str(record.get("reason") or "")),
+        deployment_id=str(record.id),
+        target=str(record.target),
+        kind=str(record.kind or "deploy"),
+        status=str(record.status),
+        reason=scrub(str(record.reason or "")),
         service=service,
-        trigger=dict(record.get("trigger") or {}),
-        commit=record.get("commit") or info.get("sha"),
+        trigger=dict(record.trigger or {}),
+        commit=record.commit or info.get("sha"),
         commit_message=scrub(message[0]) if message else "",
         commit_author=_author(info),
         commit_url=str(url) if isinstance(url, str) and url.startswith("http") else None,
         images=images,
         steps=steps,
-        log=scrub(str(record.get("log") or "")),
-        duration=_seconds(record.get("started_at"), record.get("finished_at")),
+        log=scrub(str(record.log or "")),
+        duration=_seconds(record.started_at, record.finished_at),
     )

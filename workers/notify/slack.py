@@ -1,4 +1,5 @@
-"""Slack, behind two small interfaces: the Web API with a bot token, and an incoming webhook.
+"""Slack, behind two small interfaces: the Web API with a bot token, and an incoming webhook;
+and the two notifiers that tell a notice through them.
 
 Slack answers many failures with HTTP 200 and ``{"ok": false, "error": ...}``; slack-sdk
 raises for those and we sort them into "retrying will not help" (a wrong token or
@@ -15,14 +16,18 @@ import hashlib
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 from slack_sdk import WebClient
 from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
+from workers.notify import blocks
+from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import MessageGone, PermanentError, TransientError
+from workers.notify.notices import Notice
+from workers.notify.report import View
 
 # Errors that mean Slack itself is struggling; anything else unknown is treated as
 # permanent so that a misconfiguration shows up as "failed" instead of looping.
@@ -129,3 +134,80 @@ class SlackWebhook:
         if status >= 500:
             raise TransientError(f"slack webhook: HTTP {status} {body}")
         raise PermanentError(f"slack webhook: HTTP {status} {body}")
+
+
+# -- the notifiers ---------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SlackNotifier:
+    """The bot's story of a deployment: one message, posted when it starts (or at its end),
+    updated in place with the result, its steps and log in a thread. A repeat of the same
+    failure updates the first failure's message instead of posting another."""
+
+    bot: SlackBot
+    channel: ClassVar[Channel] = "slack"
+    tells_progress: ClassVar[bool] = True
+
+    def send(self, notice: Notice, delivery: Delivery) -> str:
+        report, view = notice.report, notice.view
+        bot, key, sent, keep = self.bot, f"slack-{self.bot.channel}", delivery.sent, delivery.keep
+        done: list[str] = []
+        where = _where(delivery, view)
+        if view.phase == "running":
+            if where is None:
+                posted = delivery.pace(key, lambda: bot.post(*blocks.message(report, view)))
+                keep({"slack": {"channel": posted.channel, "ts": posted.ts}, "shown": "running"})
+                done.append(f"posted {posted.channel}/{posted.ts}")
+            return ", ".join(done) or "already posted"
+        if sent.get("shown") != "final":
+            text, body = blocks.message(report, view)
+            if where is not None:
+                channel, ts = str(where["channel"]), str(where["ts"])
+                try:
+                    delivery.pace(key, lambda: bot.update(channel, ts, text, body))
+                    done.append(f"updated {channel}/{ts}")
+                except MessageGone:
+                    where = None  # deleted or too old to edit: say it in a new message
+            if where is None:
+                posted = delivery.pace(key, lambda: bot.post(text, body))
+                where = {"channel": posted.channel, "ts": posted.ts}
+                done.append(f"posted {posted.channel}/{posted.ts}")
+            keep({"slack": where, "shown": "final"})
+        if where is not None and not sent.get("thread"):
+            reply = blocks.thread_reply(report)
+            parent = str(where["ts"])
+            delivery.pace(key, lambda: bot.post(*reply, thread_ts=parent))
+            keep({"thread": 1})
+            done.append("steps in thread")
+        return ", ".join(done) or "already delivered"
+
+
+def _where(delivery: Delivery, view: View) -> dict[str, Any] | None:
+    """The message to update: this row's own, or for a repeat the first failure's."""
+    own = delivery.sent.get("slack")
+    if own or view.mode != "repeat" or not delivery.spec.get("anchor"):
+        return dict(own) if own else None
+    anchor = delivery.anchor()
+    if anchor is not None and anchor[1].get("slack"):
+        return dict(anchor[1]["slack"])
+    if anchor is not None and anchor[0] == "pending":
+        raise TransientError("slack: the first failure's message is not posted yet", 5.0)
+    return None  # that message never made it: this one is posted on its own
+
+
+@dataclass(frozen=True)
+class SlackWebhookNotifier:
+    """One message at the end: an incoming webhook cannot update what it posted."""
+
+    webhook: SlackWebhook
+    channel: ClassVar[Channel] = "slack_webhook"
+    tells_progress: ClassVar[bool] = False
+
+    def send(self, notice: Notice, delivery: Delivery) -> str:
+        if delivery.sent.get("sent"):
+            return "already sent"
+        text, body = blocks.message(notice.report, notice.view)
+        delivery.pace(self.webhook.key, lambda: self.webhook.send(text, body))
+        delivery.keep({"sent": True})
+        return "sent to the incoming webhook"

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import httpx
 
+from workers.closeable import Closeable
 from workers.proxy.config import ADMIN_HOST
 
 
@@ -15,7 +15,7 @@ class ProxyError(RuntimeError):
     """Caddy did not answer, or refused a change."""
 
 
-class CaddyAdmin:
+class CaddyAdmin(Closeable):
     """``GET``/``POST``/``DELETE`` on one Caddy's ``/config/...`` and ``/id/...`` paths."""
 
     def __init__(self, socket: Path, timeout: float = 10.0) -> None:
@@ -28,17 +28,6 @@ class CaddyAdmin:
             base_url=f"http://{ADMIN_HOST}",
             timeout=timeout,
         )
-
-    def __enter__(self) -> CaddyAdmin:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self._client.close()

@@ -11,9 +11,9 @@ import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import replace
-from types import TracebackType
 from typing import Literal
 
+from workers.closeable import Closeable
 from workers.proxy.admin import CaddyAdmin, ProxyError
 from workers.proxy.config import (
     PROBE_INTERVAL,
@@ -33,24 +33,13 @@ SEEN = 3 * PROBE_INTERVAL
 _POLL = 0.1
 
 
-class Proxy:
+class Proxy(Closeable):
     """The proxy in front of every target with ``proxy``; one per caller, closed after use."""
 
     def __init__(self, layout: Layout, timeout: float = 10.0) -> None:
         self.layout = layout
         self.front = CaddyAdmin(layout.front_admin, timeout)
         self.switch = CaddyAdmin(layout.switch_admin, timeout)
-
-    def __enter__(self) -> Proxy:
-        return self
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.close()
 
     def close(self) -> None:
         self.front.close()

@@ -1,14 +1,12 @@
-"""Fixtures for the notification tests: a real records database, the stand-ins, a target."""
+"""Fixtures for the notification tests: the stand-ins and a target (``records``: the root
+conftest's)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
-from sqlalchemy import Engine
 
-from rollhook.records.db import make_engine, migrate
 from rollhook.targets import Notify, Target
 from tests.workers.notify.standins import GitHubStandIn, SlackStandIn
 
@@ -22,6 +20,7 @@ NOTIFY_ENV = (
     "ROLLHOOK_EMAIL_TO",
     "ROLLHOOK_GITHUB_TOKEN",
     "ROLLHOOK_GITHUB_API_URL",
+    "ROLLHOOK_NOTIFY_CONSOLE",
 )
 
 
@@ -31,14 +30,6 @@ def _only_the_tests_settings(monkeypatch: pytest.MonkeyPatch) -> None:
     for name in NOTIFY_ENV:
         monkeypatch.delenv(name, raising=False)
         monkeypatch.delenv(f"{name}_FILE", raising=False)
-
-
-@pytest.fixture
-def records(tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(f"sqlite:///{tmp_path / 'records.sqlite'}")
-    migrate(engine, tmp_path / "locks")
-    yield engine
-    engine.dispose()
 
 
 @pytest.fixture

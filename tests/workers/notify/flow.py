@@ -15,13 +15,13 @@ from rollhook.records.schema import notifications, row_dict
 from rollhook.settings import load_settings
 from rollhook.targets import Target
 from workers.notify import (
+    DeliveryResult,
     Notifiers,
-    Outcome,
     RetryLater,
-    announce,
     build_notifiers,
     deliver,
-    report,
+    schedule_announcement,
+    schedule_report,
 )
 
 
@@ -39,14 +39,14 @@ class Flow:
 
     def announce(self, record: dict[str, Any]) -> list[str]:
         with self.engine.begin() as conn:
-            return announce(conn, record, self.target, self.notifiers)
+            return schedule_announcement(conn, record, self.target, self.notifiers)
 
     def report(self, record: dict[str, Any]) -> list[str]:
         with self.engine.begin() as conn:
-            return report(conn, record, self.target, self.notifiers)
+            return schedule_report(conn, record, self.target, self.notifiers)
 
-    def deliver(self, ids: list[str]) -> list[Outcome | RetryLater]:
-        results: list[Outcome | RetryLater] = []
+    def deliver(self, ids: list[str]) -> list[DeliveryResult | RetryLater]:
+        results: list[DeliveryResult | RetryLater] = []
         for notification_id in ids:
             try:
                 results.append(deliver(self.engine, self.notifiers, notification_id))

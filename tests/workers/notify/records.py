@@ -15,7 +15,8 @@ from sqlalchemy import Engine, update
 
 from rollhook.ids import new_id
 from rollhook.records import deployments as store
-from rollhook.records import targets as target_state
+from rollhook.records import targets as target_records
+from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.schema import deployments, targets
 
 REPO = "docker.io/mintplexlabs/anythingllm"
@@ -42,7 +43,7 @@ def insert_running(
     target: str = "anythingllm",
     source: str = "github",
     commit: str | None = None,
-) -> dict[str, Any]:
+) -> DeploymentRecord:
     """A deployment whose plan showed a real change: running, steps up to apply."""
     deployment_id = new_id("d")
     started = datetime.now(UTC) - timedelta(minutes=2)
@@ -113,12 +114,12 @@ def insert_running(
 
 
 def finish(
-    engine: Engine, record: dict[str, Any], status: str, *, step: str = "gate"
-) -> dict[str, Any]:
+    engine: Engine, record: DeploymentRecord, status: str, *, step: str = "gate"
+) -> DeploymentRecord:
     """End the deployment the way the rollout would: succeeded, failed or rolled_back."""
     at = datetime.now(UTC) - timedelta(seconds=30)
-    steps = list(record["steps"])
-    log = record["log"]
+    steps = list(record.steps)
+    log = record.log
 
     def add(name: str, outcome: str, detail: str | None = None) -> None:
         nonlocal at
@@ -153,23 +154,21 @@ def finish(
             add("rollback", "failed", "compose up: image not found")
     with engine.begin() as conn:
         # As a worker would: the target's lease (token 1) is held while it finishes.
-        target_state.ensure(conn, [record["target"]])
-        conn.execute(
-            update(targets).where(targets.c.name == record["target"]).values(lease_token=1)
-        )
+        target_records.ensure(conn, [record.target])
+        conn.execute(update(targets).where(targets.c.name == record.target).values(lease_token=1))
         assert store.finish(
             conn,
-            record["id"],
+            record.id,
             1,
             status,
             None if status == "succeeded" else "gate failed",
             steps=steps,
             log=log,
         )
-    return get(engine, record["id"])
+    return get(engine, record.id)
 
 
-def get(engine: Engine, deployment_id: str) -> dict[str, Any]:
+def get(engine: Engine, deployment_id: str) -> DeploymentRecord:
     with engine.connect() as conn:
         record = store.get(conn, deployment_id)
     assert record is not None
@@ -179,3 +178,16 @@ def get(engine: Engine, deployment_id: str) -> dict[str, Any]:
 def set_status(engine: Engine, deployment_id: str, **values: Any) -> None:
     with engine.begin() as conn:
         conn.execute(update(deployments).where(deployments.c.id == deployment_id).values(**values))
+
+
+def record(**fields: Any) -> DeploymentRecord:
+    """A deployment record that lives in no database, for the pure tests."""
+    defaults: dict[str, Any] = {
+        "id": "d01", "target": "anythingllm", "kind": "deploy", "status": "succeeded",
+        "reason": None, "trigger": {}, "requested": {}, "commit": None, "commit_info": None,
+        "images": {}, "config_hash": None, "fingerprint": None, "previous_deployment_id": None,
+        "backup_id": None, "superseded_by": None, "steps": [], "log": "", "lease_token": None,
+        "attempt": 1, "children": [], "created_at": datetime.now(UTC), "started_at": None,
+        "finished_at": None,
+    }  # fmt: skip
+    return DeploymentRecord(**(defaults | fields))

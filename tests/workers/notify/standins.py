@@ -1,9 +1,10 @@
 """Local stand-ins for Slack's Web API, Slack incoming webhooks and GitHub's statuses API.
 
-They run on 127.0.0.1 in a thread and check requests the way the real services do
-(token, channel, block structure and limits), keep what they accepted as state that
-tests read (messages with their updates and thread replies; commit statuses), and can be
-told to misbehave: answer ``ok: false``, 429 with ``Retry-After``, or go down entirely.
+They run on 127.0.0.1 in a thread (``tests.harness.loopback``) and check requests the
+way the real services do (token, channel, block structure and limits), keep what they
+accepted as state that tests read (messages with their updates and thread replies;
+commit statuses), and can be told to misbehave: answer ``ok: false``, 429 with
+``Retry-After``, or go down entirely.
 
 Reusable from any test::
 
@@ -23,16 +24,13 @@ import json
 import re
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any, Self
+from typing import Any
 from urllib.parse import parse_qs
 
+from tests.harness.loopback import Answer, LoopbackServer
 from tests.workers.notify.blockkit import check_message
-
-Answer = tuple[int, dict[str, str], bytes]
 
 
 def _json(status: int, body: Any, headers: dict[str, str] | None = None) -> Answer:
@@ -54,72 +52,17 @@ class Fault:
     path: str | None  # only requests whose path ends with this
 
 
-class StandIn:
-    """A threaded HTTP server on loopback; subclasses answer ``handle``."""
+class WebApiStandIn(LoopbackServer):
+    """A web API on loopback that can be told to misbehave; subclasses answer ``handle``."""
 
     def __init__(self) -> None:
-        self._server: ThreadingHTTPServer | None = None
-        self._port = 0
+        super().__init__()
         self._lock = threading.Lock()
         self._faults: list[Fault] = []
         self.requests: list[tuple[float, str, str]] = []  # (time, method, path)
         # Called with the path before each request is answered (outside the lock): lets a
         # test make something happen "while the request is in flight".
         self.on_request: Callable[[str], None] | None = None
-
-    # -- lifecycle ----------------------------------------------------------------------
-
-    def start(self) -> Self:
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                length = int(self.headers.get("Content-Length") or 0)
-                body = self.rfile.read(length)
-                status, headers, payload = owner._dispatch(self.path, dict(self.headers), body)
-                self.send_response(status)
-                for name, value in headers.items():
-                    self.send_header(name, value)
-                self.send_header("Content-Length", str(len(payload)))
-                self.end_headers()
-                self.wfile.write(payload)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass  # keep test output for the tests
-
-        ThreadingHTTPServer.allow_reuse_address = True
-        self._server = ThreadingHTTPServer(("127.0.0.1", self._port), Handler)
-        self._server.daemon_threads = True
-        self._port = self._server.server_address[1]
-        threading.Thread(
-            target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True
-        ).start()
-        return self
-
-    def stop(self) -> None:
-        """Go down: connections are refused until ``start`` (same port) is called again."""
-        if self._server is not None:
-            self._server.shutdown()
-            self._server.server_close()
-            self._server = None
-
-    @contextmanager
-    def down(self) -> Iterator[None]:
-        self.stop()
-        try:
-            yield
-        finally:
-            self.start()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(self, *_: object) -> None:
-        self.stop()
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self._port}"
 
     # -- misbehaviour -------------------------------------------------------------------
 
@@ -135,11 +78,11 @@ class StandIn:
         with self._lock:
             self._faults.append(Fault(status, body, headers or {}, times, path))
 
-    def _dispatch(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
+    def answer(self, method: str, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if self.on_request is not None:
             self.on_request(path)
         with self._lock:
-            self.requests.append((time.time(), "POST", path))
+            self.requests.append((time.time(), method, path))
             for fault in self._faults:
                 if fault.times > 0 and (fault.path is None or path.endswith(fault.path)):
                     fault.times -= 1
@@ -172,7 +115,7 @@ class SlackMessage:
         return self.updates[-1]["blocks"] if self.updates else self.blocks
 
 
-class SlackStandIn(StandIn):
+class SlackStandIn(WebApiStandIn):
     """``/api/chat.postMessage``, ``/api/chat.update`` and ``/services/...`` webhooks."""
 
     def __init__(
@@ -340,7 +283,7 @@ class CommitStatus:
 _STATUS_PATH = re.compile(r"^/repos/([\w.-]+)/([\w.-]+)/statuses/([0-9a-f]{40})$")
 
 
-class GitHubStandIn(StandIn):
+class GitHubStandIn(WebApiStandIn):
     """``POST /repos/{owner}/{repo}/statuses/{sha}``, the way GitHub checks it."""
 
     def __init__(

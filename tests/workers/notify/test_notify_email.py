@@ -16,7 +16,7 @@ from tests.workers.notify import records as rec
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.mailserver import client_tls, make_certificate, smtp_server
 from workers.notify import Notifiers, RetryLater
-from workers.notify.email import Mailer, parse_smtp_url
+from workers.notify.email import EmailNotifier, Mailer, parse_smtp_url
 
 PASSWORD = "p@ss:w/rd%42"  # URL-quoted in the SMTP URL below
 QUOTED = "p%40ss%3Aw%2Frd%2542"
@@ -33,11 +33,14 @@ def _notifiers(url: str, cert: Path | None = None) -> Notifiers:
         email_from="rollhook <rollhook@example.test>",
         email_to="ops@example.test, oncall@example.test",
     )
-    if cert is not None and built.email is not None:
+    email = built.get("email")
+    if cert is not None and isinstance(email, EmailNotifier):
         mailer = Mailer(
-            url, built.email.sender, built.email.recipients, ssl_context=client_tls(cert)
+            url, email.mailer.sender, email.mailer.recipients, ssl_context=client_tls(cert)
         )
-        built = dataclasses.replace(built, email=mailer)
+        built = dataclasses.replace(
+            built, by_channel={**built.by_channel, "email": EmailNotifier(mailer)}
+        )
     return built
 
 
@@ -76,7 +79,7 @@ def test_plain_smtp_sends_one_multipart_email_with_a_telling_subject(
     assert "72d3162e-cc78-11e3-81ab-4c9367dc0958" in plain
     assert "12:01:59 app: Error: P1001 can't reach database <server> & retrying" in plain
     assert "&lt;server&gt; &amp; retrying" in markup  # escaped in HTML
-    assert f'href="https://github.com/acme/llm-infra/commit/{final["commit"]}"' in markup
+    assert f'href="https://github.com/acme/llm-infra/commit/{final.commit}"' in markup
     assert "ghs_s3cr3tT0ken" not in plain + markup
 
 
@@ -91,7 +94,7 @@ def test_starttls_with_auth(
     [mail] = mailbox.received
     assert mail.authenticated_as == "rollhook"
     assert mail.message["Subject"] == "anythingllm: 1.16.2 deployed"
-    row = flow.rows(record["id"])["email"]
+    row = flow.rows(record.id)["email"]
     assert PASSWORD not in json.dumps(row, default=str) and QUOTED not in json.dumps(
         row, default=str
     )
@@ -117,7 +120,7 @@ def test_a_wrong_password_fails_for_good_and_is_not_recorded(
         record = rec.insert_running(records)
         assert flow.statuses(flow.report(rec.finish(records, record, "failed"))) == ["failed"]
     assert mailbox.received == []
-    row = flow.rows(record["id"])["email"]
+    row = flow.rows(record.id)["email"]
     assert "535" in row["history"][-1]["detail"]
     assert "hunter2" not in json.dumps(row, default=str)
 
@@ -130,7 +133,7 @@ def test_an_untrusted_certificate_is_refused(
         record = rec.insert_running(records)
         assert flow.statuses(flow.report(rec.finish(records, record, "failed"))) == ["failed"]
     assert mailbox.received == []
-    assert "certificate" in flow.rows(record["id"])["email"]["history"][-1]["detail"]
+    assert "certificate" in flow.rows(record.id)["email"]["history"][-1]["detail"]
 
 
 def test_a_temporary_refusal_is_retried_and_then_sent_once(records: Engine, target: Target) -> None:
@@ -151,8 +154,8 @@ def test_no_email_for_quiet_results_or_when_the_target_turns_email_off(
     with smtp_server("plain") as (mailbox, port):
         notifiers = _notifiers(f"smtp://127.0.0.1:{port}")
         no_op = rec.insert_running(records)
-        rec.set_status(records, no_op["id"], status="no_op")
-        assert Flow(records, notifiers, target).report(rec.get(records, no_op["id"])) == []
+        rec.set_status(records, no_op.id, status="no_op")
+        assert Flow(records, notifiers, target).report(rec.get(records, no_op.id)) == []
         quiet = target.model_copy(
             update={"notify": target.notify.model_copy(update={"email": False})}
         )

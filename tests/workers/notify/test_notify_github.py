@@ -33,7 +33,7 @@ def test_pending_then_success_on_the_deployed_commit(
         ("success", "rollhook/anythingllm"),
     ]
     assert {(s.owner, s.repo, s.sha) for s in github.statuses} == {
-        ("acme", "llm-infra", final["commit"])
+        ("acme", "llm-infra", final.commit)
     }
     assert github.statuses[0].description == "anythingllm: deploying 1.16.2"
     assert github.statuses[1].description == "anythingllm: 1.16.2 deployed"
@@ -71,7 +71,7 @@ def test_bad_credentials_fail_for_good_without_the_token_in_the_record(
     flow = _flow(records, github, target, token="ghp_notTheRightOne")
     record = rec.insert_running(records)
     assert flow.statuses(flow.announce(record)) == ["failed"]
-    row = flow.rows(record["id"])["github"]
+    row = flow.rows(record.id)["github"]
     assert row["history"][-1]["detail"] == "github status: HTTP 401 Bad credentials"
     assert "ghp_notTheRightOne" not in json.dumps(row, default=str)
 

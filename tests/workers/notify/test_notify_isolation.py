@@ -3,8 +3,8 @@ channels, and nothing delivered is sent twice; announce/report never raise."""
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from typing import Any
 
 import pytest
 from sqlalchemy import Engine, select, text
@@ -15,7 +15,13 @@ from tests.workers.notify import records as rec
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.mailserver import smtp_server
 from tests.workers.notify.standins import GitHubStandIn, SlackStandIn
-from workers.notify import RetryLater, announce, deliver, pending, report
+from workers.notify import (
+    RetryLater,
+    deliver,
+    pending,
+    schedule_announcement,
+    schedule_report,
+)
 
 
 def _until_settled(flow: Flow, ids: list[str]) -> None:
@@ -53,9 +59,9 @@ def test_slack_down_and_smtp_refusing_leave_the_deployment_and_github_alone(
             _until_settled(flow, flow.announce(record))
             final = rec.finish(records, record, "rolled_back")
             _until_settled(flow, flow.report(final))
-            assert rec.get(records, record["id"]) == final  # the record is untouched
+            assert rec.get(records, record.id) == final  # the record is untouched
 
-            rows = flow.rows(record["id"])
+            rows = flow.rows(record.id)
             assert {c: r["status"] for c, r in rows.items()} == {
                 "slack": "failed",
                 "github": "delivered",
@@ -80,7 +86,7 @@ def test_slack_down_and_smtp_refusing_leave_the_deployment_and_github_alone(
         _until_settled(flow, [r["id"] for r in flow.all_rows()])
         assert [s.state for s in github.statuses] == ["pending", "failure"]
         assert slack.messages == [] and mailbox.received == []
-        assert flow.rows(record["id"])["slack"]["attempts"] == 5
+        assert flow.rows(record.id)["slack"]["attempts"] == 5
 
 
 def test_announce_and_report_never_raise_and_leave_the_callers_transaction_usable(
@@ -90,19 +96,20 @@ def test_announce_and_report_never_raise_and_leave_the_callers_transaction_usabl
         slack_token=slack.token, slack_channel="deploys", slack_api_url=slack.api_url
     )
     record = rec.insert_running(records)
-    broken: dict[str, Any] = {**record, "id": None}  # a record the rows cannot be made for
+    broken = dataclasses.replace(record, id=None)  # a record the rows cannot be made for
     caplog.set_level(logging.ERROR, "rollhook.notify")
     with records.begin() as conn:
-        assert announce(conn, broken, target, notifiers) == []
-        assert report(conn, {**broken, "status": "failed"}, target, notifiers) == []
-        assert announce(conn, "no-such-deployment", target, notifiers) == []
+        assert schedule_announcement(conn, broken, target, notifiers) == []
+        failed = dataclasses.replace(broken, status="failed")
+        assert schedule_report(conn, failed, target, notifiers) == []
+        assert schedule_announcement(conn, "no-such-deployment", target, notifiers) == []
         conn.execute(text("SELECT 1"))  # still usable: only the savepoint was rolled back
         conn.execute(
-            deployments.update().where(deployments.c.id == record["id"]).values(reason="still ours")
+            deployments.update().where(deployments.c.id == record.id).values(reason="still ours")
         )
     with records.connect() as conn:
         reason = conn.execute(
-            select(deployments.c.reason).where(deployments.c.id == record["id"])
+            select(deployments.c.reason).where(deployments.c.id == record.id)
         ).scalar_one()
     assert reason == "still ours"
     assert "announce failed" in caplog.text and "the deployment goes on" in caplog.text

@@ -56,14 +56,14 @@ def test_the_same_failure_again_updates_the_first_message_and_emails_once(
         "anythingllm: 1.16.2 still failing (2 times)",
         "anythingllm: 1.16.2 still failing (3 times)",
     ]
-    assert first["id"] in str(top.current_blocks)  # "first failure <id>"
+    assert first.id in str(top.current_blocks)  # "first failure <id>"
     # Each failure's steps land in the first message's thread.
     assert len(slack.replies(top.ts)) == 3
     assert [m.message["Subject"] for m in mailbox[0].received] == [
         "anythingllm: 1.16.2 FAILED, rolled back to 1.16.1"
     ]
     for later in (second, third):
-        rows = flow.rows(later["id"])
+        rows = flow.rows(later.id)
         assert rows["email"]["status"] == "skipped"
         assert "only the first one" in rows["email"]["history"][0]["detail"]
         assert rows["slack"]["status"] == "delivered"
@@ -76,7 +76,7 @@ def test_the_same_failure_again_updates_the_first_message_and_emails_once(
     assert mailbox[0].received[-1].message["Subject"] == (
         "anythingllm: 1.16.3 deployed, recovered after 3 failures"
     )
-    assert flow.rows(recovered["id"])["email"]["status"] == "delivered"
+    assert flow.rows(recovered.id)["email"]["status"] == "delivered"
 
     # Back to normal: the next success announces at the start again.
     _deploy(flow, "succeeded", new="1.16.4")
@@ -122,7 +122,7 @@ def test_a_target_hearing_only_about_failures(
     failing = _deploy(flow, "rolled_back", new="1.16.3")
     [top] = slack.top_level()  # posted once, at the end
     assert top.updates == [] and top.text.startswith("anythingllm: 1.16.3 FAILED")
-    assert flow.rows(failing["id"])["email"]["status"] == "delivered"
+    assert flow.rows(failing.id)["email"]["status"] == "delivered"
 
 
 def test_no_ops_and_superseded_deployments_stay_quiet(
@@ -131,8 +131,8 @@ def test_no_ops_and_superseded_deployments_stay_quiet(
     flow = _flow(records, slack, mailbox[1], target)
     for status in ("no_op", "superseded"):
         record = rec.insert_running(records)
-        rec.set_status(records, record["id"], status=status)
-        assert flow.report(rec.get(records, record["id"])) == []
+        rec.set_status(records, record.id, status=status)
+        assert flow.report(rec.get(records, record.id)) == []
     assert flow.all_rows() == []
 
 

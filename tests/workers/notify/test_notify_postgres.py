@@ -6,27 +6,18 @@ from __future__ import annotations
 import dataclasses
 import itertools
 import threading
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
 from sqlalchemy import Engine
 
-from rollhook.records.db import make_engine, migrate
+from rollhook.records.db import make_engine
 from rollhook.targets import Target
-from tests.harness.postgres import PostgresServer
 from tests.workers.notify import records as rec
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.standins import SlackStandIn
 
-
-@pytest.fixture
-def pg_records(postgres_server: PostgresServer, tmp_path: Path) -> Iterator[Engine]:
-    engine = make_engine(postgres_server.create_database())
-    migrate(engine, tmp_path / "locks")
-    yield engine
-    engine.dispose()
+pytestmark = pytest.mark.parametrize("records", ["postgresql"], indirect=True)
 
 
 def _notifiers(slack: SlackStandIn, interval: float) -> Any:
@@ -37,30 +28,30 @@ def _notifiers(slack: SlackStandIn, interval: float) -> Any:
 
 
 def test_a_failure_streak_and_its_recovery(
-    pg_records: Engine, slack: SlackStandIn, target: Target
+    records: Engine, slack: SlackStandIn, target: Target
 ) -> None:
-    flow = Flow(pg_records, _notifiers(slack, 0.05), target)
+    flow = Flow(records, _notifiers(slack, 0.05), target)
     for _ in range(2):
-        record = rec.insert_running(pg_records)
+        record = rec.insert_running(records)
         flow.deliver(flow.announce(record))
-        flow.deliver(flow.report(rec.finish(pg_records, record, "rolled_back")))
-    record = rec.insert_running(pg_records, new="1.16.3")
+        flow.deliver(flow.report(rec.finish(records, record, "rolled_back")))
+    record = rec.insert_running(records, new="1.16.3")
     flow.deliver(flow.announce(record))
-    flow.deliver(flow.report(rec.finish(pg_records, record, "succeeded")))
+    flow.deliver(flow.report(rec.finish(records, record, "succeeded")))
     first, recovery = slack.top_level()
     assert first.current_text.startswith("anythingllm: 1.16.2 still failing (2 times)")
     assert recovery.text.startswith("anythingllm: 1.16.3 deployed, recovered after 2 failures")
 
 
 def test_concurrent_deliveries_and_spacing(
-    pg_records: Engine, slack: SlackStandIn, target: Target
+    records: Engine, slack: SlackStandIn, target: Target
 ) -> None:
     notifiers = _notifiers(slack, 1.0)
-    flow = Flow(pg_records, notifiers, target)
-    ids = [flow.announce(rec.insert_running(pg_records)) for _ in range(3)]
+    flow = Flow(records, notifiers, target)
+    ids = [flow.announce(rec.insert_running(records)) for _ in range(3)]
     # Every id twice, from four threads on their own engines: each message once, spaced.
     work = [i for pair in zip(ids, ids, strict=True) for i in pair]
-    engines = [make_engine(pg_records.url.render_as_string(hide_password=False)) for _ in range(4)]
+    engines = [make_engine(records.url.render_as_string(hide_password=False)) for _ in range(4)]
 
     def run(engine: Engine, batch: list[list[str]]) -> None:
         for notification_ids in batch:

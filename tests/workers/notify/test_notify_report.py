@@ -7,13 +7,14 @@ from typing import Any
 
 import pytest
 
+from rollhook.records.deployments import DeploymentRecord
 from tests.workers.notify import records as rec
 from tests.workers.notify.blockkit import check_message
 from workers.notify import blocks, letter, wording
 from workers.notify.report import View, build_report, scrub
 
 
-def _record(status: str, **changes: Any) -> dict[str, Any]:
+def _record(status: str, **changes: Any) -> DeploymentRecord:
     start = datetime(2026, 8, 21, 12, 0, tzinfo=UTC)
     steps = [
         {
@@ -56,7 +57,7 @@ def _record(status: str, **changes: Any) -> dict[str, Any]:
         "started_at": start,
         "finished_at": start + timedelta(minutes=3, seconds=14),
     }
-    return {**record, **changes}
+    return rec.record(**(record | changes))
 
 
 @pytest.mark.parametrize(

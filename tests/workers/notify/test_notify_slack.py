@@ -67,8 +67,8 @@ def test_a_deployment_is_one_message_updated_in_place_with_steps_in_its_thread(
     assert blocks[0]["type"] == "header"
     assert blocks[0]["text"]["text"].endswith("anythingllm: 1.16.2 deployed")
     body = _text(blocks)
-    short_sha = final["commit"][:7]
-    assert f"<https://github.com/acme/llm-infra/commit/{final['commit']}|{short_sha}>" in body
+    short_sha = final.commit[:7]
+    assert f"<https://github.com/acme/llm-infra/commit/{final.commit}|{short_sha}>" in body
     assert "Bump anything-llm to 1.16.2" in body and "Mona Lisa" in body
     old, new = rec.digest("1.16.1")[7:19], rec.digest("1.16.2")[7:19]
     assert f"1.16.1 ({old}) \u2192 1.16.2 ({new})" in body
@@ -83,7 +83,7 @@ def test_a_deployment_is_one_message_updated_in_place_with_steps_in_its_thread(
         assert f"`{name}` ok" in steps
     assert reply.text
 
-    row = flow.rows(record["id"])["slack"]
+    row = flow.rows(record.id)["slack"]
     assert row["status"] == "delivered"
     assert row["external"]["slack"] == {"channel": "C0DEPLOYS", "ts": top.ts}
     assert [h["outcome"] for h in row["history"]] == ["delivered", "delivered"]
@@ -241,11 +241,11 @@ def test_huge_logs_and_commit_messages_stay_within_slacks_limits(
     record = rec.insert_running(records)
     rec.set_status(
         records,
-        record["id"],
+        record.id,
         log="".join(f"12:00:00 {'x' * 500} line {i}\n" for i in range(2000)),
-        commit_info={**record["commit_info"], "message": "m" * 5000},
+        commit_info={**record.commit_info, "message": "m" * 5000},
     )
-    final = rec.finish(records, rec.get(records, record["id"]), "rolled_back")
+    final = rec.finish(records, rec.get(records, record.id), "rolled_back")
     assert flow.statuses(flow.report(final)) == ["delivered"]
     [top] = slack.top_level()
     last_line = "can't reach database &lt;server&gt; &amp; retrying"
@@ -270,7 +270,7 @@ def test_webhook_only_sends_one_message_when_the_deployment_ends(
     assert flow.statuses(ids) == ["delivered"]
     [message] = slack.messages
     assert message.text.startswith("anythingllm: 1.16.2 FAILED, rolled back to 1.16.1")
-    row = flow.rows(record["id"])["slack_webhook"]
+    row = flow.rows(record.id)["slack_webhook"]
     assert slack.webhook_path not in json.dumps(row, default=str)
 
 
@@ -283,7 +283,7 @@ def test_a_refused_webhook_message_fails_for_good(
     ids = flow.report(rec.finish(records, record, "failed"))
     slack.fail_next(400, error.encode(), path=slack.webhook_path)
     assert flow.statuses(ids) == ["failed"]
-    assert error in flow.rows(record["id"])["slack_webhook"]["history"][-1]["detail"]
+    assert error in flow.rows(record.id)["slack_webhook"]["history"][-1]["detail"]
 
 
 def test_the_end_arriving_while_the_start_is_being_posted_is_told_in_the_same_run(
@@ -298,7 +298,7 @@ def test_the_end_arriving_while_the_start_is_being_posted_is_told_in_the_same_ru
     [top] = slack.top_level()
     assert "deploying" in top.text and top.current_text.startswith("anythingllm: 1.16.2 deployed")
     assert len(slack.replies(top.ts)) == 1
-    history = flow.rows(record["id"])["slack"]["history"]
+    history = flow.rows(record.id)["slack"]["history"]
     assert [(h["outcome"], h["phase"]) for h in history] == [
         ("sent", "running"),
         ("delivered", "final"),

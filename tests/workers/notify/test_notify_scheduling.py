@@ -47,7 +47,7 @@ def test_the_webhook_stays_unused_when_the_bot_is_configured(
     flow = _flow(records, slack, github, target)
     record = rec.insert_running(records)
     flow.report(rec.finish(records, record, "failed"))
-    assert set(flow.rows(record["id"])) == {"slack", "github"}
+    assert set(flow.rows(record.id)) == {"slack", "github"}
 
 
 def test_a_delivered_announcement_is_sent_again_only_as_its_final_form(

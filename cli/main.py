@@ -80,7 +80,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return
     args = parser().parse_args(argv)
     try:
         if args.command in {"up", "web", "worker", "beat"}:
-            from rollhook.cli_processes import run_process
+            from cli.processes import run_process
 
             return run_process(args)
         if args.command == "proxy":
@@ -88,14 +88,14 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return
 
             return run_proxy(load_settings())
         if args.command == "check-config":
-            from rollhook.cli_local import check_config
+            from cli.local import check_config
 
             return check_config()
         if args.command in {"backups", "restore"}:
-            from rollhook.cli_local import backups, restore
+            from cli.local import backups, restore
 
             return backups(args) if args.command == "backups" else restore(args)
-        from rollhook.cli_api import run_api_command
+        from cli.api import run_api_command
 
         return run_api_command(args, load_settings())
     except ConfigError as exc:

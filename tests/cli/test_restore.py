@@ -5,9 +5,6 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Iterator
-from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -16,18 +13,6 @@ from rollhook.records import deployments
 from tests.workers.deployer import Deployer
 
 pytestmark = pytest.mark.engine
-
-
-@pytest.fixture
-def deployer(
-    tmp_path: Path, git_server: Any, docker_host: str, standin: Any, registry: Any
-) -> Iterator[Deployer]:
-    repo = git_server.create_repo("infra")
-    target = Deployer(
-        tmp_path, repo=repo, docker_host=docker_host, standin=standin, registry_host=registry.host
-    )
-    yield target
-    target.down()
 
 
 def cli(deployer: Deployer, *args: str) -> subprocess.CompletedProcess[str]:
@@ -43,7 +28,7 @@ def cli(deployer: Deployer, *args: str) -> subprocess.CompletedProcess[str]:
         "DOCKER_HOST": deployer.docker_host,
     }
     return subprocess.run(
-        [sys.executable, "-m", "rollhook.cli", *args],
+        [sys.executable, "-m", "cli.main", *args],
         env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
 
@@ -52,32 +37,32 @@ def test_backups_are_listed_and_one_is_restored_under_the_running_version(
     deployer: Deployer,
 ) -> None:
     deployer.commit("2.0.0")
-    assert deployer.deploy()["status"] == "succeeded"
+    assert deployer.deploy().status == "succeeded"
     (deployer.storage / "documents" / "kept.json").write_text("before")
     deployer.commit("2.0.0-slow")
     second = deployer.deploy()
-    assert second["status"] == "succeeded", second["log"]
+    assert second.status == "succeeded", second.log
     (deployer.storage / "documents" / "kept.json").write_text("after: lost by the restore")
     (deployer.storage / "documents" / "new.json").write_text("written after the backup")
 
     listed = cli(deployer, "backups", deployer.name)
     assert listed.returncode == 0, listed.stderr
-    assert second["backup_id"] in listed.stdout
+    assert second.backup_id in listed.stdout
 
-    refused = cli(deployer, "restore", deployer.name, second["backup_id"])
+    refused = cli(deployer, "restore", deployer.name, second.backup_id)
     assert refused.returncode == 2 and "--yes" in refused.stderr
 
-    restored = cli(deployer, "restore", deployer.name, second["backup_id"], "--yes")
+    restored = cli(deployer, "restore", deployer.name, second.backup_id, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "restore" in restored.stdout and "succeeded" in restored.stdout
     assert (deployer.storage / "documents" / "kept.json").read_text() == "before"
     assert not (deployer.storage / "documents" / "new.json").exists()
     assert deployer.app_version() == "2.0.0-slow"  # the running version stays
     state = deployer.state()
-    assert state["held"] is False  # a data restore does not hold the target
+    assert state.held is False  # a data restore does not hold the target
     with deployer.records.begin() as conn:
-        record = deployments.get(conn, state["current_deployment_id"])
-    assert record is not None and record["trigger"]["actor"] == "rollhook restore (cli)"
+        record = deployments.get(conn, state.current_deployment_id)
+    assert record is not None and record.trigger["actor"] == "rollhook restore (cli)"
 
     unknown = cli(deployer, "restore", deployer.name, "no-such-backup", "--yes")
     assert unknown.returncode == 1 and "no complete backup" in unknown.stdout

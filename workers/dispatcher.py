@@ -11,15 +11,13 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from sqlalchemy import select
-
 from rollhook.broker import PROCESS_JOBS, RUN_TARGET
-from rollhook.records import events
-from rollhook.records.schema import deployments, targets, utcnow
+from rollhook.records import jobs
+from rollhook.records import targets as target_records
 from workers.context import WorkerContext
 from workers.runner import has_work
 
-logger = logging.getLogger("rollhook.outbox")
+logger = logging.getLogger("rollhook.dispatcher")
 
 GRACE = timedelta(seconds=2)  # the web process publishes by itself within this
 UNCLAIMED = timedelta(seconds=60)  # a worker claims a job within this unless all are busy
@@ -28,10 +26,10 @@ UNCLAIMED = timedelta(seconds=60)  # a worker claims a job within this unless al
 def dispatch_outbox(ctx: WorkerContext) -> int:
     """Publish jobs the broker never took, and re-publish those nobody claimed."""
     with ctx.records.begin() as conn:
-        waiting = events.undispatched(conn, GRACE)
-        lost = events.unclaimed(conn, UNCLAIMED)
+        waiting = jobs.undispatched(conn, GRACE)
+        lost = jobs.unclaimed(conn, UNCLAIMED)
     sent = 0
-    for batch, mark in ((waiting, events.mark_dispatched), (lost, events.mark_redispatched)):
+    for batch, mark in ((waiting, jobs.mark_dispatched), (lost, jobs.mark_redispatched)):
         if not batch:
             continue
         ids = [job.id for job in batch]
@@ -40,7 +38,7 @@ def dispatch_outbox(ctx: WorkerContext) -> int:
         except Exception:  # noqa: BLE001 - kombu and redis raise many types; all mean "not now"
             logger.warning("broker unavailable; %d job(s) stay in the outbox", len(batch))
             with ctx.records.begin() as conn:
-                events.note_dispatch_failure(conn, ids)
+                jobs.note_dispatch_failure(conn, ids)
             return sent
         with ctx.records.begin() as conn:
             mark(conn, ids)
@@ -53,17 +51,9 @@ def dispatch_outbox(ctx: WorkerContext) -> int:
 
 
 def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
-    now = utcnow()
     with ctx.records.begin() as conn:
-        busy = select(deployments.c.target).where(deployments.c.status.in_(["queued", "running"]))
-        rows = conn.execute(
-            select(targets.c.name).where(
-                targets.c.name.in_(busy),
-                (targets.c.lease_owner.is_(None)) | (targets.c.lease_expires_at < now),
-            )
-        )
         # A paused target's automatic work waits for resume: no point waking it.
-        return [name for (name,) in rows if has_work(conn, name)]
+        return [name for name in target_records.unleased_with_work(conn) if has_work(conn, name)]
 
 
 def kick_targets(ctx: WorkerContext) -> list[str]:

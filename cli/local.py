@@ -1,10 +1,12 @@
-"""Commands that work on this host's files: check-config, backups, restore."""
+"""Commands that work on this host's files and records: check-config, backups, restore."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import time
 
+from cli.output import print_end, print_steps
 from rollhook.settings import ConfigError, load_settings
 from rollhook.targets import Target, parse_targets
 
@@ -73,6 +75,32 @@ def restore(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    from workers.restore import restore_target
+    from rollhook import broker
+    from rollhook.records import deployments
+    from rollhook.records.schema import TERMINAL_STATUSES
+    from workers.context import build_context
+    from workers.errors import OperatorError
+    from workers.intake import queue_restore
+    from workers.runner import run_target
 
-    return restore_target(load_settings(), args.target, args.backup)
+    settings = load_settings()
+    celery = broker.make_celery(settings.broker_url())
+    ctx = build_context(settings, lambda task, args: celery.send_task(task, args=args, retry=False))
+    try:
+        deployment_id = queue_restore(ctx, args.target, args.backup)
+    except OperatorError as exc:
+        print(f"rollhook: {exc}")
+        return 1
+    print(
+        f"{args.target}: restoring backup {args.backup} as deployment {deployment_id}", flush=True
+    )
+    run_target(ctx, args.target)  # returns at once if a worker holds the target: wait for it
+    while True:
+        with ctx.records.begin() as conn:
+            record = deployments.get(conn, deployment_id)
+        if record is not None and record.status in TERMINAL_STATUSES:
+            break
+        time.sleep(1.0)
+    print_steps(record.steps or [], 0)
+    print_end(args.target, record.status, record.reason)
+    return 0 if record.status == "succeeded" else 1

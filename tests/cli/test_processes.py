@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from rollhook.cli_processes import _argv
+from cli.processes import _argv
 from rollhook.settings import Settings
 
 PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"

@@ -10,6 +10,7 @@ from typing import Any
 
 import httpx
 
+from cli.output import print_end, print_steps
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.settings import Settings
 
@@ -38,17 +39,6 @@ class Client:
         return body
 
 
-def _print_steps(record: dict[str, Any], printed: int) -> int:
-    """Print the steps that finished since last time; return how many are printed."""
-    for step in (record.get("steps") or [])[printed:]:
-        if step.get("outcome") == "running":
-            break
-        detail = f" - {step['detail']}" if step.get("detail") else ""
-        print(f"  {step['name']:<16} {step['outcome']}{detail}", flush=True)
-        printed += 1
-    return printed
-
-
 def _latest(client: Client, deployment_id: str) -> dict[str, Any]:
     """A deployment, or the one it was coalesced into."""
     record = client.call("GET", f"/deployments/{deployment_id}")
@@ -67,15 +57,15 @@ def follow(client: Client, event_id: str, timeout: float = 3600) -> int:
         for record in records:
             if record["id"] not in printed:
                 print(f"{record['target']}: deployment {record['id']}", flush=True)
-            printed[record["id"]] = _print_steps(record, printed.get(record["id"], 0))
+            steps = record.get("steps") or []
+            printed[record["id"]] = print_steps(steps, printed.get(record["id"], 0))
         if (
             records
             and len(records) == len(jobs)
             and all(r["status"] in TERMINAL_STATUSES for r in records)
         ):
             for record in records:
-                reason = f" ({record['reason']})" if record.get("reason") else ""
-                print(f"{record['target']}: {record['status']}{reason}", flush=True)
+                print_end(record["target"], record["status"], record.get("reason"))
             return 0 if all(r["status"] in {"succeeded", "no_op"} for r in records) else 1
         time.sleep(1.0)
     print("timed out waiting; the deployment goes on", file=sys.stderr)

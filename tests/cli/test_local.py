@@ -1,0 +1,26 @@
+"""``rollhook check-config`` explains each problem in the targets file in one line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import yaml
+
+from tests.rollhook.test_config import GOOD, run_check_config
+
+
+def test_check_config_explains_each_problem(tmp_path: Path) -> None:
+    proxy = {"listen": "8080", "port": 3001}
+    bad = yaml.safe_dump(
+        {"targets": {"llm": {**GOOD, "tags": "semver:??", "surprise": 1, "proxy": proxy}}}
+    )
+    result = run_check_config(tmp_path, bad)
+    assert result.returncode == 1
+    assert sorted(result.stdout.splitlines()) == [
+        "targets.llm.proxy.listen: use host:port, e.g. 127.0.0.1:8080 or :443",
+        "targets.llm.surprise: unknown key",
+        "targets.llm.tags: invalid semver range '??'",
+    ]
+    good = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD}}))
+    assert good.returncode == 0, good.stdout
+    assert good.stdout.splitlines()[-1].endswith("OK, 1 target(s): llm")

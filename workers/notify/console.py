@@ -1,0 +1,40 @@
+"""One log line per notification: the channel for ``make run`` and tests
+(``ROLLHOOK_NOTIFY_CONSOLE``), where no Slack or mail server is at hand.
+
+It is told what Slack would be (the start of a deployment that changes something, its
+end, every repeat of a failure) through the same rows and delivery as every channel. The
+line holds the shared headline, the deployment and its trigger: never a secret, since
+the report it comes from is scrubbed.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from typing import ClassVar
+
+from workers.notify import wording
+from workers.notify.channels import Channel, Delivery
+from workers.notify.notices import Notice
+
+logger = logging.getLogger("rollhook.notify.console")
+
+
+@dataclass(frozen=True)
+class ConsoleNotifier:
+    channel: ClassVar[Channel] = "console"
+    tells_progress: ClassVar[bool] = True
+
+    def send(self, notice: Notice, delivery: Delivery) -> str:
+        report, phase = notice.report, notice.view.phase
+        logged = list(delivery.sent.get("logged") or [])
+        if phase in logged:
+            return "already logged"
+        logger.info(
+            "notification: %s (deployment %s, %s)",
+            wording.headline(report, notice.view),
+            report.deployment_id,
+            wording.trigger(report),
+        )
+        delivery.keep({"logged": [*logged, phase]})
+        return "logged"

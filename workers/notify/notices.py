@@ -1,0 +1,67 @@
+"""What a notification tells: a notice of some kind, about a subject, rebuilt at delivery.
+
+Today there is one kind, ``deployment``: a deployment's start (``running``) and its end
+(``final``), told from its record. The row keeps what to tell (``external.spec``) and
+the subject's id; :data:`KINDS` says how delivery reads the subject back and builds the
+notice from it, so that a notice always tells what the records say now.
+
+Adding a kind (a target's drift, a host going down): a notice dataclass here, added to
+:data:`Notice`; a :class:`Kind` in :data:`KINDS`; a scheduling function that writes its
+rows (``scheduling.py``); and each notifier taught to tell it (once :data:`Notice` is a
+union, mypy flags every notifier that reads ``notice.report`` without asking which kind it
+has). docs/ARCHITECTURE.md walks through it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import Connection
+
+from rollhook.records import deployments
+from workers.notify.report import Report, View, build_report
+
+
+@dataclass(frozen=True)
+class DeploymentNotice:
+    """A deployment starting (``view.phase == "running"``) or ended, from its record."""
+
+    report: Report
+    view: View
+
+
+Notice = DeploymentNotice  # | TargetNotice | HostNotice, as they come
+
+
+@dataclass(frozen=True)
+class Kind:
+    """One kind of notice: what it is about, how delivery reads that and builds the notice."""
+
+    subject_kind: str  # deployment | target | host
+    read: Callable[[Connection, str], Any | None]  # the subject by its id; None when gone
+    build: Callable[[Any, Mapping[str, Any]], Notice]  # the notice from subject and spec
+    gone: str  # the history line when the subject is gone
+
+
+def view_of(spec: Mapping[str, Any]) -> View:
+    mode = spec.get("mode")
+    return View(
+        phase="running" if spec.get("phase") == "running" else "final",
+        mode="repeat" if mode == "repeat" else "recovery" if mode == "recovery" else "normal",
+        count=int(spec.get("count") or 0),
+        first_deployment_id=spec.get("first"),
+    )
+
+
+def _deployment_notice(record: deployments.DeploymentRecord, spec: Mapping[str, Any]) -> Notice:
+    return DeploymentNotice(build_report(record, str(spec.get("service") or "")), view_of(spec))
+
+
+DEPLOYMENT = "deployment"
+KINDS: dict[str, Kind] = {
+    DEPLOYMENT: Kind(
+        "deployment", deployments.get, _deployment_notice, "the deployment record is gone"
+    ),
+}

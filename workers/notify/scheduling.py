@@ -1,0 +1,179 @@
+"""Scheduling notifications: the rows written for ``deliver`` when a deployment starts and ends.
+
+Both run inside the rollout's own transaction (the caller commits, then publishes a
+``rollhook.notify`` task per returned id), touch only the records database (no network,
+so they never slow a deployment) and never raise: a notification problem is logged and
+the deployment goes on. Their writes sit in a savepoint, so a failure here leaves the
+caller's transaction as it was. Calling either twice for one deployment changes nothing.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Connection
+
+from rollhook.records import deployments, notifications
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.notifications import About, Notification
+from rollhook.records.schema import TERMINAL_STATUSES
+from rollhook.targets import Target
+from workers.notify import policy
+from workers.notify.channels import Notifiers
+from workers.notify.github import github_repo
+from workers.notify.notices import DEPLOYMENT, KINDS
+from workers.notify.report import build_report
+
+logger = logging.getLogger("rollhook.notify")
+
+
+def _record(conn: Connection, deployment: DeploymentRecord | str) -> DeploymentRecord | None:
+    if isinstance(deployment, str):
+        return deployments.get(conn, deployment)
+    return deployment
+
+
+def _about(record: DeploymentRecord) -> About:
+    kind = KINDS[DEPLOYMENT]
+    return About(DEPLOYMENT, kind.subject_kind, record.id, record.id, record.target)
+
+
+def _existing(conn: Connection, record: DeploymentRecord) -> dict[str, Notification]:
+    return notifications.of_subject(conn, _about(record))
+
+
+def _arm(conn: Connection, record: DeploymentRecord, channel: str, spec: dict[str, Any]) -> str:
+    """Create the row, or move it on to a later phase; the same spec twice is a no-op."""
+    row = _existing(conn, record).get(channel)
+    if row is None:
+        armed = {"spec": spec, "rev": 1}
+        return notifications.create(
+            conn, _about(record), channel, status="pending", external=armed, history=[]
+        )
+    external = row.external
+    if external.get("spec") == spec or external.get("spec", {}).get("phase") == "final":
+        return row.id  # never back from the final phase to "running"
+    external.update(spec=spec, rev=int(external.get("rev", 0)) + 1)
+    # A new phase is new news: it gets its own attempts, even if the first phase failed.
+    notifications.change(conn, row.id, status="pending", attempts=0, external=external)
+    return row.id
+
+
+def _skip(conn: Connection, record: DeploymentRecord, channel: str, reason: str) -> None:
+    if channel not in _existing(conn, record):
+        entry = notifications.history_entry(0, "skipped", reason)
+        notifications.create(
+            conn, _about(record), channel, status="skipped", external={}, history=[entry]
+        )
+
+
+def _github_spec(target: Target, state: str) -> dict[str, Any]:
+    return {
+        "phase": "running" if state == "pending" else "final",
+        "state": state,
+        "repo": list(github_repo(target.repo) or ("", "")),
+        "service": target.service,
+    }
+
+
+def schedule_announcement(
+    conn: Connection, deployment: DeploymentRecord | str, target: Target, notifiers: Notifiers
+) -> list[str]:
+    """The plan shows a real change: tell the channels that tell progress (post the Slack
+    message, set the commit pending)."""
+    try:
+        with conn.begin_nested():
+            record = _record(conn, deployment)
+            if record is None:
+                return []
+            streak = policy.load_streak(conn, target.name)
+            ids = []
+            for notifier in notifiers:
+                channel = notifier.channel
+                if not notifier.tells_progress:
+                    continue
+                if channel == "github":
+                    if policy.commit_status_applies(target, record):
+                        ids.append(_arm(conn, record, channel, _github_spec(target, "pending")))
+                elif policy.announces(target, streak, channel):
+                    spec = {"phase": "running", "service": target.service}
+                    ids.append(_arm(conn, record, channel, spec))
+            return ids
+    except Exception:
+        logger.exception("notify: announce failed for %s; the deployment goes on", deployment)
+        return []
+
+
+def schedule_report(
+    conn: Connection, deployment: DeploymentRecord | str, target: Target, notifiers: Notifiers
+) -> list[str]:
+    """The record is final: schedule what each channel should say, per policy."""
+    try:
+        with conn.begin_nested():
+            record = _record(conn, deployment)
+            if record is None or record.status not in TERMINAL_STATUSES:
+                return []
+            return _schedule(conn, record, target, notifiers)
+    except Exception:
+        logger.exception("notify: report failed for %s; the deployment goes on", deployment)
+        return []
+
+
+def _schedule(
+    conn: Connection, record: DeploymentRecord, target: Target, notifiers: Notifiers
+) -> list[str]:
+    built = build_report(record, target.service)
+    view, streak = policy.advance(conn, built)
+    result = policy.result_of(built, view)
+    existing = _existing(conn, record)
+    spec: dict[str, Any] = {
+        "phase": "final",
+        "mode": view.mode,
+        "count": view.count,
+        "first": view.first_deployment_id,
+        "service": target.service,
+    }
+    repeat = view.mode == "repeat"
+    ids: list[str] = []
+    for notifier in notifiers:
+        channel = notifier.channel
+        if channel == "github":
+            if "github" in existing or (
+                policy.commit_status_applies(target, record) and result not in (None, "no_op")
+            ):
+                state = "success" if record.status in ("succeeded", "no_op") else "failure"
+                ids.append(_arm(conn, record, "github", _github_spec(target, state)))
+            continue
+        if channel == "slack_webhook" and "slack" in notifiers:
+            continue  # the bot is configured: it tells the story, the webhook would repeat it
+        # A message posted at the start is always finished, whatever the policy says:
+        # it must not go on saying "deploying" for ever.
+        announced = notifier.tells_progress and channel in existing
+        if not announced and not policy.wants(target, channel, result):
+            continue
+        if channel == "slack":
+            anchor = (streak.get("anchors") or {}).get("slack") if repeat else None
+            notification_id = _arm(conn, record, "slack", {**spec, "anchor": anchor})
+            if built.failed and view.mode == "normal":
+                policy.remember_anchor(conn, target.name, "slack", notification_id)
+            ids.append(notification_id)
+        elif repeat and not notifier.tells_progress:
+            _skip(
+                conn,
+                record,
+                channel,
+                f"the same failure again ({view.count} times): "
+                "only the first one is sent on this channel",
+            )
+        else:
+            ids.append(_arm(conn, record, channel, spec))
+    return ids
+
+
+def pending(conn: Connection, older_than: float = 60.0) -> list[str]:
+    """Rows still owed and not touched for ``older_than`` seconds, for beat to re-publish.
+
+    A row waiting out its retry delay, or being sent right now, is left alone.
+    """
+    return notifications.owed(conn, older_than)
