@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,12 @@ from workers.proxy.config import ADMIN_HOST
 
 class ProxyError(RuntimeError):
     """Caddy did not answer, or refused a change."""
+
+
+# Caddy 2.6 restarts its admin server with every config change; a call that lands in that
+# moment is refused or reset. Such a call is tried again: any call whose connection was
+# refused (nothing was sent), a read (GET) whose connection was reset (it changes nothing).
+_RETRIES = (0.05, 0.1, 0.2, 0.4, 0.8)
 
 
 class CaddyAdmin(Closeable):
@@ -33,10 +40,19 @@ class CaddyAdmin(Closeable):
         self._client.close()
 
     def _call(self, method: str, path: str, body: Any = None) -> httpx.Response:
-        try:
-            return self._client.request(method, path, json=body)
-        except httpx.HTTPError as exc:
-            raise ProxyError(f"caddy admin at {self.socket}: {method} {path}: {exc}") from exc
+        attempt = 0
+        while True:
+            try:
+                return self._client.request(method, path, json=body)
+            except httpx.HTTPError as exc:
+                unsent = isinstance(exc, httpx.ConnectError)
+                reset = isinstance(exc, httpx.ReadError | httpx.RemoteProtocolError)
+                if attempt == len(_RETRIES) or not (unsent or (reset and method == "GET")):
+                    raise ProxyError(
+                        f"caddy admin at {self.socket}: {method} {path}: {exc}"
+                    ) from exc
+                time.sleep(_RETRIES[attempt])
+                attempt += 1
 
     @staticmethod
     def _check(response: httpx.Response) -> httpx.Response:
