@@ -1,4 +1,4 @@
-"""wrk runs for bench/ingress.py: one signed body, unique delivery ids, answers counted."""
+"""wrk runs for bench/ingress.py: a new signed body and delivery id per request, answers counted."""
 
 from __future__ import annotations
 
@@ -26,10 +26,13 @@ class Load:
 
 @dataclass(frozen=True)
 class Request:
-    """What wrk sends: the body (a file), its signature, and a prefix for delivery ids."""
+    """What wrk sends: a template body (a file) whose head commit ``sha`` each request
+    replaces with one of its own (prefixed by ``run_id``, 10 hex digits, unique per wrk
+    run), signed with ``secret`` by the Lua script."""
 
     body_file: Path
-    signature: str
+    sha: str
+    secret: str
     run_id: str
 
 
@@ -61,7 +64,8 @@ def run_wrk(name: str, url: str, request: Request, load: Load) -> Result:
     """One wrk run against ``url``; the figures come from the Lua script's done()."""
     env = os.environ | {
         "BENCH_BODY_FILE": str(request.body_file),
-        "BENCH_SIGNATURE": request.signature,
+        "BENCH_SHA": request.sha,
+        "BENCH_SECRET": request.secret,
         "BENCH_RUN": request.run_id,
         "BENCH_PATH": "/" + url.split("/", 3)[3],
     }

@@ -15,6 +15,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
+
 from rollhook.images import DOCKER_HUB, ImageRef, ReferenceError, parse_reference
 from rollhook.jobs import Source
 
@@ -73,11 +75,17 @@ ZERO_SHA = "0" * 40
 
 
 def load_json(body: bytes) -> dict[str, Any]:
+    """A JSON object from a body; orjson first (2-3x faster than the standard library on a
+    push), the standard library for what orjson refuses but it takes (a byte order mark,
+    UTF-16 or UTF-32, NaN, a lone surrogate), so that the same bodies parse as before."""
     try:
-        doc = json.loads(body)
-    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
-        # RecursionError: thousands of nested brackets, which no sender means.
-        raise Malformed("body is not valid JSON") from exc
+        doc = orjson.loads(body)
+    except orjson.JSONDecodeError:
+        try:
+            doc = json.loads(body)
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            # RecursionError: thousands of nested brackets, which no sender means.
+            raise Malformed("body is not valid JSON") from exc
     if not isinstance(doc, dict):
         raise Malformed("body is not a JSON object")
     return doc

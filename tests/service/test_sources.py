@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import hashlib
 import json
+import math
 from typing import Any
 from urllib.parse import urlencode
 
@@ -20,6 +21,7 @@ from service.sources import (
     github,
     gitlab,
     harbor,
+    load_json,
     registry,
 )
 from tests.service.support import encode, payload, raw
@@ -407,3 +409,34 @@ def test_harbor_malformed() -> None:
     doc["event_data"]["resources"][0]["resource_url"] = "no-host"
     with pytest.raises(Malformed):
         harbor.parse({}, encode(doc))
+
+
+# -- JSON bodies ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        (b'{"a": [1, "x", null, true]}', {"a": [1, "x", None, True]}),
+        # What orjson refuses and the standard library takes parses as it always did.
+        (b'\xef\xbb\xbf{"a": 1}', {"a": 1}),  # a UTF-8 byte order mark
+        ('{"a": "\u00e9"}'.encode("utf-16"), {"a": "\u00e9"}),
+        (b'{"a": "\\ud800"}', {"a": "\ud800"}),  # a lone surrogate
+        (b'{"a": 18446744073709551615}', {"a": 18446744073709551615}),  # u64 stays an int
+    ],
+)
+def test_json_bodies(body: bytes, expected: dict[str, Any]) -> None:
+    assert load_json(body) == expected
+
+
+def test_json_nan_parses_as_before() -> None:
+    assert math.isnan(load_json(b'{"a": NaN}')["a"])
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"{", b'{"a": 1', b"[1, 2]", b'"text"', b"\xff\xfe\x00", b"[" * 100_000 + b"]" * 100_000],
+)
+def test_json_bodies_refused(body: bytes) -> None:
+    with pytest.raises(Malformed):
+        load_json(body)
