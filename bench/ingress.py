@@ -184,7 +184,9 @@ def run(args: argparse.Namespace, work: Path) -> None:
         redis = RedisServer(work / "redis", work)
         stack.callback(redis.stop)
         redis.start()
-        rollhook = Rollhook("rollhook", work / "rollhook", redis.url, SECRET)
+        rollhook = Rollhook(
+            "rollhook", work / "rollhook", redis.url, SECRET, workers=args.web_workers
+        )
         servers: list[Server] = [Webhook(work / "webhook", SECRET), rollhook]
         if args.ceiling:
             servers += [
@@ -246,7 +248,10 @@ def report(args: argparse.Namespace, outcome: Outcome, command: str, body_size: 
         f"machine: {os.cpu_count()} CPUs; load average (1 min) {outcome.loads[0]:.2f} before, "
         f"{outcome.loads[1]:.2f} after"
     )
-    say(f"rollhook: {command}  (Redis broker, SQLite records, synchronous=FULL)")
+    say(
+        f"rollhook: WEB_CONCURRENCY={args.web_workers} {command}  "
+        "(Redis broker, SQLite records, synchronous=FULL)"
+    )
     say(f"webhook:  {Webhook.version()}, payload-hmac-sha256 on X-Hub-Signature-256, /bin/true")
     if args.ceiling:
         say("unstored: rollhook answering without storing; floor: Starlette, HMAC + JSON only")
@@ -319,6 +324,9 @@ def main() -> int:
     parser.add_argument("--warmup", type=float, default=3.0, help="seconds, per server")
     parser.add_argument("--threads", type=int, default=2, help="wrk threads")
     parser.add_argument("--connections", type=int, default=32, help="wrk connections")
+    parser.add_argument(
+        "--web-workers", type=int, default=1, help="rollhook web processes (WEB_CONCURRENCY)"
+    )
     parser.add_argument("--ceiling", action="store_true", help="add servers that store nothing")
     parser.add_argument("--keep", action="store_true", help="keep the work folder (logs, DB)")
     args = parser.parse_args()

@@ -72,7 +72,14 @@ class Rollhook:
     ok = 202
 
     def __init__(
-        self, name: str, root: Path, redis_url: str, secret: str, factory: str | None = None
+        self,
+        name: str,
+        root: Path,
+        redis_url: str,
+        secret: str,
+        factory: str | None = None,
+        *,
+        workers: int = 1,
     ) -> None:
         self.name = name
         self.root = root
@@ -92,6 +99,7 @@ class Rollhook:
             "ROLLHOOK_DATA_DIR": str(self.data_dir),
             "ROLLHOOK_GITHUB_SECRET": secret,
             "ROLLHOOK_REDIS_URL": redis_url,
+            "WEB_CONCURRENCY": str(workers),  # uvicorn's --workers, the Procfile line unchanged
         }
         self.command = procfile_command("web")
         if factory is not None:
