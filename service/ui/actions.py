@@ -1,0 +1,68 @@
+"""The buttons: deploy, rollback, pause, resume and approve, each one API call.
+
+Each is the request a person would send with ``curl`` (``POST /deploy``, ``POST
+/rollback``, ``POST /targets/{name}/pause`` ...), made in-process with the session as
+the actor (``ui:<who>``), and its answer is shown with the target it changed.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from service.logs import printable
+from service.ui import render
+from service.ui.access import Form, htmx, signed_in
+from service.ui.calls import Answer, call, segment
+from service.ui.pages import targets
+from service.ui.session import Session
+
+log = logging.getLogger("rollhook.ui")
+
+ACTIONS = ("deploy", "rollback", "pause", "resume", "sync")
+MAX_REASON = 200
+
+
+def request_for(action: str, target: str, actor: str, form: Form) -> tuple[str, dict[str, Any]]:
+    """The API path and JSON body a button press stands for."""
+    if action == "deploy":  # no ref: the tracked branch's head
+        return "/deploy", {"target": target, "actor": actor}
+    if action == "rollback":  # no deployment named: the last good one
+        return "/rollback", {"target": target, "actor": actor}
+    document: dict[str, Any] = {"actor": actor}
+    reason = form.get("reason", "").strip()[:MAX_REASON]
+    if action == "pause" and reason:
+        document["reason"] = reason
+    # resume, pause, and sync (the approval of a pending change in manual mode)
+    return f"/targets/{segment(target)}/{action}", document
+
+
+@signed_in
+async def act(request: Request, session: Session, form: Form) -> Response:
+    name, action = request.path_params["name"], request.path_params["action"]
+    if action not in ACTIONS:
+        return render.page(request, "error.html", 404, title="Not found", message="No such action.")
+    path, document = request_for(action, name, session.actor, form)
+    answer = await call(request, "POST", path, document=document)
+    log.info(
+        "[ui] %s of %s by %s: %d %s",
+        action,
+        printable(name),
+        session.actor,
+        answer.code,
+        printable(str(answer.document.get("reason") or answer.document.get("status", ""))),
+    )
+    answers: dict[str, Answer] = {name: answer}
+    if htmx(request):  # the target's section, in place
+        shown = await targets(request, only=name)
+        if shown:
+            return render.page(
+                request, "_target.html", answer.code, session=session, t=shown[0], answers=answers
+            )
+    every = await targets(request)
+    return render.page(
+        request, "targets.html", answer.code, session=session, targets=every, answers=answers
+    )
