@@ -55,12 +55,31 @@ def section(t: dict[str, Any], answers: dict[str, Answer] | None = None) -> str:
     return html
 
 
+# The reconcile loop's sync object (issue 7's GET /targets), in manual mode with a
+# webhook's deployment waiting for approval and a drifted container.
 SYNC = {
     "status": "pending",
+    "auto": False,
     "desired": {"commit": "4e5f", "images": {}},
     "live": {},
+    "behind": ["main is at 4e5f6a7, 3f2a9c1 runs"],
     "drift": [{"service": "anything-llm", "what": "image", "detail": "runs sha256:1234"}],
-    "pending": {"commit": "4e5f6a7", "summary": "main@4e5f6a7: 1.16.1 -> 1.16.2"},
+    "drift_since": "2026-12-01T12:04:00Z",
+    "pending": {
+        "deployments": [
+            {
+                "deployment": "d-waiting",
+                "kind": "deploy",
+                "source": "github",
+                "event": "e-1",
+                "ref": "4e5f6a7",
+                "image": None,
+                "queued_at": "2026-12-01T12:03:00Z",
+            }
+        ],
+        "drift": [],
+    },
+    "degraded": None,
     "last_poll_at": "2026-12-01T12:05:00Z",
     "last_error": None,
 }
@@ -77,14 +96,36 @@ def test_a_target_without_sync_state_shows_none() -> None:
 def test_a_target_with_sync_state_shows_status_drift_and_pending() -> None:
     html = section(target(sync=SYNC))
     assert 'class="badge s-pending">pending<' in html
+    assert "manual: changes wait for approval" in html
+    assert "main is at 4e5f6a7, 3f2a9c1 runs" in html
     assert "anything-llm: image (runs sha256:1234)" in html
-    assert "main@4e5f6a7: 1.16.1 -&gt; 1.16.2" in html
+    assert "since 2026-12-01 12:04:00" in html
+    assert 'href="/ui/deployments/d-waiting">deploy</a>' in html
+    assert "<code>4e5f6a7</code>" in html and "from github" in html
     assert "polled 2026-12-01 12:05:00" in html
+    assert "Degraded" not in html
     # Approval is offered for a pending change only, and posts to the sync action.
     assert 'action="/ui/targets/llm/sync"' in html and "Approve" in html
-    synced = section(target(sync=SYNC | {"status": "synced", "drift": [], "pending": None}))
-    assert 'class="badge s-synced">synced<' in synced
-    assert "Approve" not in synced and "Drift" not in synced and "Pending" not in synced
+    synced = SYNC | {"status": "synced", "auto": True, "behind": [], "drift": [], "pending": None}
+    html = section(target(sync=synced))
+    assert 'class="badge s-synced">synced<' in html
+    assert "Approve" not in html and "Drift" not in html and "Pending" not in html
+    assert "Behind" not in html and "manual" not in html
+
+
+def test_sync_state_of_another_shape_is_shown_as_text() -> None:
+    """A field whose shape the templates do not know is shown as text, not an error."""
+    odd = SYNC | {
+        "drift": ["web: stopped"],
+        "pending": {"commit": "4e5f6a7", "summary": "main@4e5f6a7: 1.16.1 -> 1.16.2"},
+        "degraded": {"since": "2026-12-01T12:06:00Z", "reason": "healing gave up after 3"},
+    }
+    html = section(target(sync=odd))
+    assert "<li>web: stopped</li>" in html
+    assert "summary: main@4e5f6a7: 1.16.1 -&gt; 1.16.2" in html
+    assert "healing gave up after 3" in html and "since 2026-12-01 12:06:00" in html
+    html = section(target(sync=SYNC | {"pending": "one change", "degraded": True}))
+    assert "one change" in html and "Degraded" in html
 
 
 def test_an_answer_is_shown_with_the_target_it_changed() -> None:
