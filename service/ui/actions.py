@@ -24,14 +24,17 @@ log = logging.getLogger("rollhook.ui")
 
 ACTIONS = ("deploy", "rollback", "pause", "resume", "sync")
 MAX_REASON = 200
+MAX_ID = 100
 
 
 def request_for(action: str, target: str, actor: str, form: Form) -> tuple[str, dict[str, Any]]:
     """The API path and JSON body a button press stands for."""
     if action == "deploy":  # no ref: the tracked branch's head
         return "/deploy", {"target": target, "actor": actor}
-    if action == "rollback":  # no deployment named: the last good one
-        return "/rollback", {"target": target, "actor": actor}
+    if action == "rollback":  # to the deployment named (the API checks it), else the last good
+        to = form.get("to", "").strip()
+        named = {"to": to[:MAX_ID]} if to else {}
+        return "/rollback", {"target": target, "actor": actor} | named
     document: dict[str, Any] = {"actor": actor}
     reason = form.get("reason", "").strip()[:MAX_REASON]
     if action == "pause" and reason:

@@ -12,6 +12,7 @@ from typing import Any
 from starlette.requests import Request
 from starlette.responses import Response
 
+from service.api import ROLLBACK_TO
 from service.ui import render
 from service.ui.access import Form, htmx, problem, redirect, signed_in
 from service.ui.calls import Answer, call, segment
@@ -102,13 +103,32 @@ async def deployment_record(request: Request, deployment_id: str) -> Answer:
     return await call(request, "GET", f"/deployments/{segment(deployment_id)}")
 
 
+async def can_roll_back_to(request: Request, record: dict[str, Any]) -> bool:
+    """Whether the deployment page offers a rollback to this deployment: it served (the
+    states the API takes), its target is configured, and it is not what runs now."""
+    if record.get("status") not in ROLLBACK_TO:
+        return False
+    listed = await call(request, "GET", "/targets")
+    for target in listed.document.get("targets", []):
+        if target.get("name") == record.get("target"):
+            current = target.get("current_deployment") or {}
+            return bool(current.get("id") != record.get("id"))
+    return False
+
+
 @signed_in
 async def deployment(request: Request, session: Session, form: Form) -> Response:
     deployment_id = request.path_params["deployment_id"]
     answer = await deployment_record(request, deployment_id)
     if not answer.ok:
         return missing(request, f"No deployment {deployment_id}.")
-    return render.page(request, "deployment.html", session=session, d=answer.document)
+    return render.page(
+        request,
+        "deployment.html",
+        session=session,
+        d=answer.document,
+        roll_back_here=await can_roll_back_to(request, answer.document),
+    )
 
 
 @signed_in

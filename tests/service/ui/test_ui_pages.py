@@ -137,6 +137,32 @@ def test_deploy_and_rollback_are_the_apis_requests_by_the_session(
     assert alice.act("hello", "launch").status_code == 404
 
 
+def test_roll_back_to_one_deployment_from_its_page(served: Served, alice: Dashboard) -> None:
+    older = add_deployment(served, "hello", "succeeded")
+    current = add_deployment(served, "hello", "succeeded")
+    failed = add_deployment(served, "hello", "failed")
+    with served.records.begin() as conn:
+        target_records.record_outcome(conn, "hello", 0, current=current, good=current)
+
+    page = alice.http.get(f"/ui/deployments/{older}").text
+    form = page.split('action="/ui/targets/hello/rollback"', 1)[1].split("</form>", 1)[0]
+    assert f'name="to" value="{older}"' in form and "Roll back to this deployment" in form
+    assert csrf_of(form) == alice.csrf
+    # Not offered for what runs now, nor for a deployment that did not serve.
+    assert "Roll back to this" not in alice.http.get(f"/ui/deployments/{current}").text
+    assert "Roll back to this" not in alice.http.get(f"/ui/deployments/{failed}").text
+
+    rolled = alice.act("hello", "rollback", to=older)
+    assert rolled.status_code == 202
+    event_id = rolled.text.split("/ui/events/", 1)[1].split('"', 1)[0]
+    [row] = served.jobs_of(event_id)
+    job = Job.from_json(row["payload"])
+    assert (job.action, job.rollback_to, job.trigger.actor) == ("rollback", older, "ui:alice")
+    # A forged "to" gets the API's refusal, shown with the target.
+    refused = alice.act("hello", "rollback", to=failed)
+    assert refused.status_code == 400 and "did not succeed" in refused.text
+
+
 def test_pause_and_resume_with_a_reason(served: Served, alice: Dashboard) -> None:
     paused = alice.act("frozen", "pause", reason="incident 42")
     assert paused.status_code == 200 and "incident 42" in paused.text
