@@ -156,7 +156,7 @@ def test_an_operator_in_a_real_browser(
     # No page broke its Content-Security-Policy (Chromium reports each refusal here).
     refusals = [e["message"] for e in console if "Content Security Policy" in e["message"]]
     assert refusals == []
-    assert len(shots.taken) == 10
+    assert len(shots.taken) == 12
 
 
 def operate(stack: Stack, browser: WebDriver, shots: Shots, commit: Any, port: int) -> None:
@@ -190,7 +190,10 @@ def operate(stack: Stack, browser: WebDriver, shots: Shots, commit: Any, port: i
     looks = watch(browser)
     final = looks[-1]
     assert final["status"] == "succeeded", final["log"]
-    assert len(while_running(looks, "steps")) >= 2, "the steps did not change while it ran"
+    # Seen running, then its steps changed on the page (a step finishing, or the gate
+    # passing as the record becomes final), without a reload.
+    assert looks[0]["status"] in ("queued", "running"), looks[0]
+    assert len({look["steps"] for look in looks}) >= 2, "the steps did not change on the page"
     assert len(final["log"]) > len(looks[0]["log"])
     assert final["log"] == stack.deployment(first_id)["log"]  # the record's, as stored
     assert "gate" in final["steps"] and "ok" in final["steps"]
@@ -216,7 +219,7 @@ def operate(stack: Stack, browser: WebDriver, shots: Shots, commit: Any, port: i
     commit("2.0.0")
     browser.get(ui)
     press(browser, "deploy")
-    follow(browser)
+    second_id = follow(browser)
     assert watch(browser)[-1]["status"] == "succeeded"
     assert app_version(port) == "2.0.0"
     browser.get(ui)
@@ -233,6 +236,16 @@ def operate(stack: Stack, browser: WebDriver, shots: Shots, commit: Any, port: i
     assert record["trigger"]["actor"] == "ui:alice"
     assert record["requested"]["rollback_to"] == first_id
     shots.take("rollback-succeeded")
+
+    # -- from 2.0.0's own page: back to that deployment --------------------------------
+    browser.get(f"{ui}/deployments/{second_id}")
+    browser.find_element(By.CSS_SELECTOR, "button.rollback").click()
+    wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#target-{TARGET} .answer"))
+    shots.take("rollback-to-2.0.0-queued")
+    to_second = follow(browser)
+    assert watch(browser)[-1]["status"] == "succeeded"
+    assert stack.deployment(to_second)["requested"]["rollback_to"] == second_id
+    assert app_version(port) == "2.0.0"
 
     # -- pause with a reason, then resume ---------------------------------------------
     browser.get(ui)
@@ -273,11 +286,13 @@ def operate(stack: Stack, browser: WebDriver, shots: Shots, commit: Any, port: i
     browser.find_element(By.CSS_SELECTOR, f".filter a[href$='target={TARGET}']").click()
     wait_until(browser, lambda b: b.current_url.endswith(f"target={TARGET}"))
     rows = browser.find_elements(By.CSS_SELECTOR, "table.history tbody tr")
-    assert len(rows) == 4 and back_id in str(rows[0].get_attribute("textContent"))
+    assert len(rows) == 5 and to_second in str(rows[0].get_attribute("textContent"))
     shots.take("history")
 
     # -- sign out: the session is gone ---------------------------------------------------
     browser.find_element(By.CSS_SELECTOR, ".signout button").click()
     wait_until(browser, lambda b: b.current_url == f"{ui}/login")
+    assert browser.get_cookie("rollhook_session") is None
+    shots.take("signed-out")
     browser.get(f"{ui}/deployments")
     assert browser.current_url == f"{ui}/login"
