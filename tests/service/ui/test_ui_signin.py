@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import shutil
+import ssl
 from collections.abc import Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
@@ -11,6 +13,8 @@ import pytest
 from sqlalchemy import func, select, update
 
 from rollhook.records.schema import ui_sessions, utcnow
+from tests.harness import free_port, port_open
+from tests.harness.process import Daemon
 from tests.service.support import API_TOKEN, Served, make_settings
 from tests.service.ui.dashboard import Dashboard, csrf_of
 
@@ -191,6 +195,73 @@ def test_secure_when_a_trusted_proxy_says_the_browser_used_tls(
         assert ("secure" in attributes) is trusted
     finally:
         person.close()
+
+
+@pytest.fixture
+def caddy_tls(tmp_path: Path, guarded: Served) -> Iterator[tuple[str, Path]]:
+    """A real Caddy terminating TLS (its local CA) in front of the guarded app, which
+    trusts it as a proxy: the URL and the CA's root certificate."""
+    if shutil.which("caddy") is None:
+        pytest.fail("caddy is missing: run scripts/install-test-deps.sh")
+    port, home = free_port(), tmp_path / "caddy"
+    config = tmp_path / "Caddyfile"
+    config.write_text(
+        # Loopback only: no HTTP/3 (UDP), no redirect server on port 80, no admin API.
+        "{\n  admin off\n  skip_install_trust\n  auto_https disable_redirects\n"
+        "  default_sni 127.0.0.1\n"
+        "  servers {\n    protocols h1 h2\n  }\n}\n"
+        f"https://127.0.0.1:{port} {{\n  bind 127.0.0.1\n  tls internal\n"
+        f"  reverse_proxy 127.0.0.1:{guarded.port}\n}}\n"
+    )
+    env = {
+        "PATH": "/usr/bin:/bin",
+        "HOME": str(home),
+        "XDG_DATA_HOME": str(home / "data"),
+        "XDG_CONFIG_HOME": str(home / "config"),
+    }
+    argv = ["caddy", "run", "--config", str(config), "--adapter", "caddyfile"]
+    caddy = Daemon("caddy-tls", argv, tmp_path / "caddy.log", env=env)
+    caddy.start()
+    try:
+        root = home / "data" / "caddy" / "pki" / "authorities" / "local" / "root.crt"
+        url = f"https://127.0.0.1:{port}"
+
+        def ready() -> bool:  # a whole TLS request: the certificate may come after the port
+            trusted = ssl.create_default_context(cafile=str(root))
+            return httpx.get(f"{url}/healthz", verify=trusted, timeout=5).status_code == 200
+
+        caddy.wait_until(lambda: root.exists() and port_open(port) and ready(), "Caddy over TLS")
+        yield url, root
+    finally:
+        caddy.stop()
+
+
+def test_behind_a_real_tls_proxy_the_cookies_are_secure(
+    caddy_tls: tuple[str, Path], guarded: Served
+) -> None:
+    url, ca = caddy_tls
+    person = Dashboard(url, verify=ssl.create_default_context(cafile=str(ca)))
+    try:
+        form = person.http.get("/ui/login")
+        assert "secure" in cookie_header(form, "rollhook_login").lower().split("; ")
+        answer = person.sign_in()
+        assert answer.status_code == 303
+        attributes = cookie_header(answer, "rollhook_session").lower().split("; ")
+        assert {"secure", "httponly", "samesite=strict", "path=/ui"} <= set(attributes)
+        # The session works over TLS; its forms carry the session's token.
+        page = person.http.get("/ui")
+        assert page.status_code == 200 and "ui:alice" in page.text
+        assert person.post("/ui/targets/hello/pause", reason="tls").status_code == 200
+        assert person.post("/ui/targets/hello/resume").status_code == 200
+    finally:
+        person.close()
+    # The same app reached directly over plain HTTP sets no Secure flag.
+    direct = Dashboard(guarded.url)
+    try:
+        attributes = cookie_header(direct.sign_in(), "rollhook_session").lower().split("; ")
+        assert "secure" not in attributes
+    finally:
+        direct.close()
 
 
 def test_signing_out_ends_the_session_for_every_copy_of_the_cookie(
