@@ -2,7 +2,9 @@
 
 Each is the request a person would send with ``curl`` (``POST /deploy``, ``POST
 /rollback``, ``POST /targets/{name}/pause`` ...), made in-process with the session as
-the actor (``ui:<who>``), and its answer is shown with the target it changed.
+the actor (``ui:<who>``), and its answer is shown with the target it changed. A plain
+form post (no htmx) that queued something is redirected to what it queued (its event
+page, which leads to the deployment), so a reload does not queue it twice.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from starlette.responses import Response
 
 from service.logs import printable
 from service.ui import render
-from service.ui.access import Form, htmx, signed_in
+from service.ui.access import Form, htmx, redirect, signed_in
 from service.ui.calls import Answer, call, segment
 from service.ui.pages import targets
 from service.ui.session import Session
@@ -58,6 +60,10 @@ async def act(request: Request, session: Session, form: Form) -> Response:
         answer.code,
         printable(str(answer.document.get("reason") or answer.document.get("status", ""))),
     )
+    queued = answer.document.get("id") if answer.code == 202 else None
+    if queued and not htmx(request):
+        # Post/redirect/get: a reload of the page it leads to cannot queue it again.
+        return redirect(request, f"/events/{segment(str(queued))}")
     answers: dict[str, Answer] = {name: answer}
     if htmx(request):  # the target's section, in place
         shown = await targets(request, only=name)

@@ -240,9 +240,17 @@ def operate(stack: Stack, browser: WebDriver, shots: Shots, commit: Any, port: i
     # -- from 2.0.0's own page: back to that deployment --------------------------------
     browser.get(f"{ui}/deployments/{second_id}")
     browser.find_element(By.CSS_SELECTOR, "button.rollback").click()
-    wait_until(browser, lambda b: b.find_elements(By.CSS_SELECTOR, f"#target-{TARGET} .answer"))
-    shots.take("rollback-to-2.0.0-queued")
-    to_second = follow(browser)
+    # A plain form post: redirected to what it queued, its event, then its deployment.
+    wait_until(
+        browser,
+        lambda b: (
+            "/ui/deployments/" in b.current_url and b.current_url.rsplit("/", 1)[1] != second_id
+        ),
+        60,
+        "the rollback",
+    )
+    to_second = str(browser.current_url.rsplit("/", 1)[1])
+    shots.take("rollback-to-2.0.0")
     assert watch(browser)[-1]["status"] == "succeeded"
     assert stack.deployment(to_second)["requested"]["rollback_to"] == second_id
     assert app_version(port) == "2.0.0"

@@ -115,8 +115,12 @@ def test_a_form_post_needs_the_sessions_csrf_token(served: Served, alice: Dashbo
 def test_deploy_and_rollback_are_the_apis_requests_by_the_session(
     served: Served, alice: Dashboard
 ) -> None:
-    deployed = alice.act("diaspora", "deploy")
+    # htmx: the target's section with the API's answer and a link to what it queued.
+    deployed = alice.http.post(
+        "/ui/targets/diaspora/deploy", data={"csrf": alice.csrf}, headers={"hx-request": "true"}
+    )
     assert deployed.status_code == 202
+    assert deployed.text.lstrip().startswith('<section class="target" id="target-diaspora"')
     event_id = deployed.text.split("/ui/events/", 1)[1].split('"', 1)[0]
     event = served.api("GET", f"/events/{event_id}").json()
     assert (event["source"], event["kind"], event["actor"]) == ("api", "deploy", "ui:alice")
@@ -125,9 +129,11 @@ def test_deploy_and_rollback_are_the_apis_requests_by_the_session(
     assert (job.target, job.action, job.manual, job.ref) == ("diaspora", "deploy", True, None)
     assert job.trigger.actor == "ui:alice"
 
+    # A plain form post: redirected to what it queued (a reload cannot queue it again).
     rolled = alice.act("diaspora", "rollback")
-    assert rolled.status_code == 202
-    event_id = rolled.text.split("/ui/events/", 1)[1].split('"', 1)[0]
+    assert rolled.status_code == 303
+    event_id = rolled.headers["location"].removeprefix("/ui/events/")
+    assert alice.http.get(rolled.headers["location"]).status_code == 200
     [row] = served.jobs_of(event_id)
     job = Job.from_json(row["payload"])
     assert (job.action, job.rollback_to, job.trigger.actor) == ("rollback", None, "ui:alice")
@@ -153,8 +159,8 @@ def test_roll_back_to_one_deployment_from_its_page(served: Served, alice: Dashbo
     assert "Roll back to this" not in alice.http.get(f"/ui/deployments/{failed}").text
 
     rolled = alice.act("hello", "rollback", to=older)
-    assert rolled.status_code == 202
-    event_id = rolled.text.split("/ui/events/", 1)[1].split('"', 1)[0]
+    assert rolled.status_code == 303
+    event_id = rolled.headers["location"].removeprefix("/ui/events/")
     [row] = served.jobs_of(event_id)
     job = Job.from_json(row["payload"])
     assert (job.action, job.rollback_to, job.trigger.actor) == ("rollback", older, "ui:alice")
@@ -183,7 +189,9 @@ def test_approve_is_the_apis_sync_request(served: Served, alice: Dashboard) -> N
     """The button posts to POST /targets/{name}/sync and shows its answer, whatever it is
     (the endpoint comes with the reconcile loop; before it, the API answers 404)."""
     direct = served.api("POST", "/targets/infra-staging/sync", json={"actor": "api"})
-    through = alice.act("infra-staging", "sync")
+    through = alice.http.post(
+        "/ui/targets/infra-staging/sync", data={"csrf": alice.csrf}, headers={"hx-request": "true"}
+    )
     assert through.status_code == direct.status_code
     assert f'<span class="code">{direct.status_code}</span>' in through.text
 
