@@ -96,7 +96,7 @@ _env = jinja2.Environment(
     lstrip_blocks=True,
 )
 _env.filters.update(when=when, version=version, headline=headline, plain=plain)
-_env.globals.update(duration=duration, final=final)
+_env.globals.update(duration=duration, final=final, final_statuses=sorted(TERMINAL_STATUSES))
 
 
 def text(name: str, **context: Any) -> str:

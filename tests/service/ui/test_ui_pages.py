@@ -203,6 +203,14 @@ def test_history_with_a_filter_by_target(served: Served, alice: Dashboard) -> No
     assert ghcr in everything and harbor in everything
     only = alice.http.get("/ui/deployments", params={"target": "ghcr"}).text
     assert ghcr in only and harbor not in only and "1.4.2" in only
+    # All final: a still table. One running: the table refreshes itself, filter kept.
+    assert "hx-trigger" not in only.split('id="history"', 1)[1].split(">", 1)[0]
+    running = add_deployment(served, "ghcr", "running")
+    live = alice.http.get("/ui/deployments", params={"target": "ghcr"}).text
+    table = live.split('id="history"', 1)[1].split(">", 1)[0]
+    assert 'hx-get="/ui/deployments?target=ghcr"' in table and 'hx-select="#history"' in table
+    assert running in live
+    change(served, running, status="succeeded")
     assert 'aria-current="page">ghcr<' in only
     assert alice.http.get("/ui/deployments", params={"target": "ghost"}).status_code == 404
 
