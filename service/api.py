@@ -41,6 +41,9 @@ _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 # A branch name as git check-ref-format allows it, simplified and strict.
 _BRANCH = re.compile(r"^(?!-)(?!.*\.\.)(?!.*//)(?!.*@\{)(?!.*\.lock$)[\w./-]{1,200}(?<![/.])$")
 ROLLBACK_TO = ("succeeded", "no_op")  # states known to have served
+# Set in the scope of the dashboard's in-process calls (service/ui/calls.py): counted as
+# source "ui", so that a page left open is not API traffic in the metrics.
+FROM_DASHBOARD = "rollhook.from_dashboard"
 
 
 class BadRequest(Exception):
@@ -57,7 +60,8 @@ def guarded(handler: Handler) -> Callable[[Request], Awaitable[Response]]:
     async def endpoint(request: Request) -> Response:
         rt = runtime(request)
         response = await _guard(rt, request, handler)
-        rt.metrics.requests.labels("api", str(response.status_code)).inc()
+        source = "ui" if request.scope.get(FROM_DASHBOARD) else "api"
+        rt.metrics.requests.labels(source, str(response.status_code)).inc()
         return response
 
     return endpoint
@@ -224,9 +228,11 @@ async def _set_paused(rt: Runtime, request: Request, *, paused: bool) -> Respons
     name = request.path_params["name"]
     if name not in rt.targets:
         return answers.not_found(f"unknown target {name!r}")
-    reason = _string(await read_json(rt, request), "reason") if paused else None
+    document = await read_json(rt, request)
+    reason = _string(document, "reason") if paused else None
     if reason is not None:
         reason = reason[:200]
+    actor = _string(document, "actor") or "api"
 
     def write() -> None:
         with rt.engine.begin() as conn:
@@ -234,9 +240,10 @@ async def _set_paused(rt: Runtime, request: Request, *, paused: bool) -> Respons
 
     await run_in_threadpool(write)
     log.info(
-        "[api] target %s %s%s",
+        "[api] target %s %s by %s%s",
         name,
         "paused" if paused else "resumed",
+        printable(actor),
         f": {printable(reason)}" if reason else "",
     )
     return answers.answer(200, "paused" if paused else "resumed", reason, target=name)

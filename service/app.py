@@ -31,6 +31,7 @@ from service.metrics import Metrics
 from service.ratelimit import AuthFailures, ClientAddress, Network, parse_proxies
 from service.recorder import Recorder
 from service.runtime import Runtime
+from service.ui.routes import ROUTES as UI_ROUTES
 from service.writer import WriterSettings
 
 log = logging.getLogger("rollhook.app")
@@ -48,6 +49,7 @@ ROUTES = [
     Route("/healthz", probes.healthz, methods=["GET"]),
     Route("/readyz", probes.readyz, methods=["GET"]),
     Route("/metrics", probes.metrics, methods=["GET"]),
+    *UI_ROUTES,
 ]
 
 

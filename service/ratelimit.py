@@ -73,7 +73,8 @@ class ClientAddress:
         self._proxies = proxies
         self.unknown_seen = False  # for one warning per process
 
-    def _trusted(self, address: str) -> bool:
+    def trusts(self, address: str) -> bool:
+        """Whether ``address`` is one of ROLLHOOK_TRUSTED_PROXIES."""
         try:
             ip = ipaddress.ip_address(address)
         except ValueError:
@@ -89,7 +90,7 @@ class ClientAddress:
         if any(client in _hosts(hop) for hop in hops if hop):
             self.unknown_seen = True
             return UNKNOWN_FORWARDED
-        if not self._proxies or not self._trusted(client):
+        if not self._proxies or not self.trusts(client):
             return client
         for hop in reversed(hops):
             try:
@@ -97,7 +98,7 @@ class ClientAddress:
             except ValueError:
                 break  # a garbled hop: keep the last address we could verify
             client = hop
-            if not self._trusted(hop):
+            if not self.trusts(hop):
                 break
         return client
 

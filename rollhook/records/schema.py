@@ -178,6 +178,18 @@ notify_state = Table(
     Column("updated_at", UTCDateTime),
 )
 
+# Dashboard sign-ins (service/ui): one row per session, found by the SHA-256 of the
+# cookie's secret (a copy of this table signs nobody in); deleted at sign-out.
+ui_sessions = Table(
+    "ui_sessions",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("who", String(64), nullable=False),  # recorded as the actor "ui:<who>"
+    Column("client", String(64)),  # the address it signed in from
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rolled_back", "no_op", "superseded"})
 STATUSES = TERMINAL_STATUSES | {"queued", "running"}
 

@@ -18,10 +18,11 @@ from sqlalchemy import Engine, inspect
 from rollhook.events import NewEvent
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
-from rollhook.records import deployments, events, jobs
+from rollhook.records import deployments, events, jobs, ui_sessions
 from rollhook.records import targets as target_records
 from rollhook.records.db import migrate
 from rollhook.records.schema import utcnow
+from rollhook.records.ui_sessions import UiSession
 
 on_both = pytest.mark.parametrize("records", ["sqlite", "postgresql"], indirect=True)
 
@@ -51,7 +52,7 @@ def new_event(dedup_key: str, target: str = "llm", body_key: str | None = None) 
 @on_both
 def test_the_schema_has_every_table(records: Engine) -> None:
     tables = set(inspect(records).get_table_names())
-    assert {"events", "jobs", "deployments", "targets", "notifications"} <= tables
+    assert {"events", "jobs", "deployments", "targets", "notifications", "ui_sessions"} <= tables
 
 
 @on_both
@@ -214,3 +215,20 @@ def test_queued_requests_are_superseded_by_the_newest(records: Engine) -> None:
         assert deployments.get(conn, ids[0]).superseded_by == ids[2]
         history = deployments.history(conn, "llm", 10)
     assert [d.id for d in history] == list(reversed(ids))
+
+
+@on_both
+def test_a_dashboard_session_lives_until_it_expires_or_is_deleted(records: Engine) -> None:
+    now = utcnow()
+    alive = UiSession("a" * 64, "alice", "10.0.0.7", now, now + timedelta(hours=12))
+    expired = UiSession("b" * 64, "bob", None, now - timedelta(hours=13), now - timedelta(hours=1))
+    with records.begin() as conn:
+        ui_sessions.create(conn, alive)
+        ui_sessions.create(conn, expired)
+    with records.begin() as conn:
+        assert ui_sessions.get(conn, alive.id) == alive
+        assert ui_sessions.get(conn, expired.id) is None  # past its time: no session
+        assert ui_sessions.get(conn, "c" * 64) is None
+        assert ui_sessions.delete_expired(conn) == 1
+        ui_sessions.delete_one(conn, alive.id)
+        assert ui_sessions.get(conn, alive.id) is None
