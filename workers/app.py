@@ -15,7 +15,7 @@ from celery import signals
 
 from rollhook import broker
 from rollhook.settings import load_settings
-from workers import housekeeping
+from workers import housekeeping, logs
 from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
@@ -23,6 +23,7 @@ from workers.notify import RetryLater, deliver, pending
 from workers.runner import run_target
 
 logger = logging.getLogger("rollhook.worker")
+logs.allow_root()  # rollhook runs as root on the Docker host: see logs.allow_root
 
 settings = load_settings()
 app = broker.make_celery(
@@ -34,6 +35,9 @@ app = broker.make_celery(
     },
     worker_concurrency=settings.worker_concurrency,
 )
+# Every task in the beat schedule (entries added later included) is quiet when idle.
+logs.quiet_periodic_tasks(app.conf.beat_schedule)
+logs.name_deployments_in_lines()
 
 
 def _send(name: str, args: list[Any]) -> None:
