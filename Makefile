@@ -15,7 +15,7 @@ test: setup  ## everything the tests need (Redis, a private Docker engine, a reg
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## the fast tests only, no Docker engine
-	$(UV) run --frozen pytest -m "not engine" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m "not engine and not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check .

@@ -3,19 +3,26 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
 from typing import IO
 
 from rollhook.datadir import prepare_data_dir
+from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings, load_settings
 from rollhook.targets import load_targets
+from workers.procs import end_group
 
 QUEUES = "deploy,notify,housekeeping"
+# Seconds between asking the processes to stop and killing them. An idle worker on the
+# embedded broker notices a SIGTERM only between two polls (up to 2 s, more under load).
+STOP_GRACE = 7.0
 
 
 def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
@@ -88,7 +95,7 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
 
 
 def _supervise(settings: Settings, host: str, port: int) -> int:
-    """Run web, worker and beat; when one ends, stop the others (like a Procfile runner)."""
+    """Run web, worker and beat; when one ends, or on Ctrl-C, stop them all (within 10 s)."""
     children: dict[str, subprocess.Popen[bytes]] = {}
     done = threading.Event()
     for name in ("web", "worker", "beat"):
@@ -96,12 +103,18 @@ def _supervise(settings: Settings, host: str, port: int) -> int:
             _argv(name, settings, host, port),
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
+            # Their own sessions: a terminal's Ctrl-C reaches this supervisor only, which
+            # then stops them in order (a worker hit directly would wait for its tasks).
             start_new_session=True,
         )
         children[name] = child
         threading.Thread(target=_pipe, args=(name, child.stdout), daemon=True).start()
 
     def stop(*_: object) -> None:
+        if done.is_set():  # a second Ctrl-C: no more patience
+            for child in children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
         done.set()
 
     signal.signal(signal.SIGINT, stop)
@@ -111,17 +124,77 @@ def _supervise(settings: Settings, host: str, port: int) -> int:
         if any(child.poll() is not None for child in children.values()):
             break
     failed = [n for n, c in children.items() if c.poll() not in (None, 0)]
-    for child in children.values():
-        if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
-    for name, child in children.items():
-        try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            print(f"rollhook up: {name} did not stop in 60s; killing it", flush=True)
-            os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
+    stop_children(children)
+    interrupted = end_interrupted_deployments(settings)
+    for line in interrupted:
+        print(f"rollhook up: {line}", flush=True)
+    print("rollhook up: stopped", flush=True)
     if failed:
         print(f"rollhook up: {', '.join(failed)} exited with an error", file=sys.stderr)
         return 1
     return 0
+
+
+def stop_children(
+    children: dict[str, subprocess.Popen[bytes]], grace: float = STOP_GRACE
+) -> list[str]:
+    """SIGTERM each process, SIGKILL its whole process group after ``grace``.
+
+    Web and beat stop in about a second. An idle worker too; a worker in the middle of a
+    deployment would wait for it (Celery's warm shutdown), which can take minutes, so it
+    is killed: the deployment stays ``running`` in the records with its journal, and the
+    next start takes it over once its lease expires (see ``end_interrupted_deployments``).
+    Returns the names of the processes that had to be killed.
+    """
+    for child in children.values():
+        if child.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)  # the leader only: it stops its own
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(c.poll() is None for c in children.values()):
+        time.sleep(0.1)
+    killed = []
+    for name, child in children.items():
+        if child.poll() is None:
+            killed.append(name)
+            print(f"rollhook up: {name} still stopping after {grace:g} s; ending it", flush=True)
+        # The group too: a worker's pool processes, the web process's records writer.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(child.pid, signal.SIGKILL)
+        child.wait()
+    return killed
+
+
+def end_interrupted_deployments(settings: Settings) -> list[str]:
+    """End what a killed worker's deployments had running; say what happens to them.
+
+    Each deployment still ``running`` keeps its journal: the next ``rollhook up`` (its
+    worker at start, or beat every 2 s) takes the target over once the lease has expired
+    (``ROLLHOOK_LEASE_SECONDS``), ends any leftover child, and resumes from the journal:
+    before ``start`` it runs again from the top (the old version kept serving, unless it
+    was stopped, in which case it is started again first); from ``start`` on it is
+    applied again and gated, and rolled back if that fails.
+    """
+    lines = []
+    try:
+        targets = load_targets(settings.config)
+        engine = make_engine(settings.records_url())
+    except Exception:  # noqa: BLE001 - stopping must not fail on a bad config
+        return []
+    try:
+        with engine.connect() as conn:
+            running = [r for name in targets for r in deployments.running(conn, name)]
+    except Exception:  # noqa: BLE001 - nor on a records database that is gone
+        running = []
+    finally:
+        engine.dispose()
+    for record in running:
+        for child in record.children or []:
+            end_group(child, grace=1.0)
+        step = next((s["name"] for s in reversed(record.steps or [])), "start")
+        lines.append(
+            f"deployment {record.id} of {record.target} was interrupted at {step!r}; "
+            f"the next start finishes it or rolls it back (within "
+            f"{settings.lease_seconds:g} s of its lease)"
+        )
+    return lines
