@@ -19,7 +19,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollhook.images import short_digest
+from rollhook.images import parse_reference, short_digest
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
@@ -279,11 +279,8 @@ class Rollout:
 
         with journal.step("preflight") as step:
             self._check_disk(sources if backing_up else [])
-            for service, image in plan.images.items():
-                self._check_time()
-                tools.engine.pull(image, timeout=self._remaining(1800))
-                journal.log(f"preflight: pulled {service} {image}")
-            step["detail"] = f"{len(plan.images)} image(s) present"
+            pulled = self._pull(plan)
+            step["detail"] = f"pulled {pulled}, {len(plan.images) - pulled} already present"
 
         running_backup = None
         if backing_up:
@@ -405,13 +402,27 @@ class Rollout:
         self.outcome.changed = True
         return plan
 
+    def _pull(self, plan: Plan) -> int:
+        """Pull what the engine does not have yet; how many images were pulled."""
+        pulled = 0
+        for service, image in plan.images.items():
+            self._check_time()
+            if self.tools.engine.image_id(parse_reference(image).pullable()) is not None:
+                self.journal.log(f"preflight: {service} {image} already present")
+                continue
+            self.tools.engine.pull(image, timeout=self._remaining(1800))
+            self.journal.log(f"preflight: pulled {service} {image}")
+            pulled += 1
+        return pulled
+
     def _start_and_gate(self, spec: ComposeSpec) -> RolloutResult:
         journal, tools = self.journal, self.tools
         try:
             with journal.step("start") as step:
                 self._check_time()
                 tools.compose.up(spec, timeout=self._remaining(300))
-                step["detail"] = f"{len(spec.files)} compose file(s) applied"
+                applied = spec.files[0].name
+                step["detail"] = f"{applied} applied with rollhook's override (digests, labels)"
             with journal.step("gate") as step:
                 result = self._gate(forward=True)
                 step["detail"] = result.reason
