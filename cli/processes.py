@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from typing import IO
 
 from rollhook.datadir import prepare_data_dir
@@ -63,7 +64,7 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
     return [python, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"]
 
 
-def _prepare() -> Settings:
+def prepare() -> Settings:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
     load_targets(settings.config)
@@ -77,62 +78,89 @@ def _prepare() -> Settings:
 
 
 def run_process(args: argparse.Namespace) -> int:
-    settings = _prepare()
+    settings = prepare()
     host = getattr(args, "host", "127.0.0.1")
     port = getattr(args, "port", None) or settings.port
     if args.command != "up":
         argv = _argv(args.command, settings, host, port)
         os.execv(argv[0], argv)
-    return _supervise(settings, host, port)
+    commands = {name: _argv(name, settings, host, port) for name in ("web", "worker", "beat")}
+    supervisor = Supervisor(commands)
+    supervisor.start()
+    print(f"rollhook up: web on http://{host}:{port}, worker and beat started", flush=True)
+    return supervisor.run(settings)
 
 
-def _pipe(name: str, stream: IO[bytes]) -> None:
-    width = 6
-    for raw in iter(stream.readline, b""):
-        line = raw.decode(errors="replace").rstrip("\n")
-        sys.stdout.write(f"{name:<{width}}| {line}\n")
-        sys.stdout.flush()
+class Supervisor:
+    """Runs processes side by side, like a Procfile runner: when one ends, or on Ctrl-C,
+    all of them are stopped (within 10 s). Their output goes to the terminal, each line
+    named by its process, while ``echo`` is set; to ``log_dir/<name>.log`` if given."""
 
+    def __init__(self, commands: dict[str, list[str]], *, log_dir: Path | None = None) -> None:
+        self.commands = commands
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.echo = threading.Event()
+        self.echo.set()
+        self.done = threading.Event()
+        self._width = max(6, *(len(name) + 1 for name in commands))
 
-def _supervise(settings: Settings, host: str, port: int) -> int:
-    """Run web, worker and beat; when one ends, or on Ctrl-C, stop them all (within 10 s)."""
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    done = threading.Event()
-    for name in ("web", "worker", "beat"):
-        child = subprocess.Popen(
-            _argv(name, settings, host, port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            # Their own sessions: a terminal's Ctrl-C reaches this supervisor only, which
-            # then stops them in order (a worker hit directly would wait for its tasks).
-            start_new_session=True,
-        )
-        children[name] = child
-        threading.Thread(target=_pipe, args=(name, child.stdout), daemon=True).start()
+    def start(self) -> None:
+        for name, argv in self.commands.items():
+            child = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # Their own sessions: a terminal's Ctrl-C reaches this supervisor only,
+                # which then stops them in order (a worker hit directly would wait for
+                # its tasks).
+                start_new_session=True,
+            )
+            self.children[name] = child
+            stream = child.stdout  # a pipe, as asked above
+            threading.Thread(target=self._pipe, args=(name, stream), daemon=True).start()
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
 
-    def stop(*_: object) -> None:
-        if done.is_set():  # a second Ctrl-C: no more patience
-            for child in children.values():
+    def _stop(self, *_: object) -> None:
+        if self.done.is_set():  # a second Ctrl-C: no more patience
+            for child in self.children.values():
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.pid, signal.SIGKILL)
-        done.set()
+        self.done.set()
 
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
-    print(f"rollhook up: web on http://{host}:{port}, worker and beat started", flush=True)
-    while not done.wait(0.5):
-        if any(child.poll() is not None for child in children.values()):
-            break
-    failed = [n for n, c in children.items() if c.poll() not in (None, 0)]
-    stop_children(children)
-    interrupted = end_interrupted_deployments(settings)
-    for line in interrupted:
-        print(f"rollhook up: {line}", flush=True)
-    print("rollhook up: stopped", flush=True)
-    if failed:
-        print(f"rollhook up: {', '.join(failed)} exited with an error", file=sys.stderr)
-        return 1
-    return 0
+    def _pipe(self, name: str, stream: IO[bytes]) -> None:
+        log = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{name}.log").open("a", encoding="utf-8")
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                if log is not None:
+                    log.write(line + "\n")
+                    log.flush()
+                if self.echo.is_set():
+                    sys.stdout.write(f"{name:<{self._width}}| {line}\n")
+                    sys.stdout.flush()
+        finally:
+            if log is not None:
+                log.close()
+
+    def run(self, settings: Settings, name: str = "rollhook up") -> int:
+        """Wait for Ctrl-C or a process's end; stop them all; the exit code."""
+        while not self.done.wait(0.5):
+            if any(child.poll() is not None for child in self.children.values()):
+                break
+        failed = [n for n, c in self.children.items() if c.poll() not in (None, 0)]
+        stop_children(self.children)
+        for line in end_interrupted_deployments(settings):
+            print(f"{name}: {line}", flush=True)
+        print(f"{name}: stopped", flush=True)
+        if failed:
+            print(f"{name}: {', '.join(failed)} exited with an error", file=sys.stderr)
+            return 1
+        return 0
 
 
 def stop_children(
