@@ -23,7 +23,6 @@ from workers.notify import RetryLater, deliver, pending
 from workers.runner import run_target
 
 logger = logging.getLogger("rollhook.worker")
-logs.allow_root()  # rollhook runs as root on the Docker host: see logs.allow_root
 
 settings = load_settings()
 app = broker.make_celery(
@@ -35,9 +34,9 @@ app = broker.make_celery(
     },
     worker_concurrency=settings.worker_concurrency,
 )
-# Every task in the beat schedule (entries added later included) is quiet when idle.
-logs.quiet_periodic_tasks(app.conf.beat_schedule)
-logs.name_deployments_in_lines()
+# Every task in the beat schedule (entries added later too) is quiet when idle; lines
+# about a deployment name it; no warning about root, which rollhook must be.
+logs.configure(app.conf.beat_schedule)
 
 
 def _send(name: str, args: list[Any]) -> None:

@@ -103,6 +103,16 @@ def quiet_periodic_tasks(beat_schedule: dict[str, dict[str, Any]]) -> None:
         logger.addFilter(PeriodicTasksAtDebug(tasks))
 
 
+def configure(beat_schedule: dict[str, dict[str, Any]]) -> None:
+    """The worker's and beat's logging, set once when ``workers.app`` is imported."""
+    allow_root()
+    quiet_periodic_tasks(beat_schedule)
+    name_deployments_in_lines()
+    # httpx logs every request at INFO: a health gate would write two lines a second.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(logging.WARNING)
+
+
 def allow_root() -> None:
     """Silence Celery's warning about running as root, which rollhook must.
 
