@@ -34,6 +34,7 @@ class Up:
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.data_dir = root / "data"
+        root.mkdir(parents=True, exist_ok=True)
         (root / "rollhook.yml").write_text(config)
         self.env = {
             "PATH": os.environ["PATH"],
