@@ -362,9 +362,7 @@ def test_would_change_sees_a_setting_compose_would_recreate_for(
         assert not compose.would_change(spec, timeout=120)
 
         changed = tmp_path / "changed.yml"
-        changed.write_text(
-            compose_file(standin.ref("1.0.0"), environment={"NEW_SETTING": "1"})
-        )
+        changed.write_text(compose_file(standin.ref("1.0.0"), environment={"NEW_SETTING": "1"}))
         other = ComposeSpec(project, spec.project_dir, [changed], spec.env_files,
                             spec.release_dir)  # fmt: skip
         assert compose.would_change(other, timeout=120)
