@@ -117,12 +117,23 @@ def test_init_then_the_first_deployment_adopts_without_downtime(
 ) -> None:
     repo = git_server.create_repo("adopted-infra")
     env = {"PATH": os.environ["PATH"], "HOME": str(tmp_path), "DOCKER_HOST": docker_host}
-    init = subprocess.run(
-        [sys.executable, "-m", "cli.main", "init", "--project", PROJECT, "--repo", repo.url,
-         "--secrets-dir", str(tmp_path / "secrets")],
-        cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
-    )  # fmt: skip
+
+    def init_cli(*extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "cli.main", "init", "--project", PROJECT, "--repo", repo.url,
+             "--secrets-dir", str(tmp_path / "secrets"), *extra],
+            cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+
+    looked = init_cli("--dry-run")  # the proposal only: nothing written
+    assert looked.returncode == 0, looked.stdout + looked.stderr
+    assert f"{PROJECT}: gate service anything-llm" in looked.stdout
+    assert "/api/ping (200 now)" in looked.stdout
+    assert SECRET not in looked.stdout
+    assert not any((tmp_path / name).exists() for name in ("rollhook.yml", "infra", "secrets"))
+    init = init_cli()
     assert init.returncode == 0, init.stdout + init.stderr
+    assert init_cli().returncode == 3  # rollhook.yml exists: --force replaces it
     assert "secrets  JWT_SECRET moved to" in init.stdout
 
     # What it wrote: a target gated on the ping, secrets on the host only.
@@ -167,6 +178,10 @@ def test_init_then_the_first_deployment_adopts_without_downtime(
         assert "nothing restarted" in adopted.stdout
         assert client.calls > 20 and client.failures == 0
         assert container_id(docker_host) == before  # not recreated
+        again = cli("deploy", PROJECT, "--wait")  # adopted already: nothing to do
+        assert again.returncode == 0, again.stdout + again.stderr
+        assert "no_op" in again.stdout
+        assert container_id(docker_host) == before
 
         # A real change is a recreate, with rollhook's labels from then on.
         bumped = files[".env"].replace("ANYTHING_LLM_TAG=1.0.0", "ANYTHING_LLM_TAG=2.0.0")
