@@ -2,20 +2,27 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: setup run test test-unit lint format bench-ingress bench-rollout clean
+.PHONY: setup run demo install test test-unit lint format bench-ingress bench-rollout clean
 
 setup:  ## Python and its dependencies, from the lock file
 	@scripts/bootstrap.sh
 
-run: setup  ## rollhook on 127.0.0.1:8000, embedded broker and records, example config
+run: setup  ## rollhook on 127.0.0.1:8000, embedded broker and records, ./rollhook.yml
 	@scripts/run-embedded.sh
+
+demo: setup  ## a local infra repo, registry and app, deployed by rollhook; no GitHub needed
+	@scripts/install-demo-deps.sh
+	@scripts/run-embedded.sh demo
+
+install: setup  ## `rollhook` on PATH: /usr/local/bin/rollhook -> scripts/rollhook
+	@scripts/install-cli.sh
 
 test: setup  ## everything the tests need (Redis, a private Docker engine, a registry), then the tests
 	@scripts/install-test-deps.sh
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
 test-unit: setup  ## the fast tests only, no Docker engine
-	$(UV) run --frozen pytest -m "not engine" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m "not engine and not slow" $(PYTEST_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check .

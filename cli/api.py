@@ -10,13 +10,16 @@ from typing import Any
 
 import httpx
 
-from cli.output import print_end, print_steps
+from cli import output
+from cli.output import Progress
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.settings import Settings
 
 
 class ApiError(Exception):
-    pass
+    def __init__(self, message: str, code: int = output.FAILED) -> None:
+        super().__init__(message)
+        self.code = code  # the exit code: USAGE for what the caller got wrong
 
 
 class Client:
@@ -35,7 +38,9 @@ class Client:
             body = {"status": "error", "reason": response.text.strip()[:200]}
         if response.status_code >= 400:
             reason = body.get("reason") or body.get("status") or response.reason_phrase
-            raise ApiError(f"{response.status_code}: {reason}")
+            # 400, 401, 404: the request, the token or the target name is wrong.
+            code = output.USAGE if response.status_code in {400, 401, 404} else output.FAILED
+            raise ApiError(f"{response.status_code}: {reason}", code)
         return body
 
 
@@ -48,28 +53,30 @@ def _latest(client: Client, deployment_id: str) -> dict[str, Any]:
 
 
 def follow(client: Client, event_id: str, timeout: float = 3600) -> int:
-    """Show progress until every deployment the event led to is final."""
+    """Show progress until every deployment the event led to is final; its exit code."""
     deadline = time.monotonic() + timeout
     printed: dict[str, int] = {}
+    progress = Progress()
     while time.monotonic() < deadline:
         jobs = client.call("GET", f"/events/{event_id}").get("jobs") or []
         records = [_latest(client, j["deployment_id"]) for j in jobs if j.get("deployment_id")]
         for record in records:
             if record["id"] not in printed:
-                print(f"{record['target']}: deployment {record['id']}", flush=True)
+                progress.line(f"{record['target']}: deployment {record['id']}")
             steps = record.get("steps") or []
-            printed[record["id"]] = print_steps(steps, printed.get(record["id"], 0))
+            printed[record["id"]] = progress.steps(steps, printed.get(record["id"], 0))
         if (
             records
             and len(records) == len(jobs)
             and all(r["status"] in TERMINAL_STATUSES for r in records)
         ):
             for record in records:
-                print_end(record["target"], record["status"], record.get("reason"))
-            return 0 if all(r["status"] in {"succeeded", "no_op"} for r in records) else 1
+                progress.end(record["target"], record["status"], record.get("reason"))
+            return output.exit_code(r["status"] for r in records)
         time.sleep(1.0)
+    progress.line("")
     print("timed out waiting; the deployment goes on", file=sys.stderr)
-    return 1
+    return output.FAILED
 
 
 def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
@@ -80,10 +87,10 @@ def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
         return _dispatch(client, args)
     except ApiError as exc:
         print(f"rollhook: {exc}", file=sys.stderr)
-        return 1
+        return exc.code
 
 
-def _dispatch(client: Client, args: argparse.Namespace) -> int:
+def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911 (per command)
     command = args.command
     if command in {"deploy", "rollback"}:
         body: dict[str, Any] = {"target": args.target}
@@ -101,25 +108,88 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
         )
         if args.wait and answer["status"] == "queued":
             return follow(client, answer["id"])
-        return 0
+        return output.OK
     if command in {"pause", "resume"}:
         body = {"reason": args.reason} if command == "pause" and args.reason else {}
         answer = client.call("POST", f"/targets/{args.target}/{command}", json=body)
         print(f"{args.target}: {answer.get('status')}")
-        return 0
+        return output.OK
     if command == "history":
         params: dict[str, Any] = {"limit": args.limit}
         if args.target:
             params["target"] = args.target
-        for record in client.call("GET", "/deployments", params=params)["deployments"]:
-            commit = (record.get("commit") or "")[:12] or "-"
-            print(
-                f"{record['id']}  {record['target']:<16} {record['status']:<12} "
-                f"{commit:<12} {record.get('created_at', '')}  {record.get('reason') or ''}"
-            )
-        return 0
+        found = client.call("GET", "/deployments", params=params)["deployments"]
+        if args.json:
+            print(json.dumps(found, indent=2))
+            return output.OK
+        output.table(
+            ("DEPLOYMENT", "TARGET", "STATUS", "COMMIT", "CREATED", "REASON"),
+            [
+                (
+                    r["id"],
+                    r["target"],
+                    r["status"],
+                    (r.get("commit") or "")[:12] or "-",
+                    r.get("created_at") or "-",
+                    r.get("reason") or "",
+                )
+                for r in found
+            ],
+        )
+        return output.OK
     if command == "show":
         print(json.dumps(client.call("GET", f"/deployments/{args.deployment}"), indent=2))
-        return 0
-    print(json.dumps(client.call("GET", "/targets"), indent=2))
-    return 0
+        return output.OK
+    answer = client.call("GET", "/targets")
+    if args.json:
+        print(json.dumps(answer, indent=2))
+    else:
+        print_status(answer.get("targets") or [])
+    return output.OK
+
+
+def _state(target: dict[str, Any]) -> str:
+    words = []
+    if target.get("paused"):
+        reason = target.get("paused_reason")
+        words.append("paused" + (f" ({reason})" if reason else ""))
+    if target.get("held"):
+        words.append("held (manual rollback)")
+    if target.get("lease"):
+        words.append("deploying")
+    sync = target.get("sync")
+    if isinstance(sync, dict) and sync.get("status"):
+        words.append(str(sync["status"]))
+    return ", ".join(words) or "ready"
+
+
+def _version(target: dict[str, Any], current: dict[str, Any]) -> str:
+    """The gated service's image tag (or short digest) in the current deployment."""
+    images = current.get("images") or {}
+    entry = images.get(target.get("service")) or next(iter(images.values()), None)
+    image = (entry or {}).get("new") if isinstance(entry, dict) else None
+    if not image:
+        return "-"
+    name, _, digest = str(image).partition("@")
+    tail = name.rsplit("/", 1)[-1]
+    return tail.split(":", 1)[1] if ":" in tail else digest[:19] or tail
+
+
+def print_status(targets: list[dict[str, Any]]) -> None:
+    if not targets:
+        print("no targets configured")
+        return
+    rows = []
+    for target in targets:
+        current = target.get("current_deployment") or {}
+        rows.append(
+            (
+                target["name"],
+                _state(target),
+                _version(target, current),
+                (current.get("commit") or "")[:12] or "-",
+                current.get("id") or "-",
+                output.ago(current.get("finished_at")),
+            )
+        )
+    output.table(("TARGET", "STATE", "VERSION", "COMMIT", "DEPLOYMENT", "SINCE"), rows)

@@ -6,7 +6,7 @@ import argparse
 import sys
 import time
 
-from cli.output import print_end, print_steps
+from cli.output import USAGE, exit_code, print_end, print_steps
 from rollhook.settings import ConfigError, load_settings
 from rollhook.targets import Target, parse_targets
 
@@ -74,7 +74,7 @@ def restore(args: argparse.Namespace) -> int:
             "add --yes to go ahead",
             file=sys.stderr,
         )
-        return 2
+        return USAGE
     from rollhook import broker
     from rollhook.records import deployments
     from rollhook.records.schema import TERMINAL_STATUSES
@@ -88,9 +88,9 @@ def restore(args: argparse.Namespace) -> int:
     ctx = build_context(settings, lambda task, args: celery.send_task(task, args=args, retry=False))
     try:
         deployment_id = queue_restore(ctx, args.target, args.backup)
-    except OperatorError as exc:
+    except OperatorError as exc:  # no such target or backup
         print(f"rollhook: {exc}")
-        return 1
+        return USAGE
     print(
         f"{args.target}: restoring backup {args.backup} as deployment {deployment_id}", flush=True
     )
@@ -103,4 +103,4 @@ def restore(args: argparse.Namespace) -> int:
         time.sleep(1.0)
     print_steps(record.steps or [], 0)
     print_end(args.target, record.status, record.reason)
-    return 0 if record.status == "succeeded" else 1
+    return exit_code([record.status])

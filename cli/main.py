@@ -11,9 +11,13 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NoReturn
 
+from cli.output import USAGE
 from rollhook.settings import ConfigError, load_settings
+
+EXIT_CODES = """exit codes: 0 succeeded (or nothing to do), 1 failed, 2 rolled back (the previous
+version serves again), 3 usage (bad arguments, unknown target, wrong settings)"""
 
 
 def _process_commands(sub: Any) -> None:
@@ -52,9 +56,11 @@ def _api_commands(sub: Any) -> None:
     history = sub.add_parser("history", help="deployments, newest first")
     history.add_argument("target", nargs="?")
     history.add_argument("--limit", type=int, default=20)
+    history.add_argument("--json", action="store_true", help="the API's answer, for scripts")
     show = sub.add_parser("show", help="one deployment with its steps and log")
     show.add_argument("deployment")
-    sub.add_parser("status", help="targets and their state")
+    status = sub.add_parser("status", help="targets and their state, as a table")
+    status.add_argument("--json", action="store_true", help="the API's answer, for scripts")
 
 
 def _local_commands(sub: Any) -> None:
@@ -66,19 +72,82 @@ def _local_commands(sub: Any) -> None:
     restore.add_argument("--yes", action="store_true", help="confirm: the service is restarted")
 
 
+class Parser(argparse.ArgumentParser):
+    """argparse, with the exit code scripts expect for a usage error (3, not 2: 2 means
+    "rolled back")."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(USAGE, f"{self.prog}: error: {message}\n")
+
+
+def _setup_commands(sub: Any) -> None:
+    init = sub.add_parser(
+        "init", help="adopt the compose projects running here: write rollhook.yml and infra/"
+    )
+    init.add_argument("--config", default="rollhook.yml", help="the targets file to write")
+    init.add_argument("--dir", default="infra", help="the infra folder to write (to commit)")
+    init.add_argument("--repo", help="the infra repo's URL, as rollhook will fetch it")
+    init.add_argument("--branch", default="main")
+    init.add_argument("--project", action="append", help="adopt only this project (repeat)")
+    init.add_argument(
+        "--secrets-dir", default="/etc/rollhook", help="where the host env files go (0600)"
+    )
+    init.add_argument("--force", action="store_true", help="overwrite what exists")
+    init.add_argument("--dry-run", action="store_true", help="print the proposal, write nothing")
+    demo = sub.add_parser(
+        "demo", help="a local infra repo and a small app, deployed by a local rollhook"
+    )
+    demo.add_argument("--port", type=int, default=None, help="rollhook's port (8000)")
+    demo.add_argument("--app-port", type=int, default=8081, help="the demo app's port")
+    demo.add_argument("--prepare-only", action="store_true", help="set up, start nothing")
+    demo.add_argument("--down", action="store_true", help="remove the demo's containers")
+    hook = sub.add_parser(
+        "send-test-hook", help="send a signed GitHub push for a target's repo and branch"
+    )
+    hook.add_argument("target")
+    hook.add_argument("--wait", action="store_true", help="follow the deployment to its end")
+    complete = sub.add_parser("completion", help="print a shell completion script")
+    complete.add_argument("shell", nargs="?", choices=["bash", "zsh"])
+    complete.add_argument("--targets", action="store_true", help=argparse.SUPPRESS)
+
+
 def parser() -> argparse.ArgumentParser:
-    top = argparse.ArgumentParser(prog="rollhook", description=__doc__.splitlines()[0])
+    top = Parser(
+        prog="rollhook",
+        description=__doc__.splitlines()[0],
+        epilog=EXIT_CODES,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     top.add_argument("--url", default=os.environ.get("ROLLHOOK_URL"))
     sub = top.add_subparsers(dest="command", required=True)
     _process_commands(sub)
     _api_commands(sub)
     _local_commands(sub)
+    _setup_commands(sub)
     return top
 
 
 def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return per command kind)
-    args = parser().parse_args(argv)
+    top = parser()
+    args = top.parse_args(argv)
     try:
+        if args.command == "completion":
+            from cli.completion import completion
+
+            return completion(args, top)
+        if args.command == "demo":
+            from cli.demo import demo
+
+            return demo(args)
+        if args.command == "init":
+            from cli.adopt import init
+
+            return init(args, load_settings())
+        if args.command == "send-test-hook":
+            from cli.testhook import send_test_hook
+
+            return send_test_hook(args, load_settings())
         if args.command in {"up", "web", "worker", "beat"}:
             from cli.processes import run_process
 
@@ -100,7 +169,7 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return
         return run_api_command(args, load_settings())
     except ConfigError as exc:
         print(f"rollhook: {exc}", file=sys.stderr)
-        return 2
+        return USAGE
     except KeyboardInterrupt:
         return 130
 

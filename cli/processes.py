@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
+import gc
 import os
 import signal
 import subprocess
 import sys
 import threading
+import time
+from pathlib import Path
 from typing import IO
 
 from rollhook.datadir import prepare_data_dir
+from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings, load_settings
 from rollhook.targets import load_targets
+from workers.procs import end_group
 
 QUEUES = "deploy,notify,housekeeping"
+# Seconds between asking the processes to stop and killing them. An idle worker on the
+# embedded broker notices a SIGTERM only between two polls (up to 2 s, more under load).
+STOP_GRACE = 7.0
 
 
 def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
@@ -56,7 +65,7 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
     return [python, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"]
 
 
-def _prepare() -> Settings:
+def prepare() -> Settings:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
     load_targets(settings.config)
@@ -70,58 +79,152 @@ def _prepare() -> Settings:
 
 
 def run_process(args: argparse.Namespace) -> int:
-    settings = _prepare()
+    settings = prepare()
     host = getattr(args, "host", "127.0.0.1")
     port = getattr(args, "port", None) or settings.port
     if args.command != "up":
         argv = _argv(args.command, settings, host, port)
         os.execv(argv[0], argv)
-    return _supervise(settings, host, port)
-
-
-def _pipe(name: str, stream: IO[bytes]) -> None:
-    width = 6
-    for raw in iter(stream.readline, b""):
-        line = raw.decode(errors="replace").rstrip("\n")
-        sys.stdout.write(f"{name:<{width}}| {line}\n")
-        sys.stdout.flush()
-
-
-def _supervise(settings: Settings, host: str, port: int) -> int:
-    """Run web, worker and beat; when one ends, stop the others (like a Procfile runner)."""
-    children: dict[str, subprocess.Popen[bytes]] = {}
-    done = threading.Event()
-    for name in ("web", "worker", "beat"):
-        child = subprocess.Popen(
-            _argv(name, settings, host, port),
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        children[name] = child
-        threading.Thread(target=_pipe, args=(name, child.stdout), daemon=True).start()
-
-    def stop(*_: object) -> None:
-        done.set()
-
-    signal.signal(signal.SIGINT, stop)
-    signal.signal(signal.SIGTERM, stop)
+    commands = {name: _argv(name, settings, host, port) for name in ("web", "worker", "beat")}
+    supervisor = Supervisor(commands)
+    supervisor.start()
     print(f"rollhook up: web on http://{host}:{port}, worker and beat started", flush=True)
-    while not done.wait(0.5):
-        if any(child.poll() is not None for child in children.values()):
-            break
-    failed = [n for n, c in children.items() if c.poll() not in (None, 0)]
+    return supervisor.run(settings)
+
+
+class Supervisor:
+    """Runs processes side by side, like a Procfile runner: when one ends, or on Ctrl-C,
+    all of them are stopped (within 10 s). Their output goes to the terminal, each line
+    named by its process, while ``echo`` is set; to ``log_dir/<name>.log`` if given."""
+
+    def __init__(self, commands: dict[str, list[str]], *, log_dir: Path | None = None) -> None:
+        self.commands = commands
+        self.log_dir = log_dir
+        self.children: dict[str, subprocess.Popen[bytes]] = {}
+        self.echo = threading.Event()
+        self.echo.set()
+        self.done = threading.Event()
+        self._width = max(6, *(len(name) + 1 for name in commands))
+
+    def start(self) -> None:
+        for name, argv in self.commands.items():
+            child = subprocess.Popen(
+                argv,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.STDOUT,
+                # Their own sessions: a terminal's Ctrl-C reaches this supervisor only,
+                # which then stops them in order (a worker hit directly would wait for
+                # its tasks).
+                start_new_session=True,
+            )
+            self.children[name] = child
+            stream = child.stdout  # a pipe, as asked above
+            threading.Thread(target=self._pipe, args=(name, stream), daemon=True).start()
+        signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGTERM, self._stop)
+
+    def _stop(self, *_: object) -> None:
+        if self.done.is_set():  # a second Ctrl-C: no more patience
+            for child in self.children.values():
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(child.pid, signal.SIGKILL)
+        self.done.set()
+
+    def _pipe(self, name: str, stream: IO[bytes]) -> None:
+        log = None
+        if self.log_dir is not None:
+            self.log_dir.mkdir(parents=True, exist_ok=True)
+            log = (self.log_dir / f"{name}.log").open("a", encoding="utf-8")
+        try:
+            for raw in iter(stream.readline, b""):
+                line = raw.decode(errors="replace").rstrip("\n")
+                if log is not None:
+                    log.write(line + "\n")
+                    log.flush()
+                if self.echo.is_set():
+                    sys.stdout.write(f"{name:<{self._width}}| {line}\n")
+                    sys.stdout.flush()
+        finally:
+            if log is not None:
+                log.close()
+
+    def run(self, settings: Settings, name: str = "rollhook up") -> int:
+        """Wait for Ctrl-C or a process's end; stop them all; the exit code."""
+        gc.freeze()  # the final collection of what is loaded would delay the exit (1-2 s)
+        while not self.done.wait(0.5):
+            if any(child.poll() is not None for child in self.children.values()):
+                break
+        failed = [n for n, c in self.children.items() if c.poll() not in (None, 0)]
+        stop_children(self.children)
+        for line in end_interrupted_deployments(settings):
+            print(f"{name}: {line}", flush=True)
+        print(f"{name}: stopped", flush=True)
+        if failed:
+            print(f"{name}: {', '.join(failed)} exited with an error", file=sys.stderr)
+            return 1
+        return 0
+
+
+def stop_children(
+    children: dict[str, subprocess.Popen[bytes]], grace: float = STOP_GRACE
+) -> list[str]:
+    """SIGTERM each process, SIGKILL its whole process group after ``grace``.
+
+    Web and beat stop in about a second. An idle worker too; a worker in the middle of a
+    deployment would wait for it (Celery's warm shutdown), which can take minutes, so it
+    is killed: the deployment stays ``running`` in the records with its journal, and the
+    next start takes it over once its lease expires (see ``end_interrupted_deployments``).
+    Returns the names of the processes that had to be killed.
+    """
     for child in children.values():
         if child.poll() is None:
-            os.killpg(child.pid, signal.SIGTERM)
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(child.pid, signal.SIGTERM)  # the leader only: it stops its own
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline and any(c.poll() is None for c in children.values()):
+        time.sleep(0.1)
+    killed = []
     for name, child in children.items():
-        try:
-            child.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            print(f"rollhook up: {name} did not stop in 60s; killing it", flush=True)
+        if child.poll() is None:
+            killed.append(name)
+            print(f"rollhook up: {name} still stopping after {grace:g} s; ending it", flush=True)
+        # The group too: a worker's pool processes, the web process's records writer.
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(child.pid, signal.SIGKILL)
-            child.wait()
-    if failed:
-        print(f"rollhook up: {', '.join(failed)} exited with an error", file=sys.stderr)
-        return 1
-    return 0
+        child.wait()
+    return killed
+
+
+def end_interrupted_deployments(settings: Settings) -> list[str]:
+    """End what a killed worker's deployments had running; say what happens to them.
+
+    Each deployment still ``running`` keeps its journal: the next ``rollhook up`` (its
+    worker at start, or beat every 2 s) takes the target over once the lease has expired
+    (``ROLLHOOK_LEASE_SECONDS``), ends any leftover child, and resumes from the journal:
+    before ``start`` it runs again from the top (the old version kept serving, unless it
+    was stopped, in which case it is started again first); from ``start`` on it is
+    applied again and gated, and rolled back if that fails.
+    """
+    lines = []
+    try:
+        targets = load_targets(settings.config)
+        engine = make_engine(settings.records_url())
+    except Exception:  # noqa: BLE001 - stopping must not fail on a bad config
+        return []
+    try:
+        with engine.connect() as conn:
+            running = [r for name in targets for r in deployments.running(conn, name)]
+    except Exception:  # noqa: BLE001 - nor on a records database that is gone
+        running = []
+    finally:
+        engine.dispose()
+    for record in running:
+        for child in record.children or []:
+            end_group(child, grace=1.0)
+        step = next((s["name"] for s in reversed(record.steps or [])), "start")
+        lines.append(
+            f"deployment {record.id} of {record.target} was interrupted at {step!r}; "
+            f"the next start finishes it or rolls it back (within "
+            f"{settings.lease_seconds:g} s of its lease)"
+        )
+    return lines

@@ -32,6 +32,9 @@ from rollhook.settings import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
+# What `repo` accepts, as check-config explains it (every form git itself fetches from).
+REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
+REPO_FORMS = "https://, http://, ssh://, git://, git@host:path or file://"
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
 _UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, None: 1.0}
 _LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>\d{1,5})$")
@@ -242,10 +245,8 @@ class Target(BaseModel):
                 "put credentials in ROLLHOOK_GIT_TOKEN, not in the URL (user:password@ or token@)"
             )
         scheme = parts.scheme
-        if scheme not in {"https", "http", "ssh", "git", "file"} and not re.match(
-            r"^[\w.-]+@[\w.-]+:", value
-        ):
-            raise ValueError("must be a git URL (https://, ssh://, git@host:path or file://)")
+        if scheme not in REPO_SCHEMES and not re.match(r"^[\w.-]+@[\w.-]+:", value):
+            raise ValueError(f"must be a git URL: {REPO_FORMS}")
         return value
 
     @field_validator("branch")

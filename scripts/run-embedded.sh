@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
-# `make run`: rollhook on 127.0.0.1:8000 with the embedded broker and records.
-# First run: generates the webhook and API secrets into $ROLLHOOK_DATA_DIR/secrets/
-# (one file each, mode 0600), hands them over as *_FILE settings, prints them once.
+# `make run` (and `make demo`, which passes `demo`): rollhook on 127.0.0.1:$PORT (8000)
+# with the embedded broker and records.
+# - The targets file: $ROLLHOOK_CONFIG, else ./rollhook.yml (this checkout's), else the
+#   demo's after `make demo`, else deploy/rollhook.example.yml, saying so.
+# - First run: generates the webhook and API secrets into $ROLLHOOK_DATA_DIR/secrets/
+#   (one file each, mode 0600), hands them over as *_FILE settings, prints them once.
+# - Puts `rollhook` on PATH when it may (scripts/install-cli.sh --if-possible).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+command=${1:-up}
 export ROLLHOOK_DATA_DIR=${ROLLHOOK_DATA_DIR:-$PWD/data}
-export ROLLHOOK_CONFIG=${ROLLHOOK_CONFIG:-$PWD/deploy/rollhook.example.yml}
 export ROLLHOOK_NOTIFY_CONSOLE=${ROLLHOOK_NOTIFY_CONSOLE:-true}  # notifications in the log
 port=${PORT:-8000}
 secrets_dir=$ROLLHOOK_DATA_DIR/secrets
@@ -20,11 +24,9 @@ for name in "${names[@]}"; do
         (umask 077; .venv/bin/python -c 'import secrets; print(secrets.token_urlsafe(32))' >"$file")
         fresh=1
     fi
-    var=ROLLHOOK_${name^^}
-    if [[ -z ${!var:-} ]]; then
-        export "${var}_FILE=$file"
-    fi
 done
+
+scripts/install-cli.sh --if-possible || true
 
 base=http://127.0.0.1:$port
 if [[ $fresh == 1 ]]; then
@@ -41,5 +43,26 @@ rollhook: generated secrets in $secrets_dir (shown once; read them there later)
 
 MSG
 fi
-.venv/bin/rollhook check-config
-exec .venv/bin/rollhook up --host 127.0.0.1 --port "$port"
+if [[ $command == demo ]]; then
+    exec scripts/rollhook demo --port "$port"
+fi
+if [[ -z ${ROLLHOOK_CONFIG:-} ]]; then
+    for candidate in "$PWD/rollhook.yml" "$ROLLHOOK_DATA_DIR/demo/rollhook.yml"; do
+        if [[ -f $candidate ]]; then
+            export ROLLHOOK_CONFIG=$candidate
+            break
+        fi
+    done
+    if [[ -z ${ROLLHOOK_CONFIG:-} ]]; then
+        export ROLLHOOK_CONFIG=$PWD/deploy/rollhook.example.yml
+        echo "rollhook: no ./rollhook.yml: using $ROLLHOOK_CONFIG, whose repo does not exist." \
+            "Write your own (rollhook init adopts what runs here), or try \`make demo\`."
+    fi
+fi
+echo "rollhook: targets file $ROLLHOOK_CONFIG"
+scripts/rollhook check-config
+cat <<MSG
+rollhook: next, in another terminal: rollhook status (the API token is read from
+$secrets_dir/api_token); the README's "Quick start" goes on from here. Ctrl-C stops.
+MSG
+exec scripts/rollhook up --host 127.0.0.1 --port "$port"

@@ -66,7 +66,10 @@ class Matcher:
     def _match_git(self, push: GitPush) -> tuple[list[str], Ignored | None]:
         candidates = [t for key in push.repo_keys for t in self._by_repo.get(key, ())]
         if not candidates:
-            return [], Ignored("unknown repository", push.repository)
+            # Say what was compared, in the form compared: that is what the operator
+            # checks against the targets' `repo` (a full_name would not show a host).
+            compared = " or ".join(sorted(push.repo_keys))
+            return [], Ignored("unknown repository", f"no target's repo is {compared}")
         on_branch = [t for t in candidates if t.branch == push.branch]
         if not on_branch:
             return [], Ignored("another branch", push.branch)

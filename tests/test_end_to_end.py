@@ -176,9 +176,12 @@ def test_embedded_default_deploys_a_push_end_to_end(
         assert "restore" in back.stdout and "llm: succeeded" in back.stdout
         assert infra.app_version() == "1.0.0"
         assert cli("resume", "llm").returncode == 0
-        assert '"paused": false' in cli("status").stdout
+        assert '"paused": false' in cli("status", "--json").stdout
+        status = cli("status").stdout.splitlines()
+        assert status[0].split() == ["TARGET", "STATE", "VERSION", "COMMIT", "DEPLOYMENT", "SINCE"]
+        assert status[1].split()[:3] == ["llm", "ready", "1.0.0"]
         refused = cli("deploy", "ghost")
-        assert refused.returncode == 1 and "404" in refused.stderr
+        assert refused.returncode == 3 and "404" in refused.stderr  # usage: no such target
     assert (stack.data_dir / "broker.sqlite").exists()
 
 

@@ -100,6 +100,15 @@ class Compose:
         args = ["up", "--detach", "--no-build", "--pull", "never", "--remove-orphans"]
         self._run(spec, args, timeout, operator=False)
 
+    def would_change(self, spec: ComposeSpec, timeout: float) -> bool:
+        """Whether ``up`` would create, recreate or remove any container (a dry run)."""
+        args = ["--dry-run", "up", "--detach", "--no-build", "--pull", "never", "--remove-orphans"]
+        result = self._run(spec, args, timeout, operator=True)
+        said = (result.stdout + result.stderr).decode(errors="replace").splitlines()
+        containers = [line for line in said if " Container " in line]
+        # "Running" is compose's word for a container it leaves as it is.
+        return not containers or any(not line.rstrip().endswith("Running") for line in containers)
+
     def stop(
         self,
         spec: ComposeSpec,

@@ -34,8 +34,8 @@ HISTORY_SCAN = 500
 def run(ctx: WorkerContext) -> None:
     if ctx.broker_file is not None:
         purged = purge_consumed(ctx.broker_file)
-        if purged:
-            logger.info("embedded broker: purged %d consumed message(s)", purged)
+        if purged:  # the periodic tasks' own messages, mostly: bookkeeping, not news
+            logger.debug("embedded broker: purged %d consumed message(s)", purged)
     with ctx.records.begin() as conn:
         forgotten = events.purge_events(conn, timedelta(days=ctx.event_retention_days))
     if forgotten:

@@ -21,6 +21,7 @@ from sqlalchemy import Engine
 from rollhook.records import deployments
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.schema import utcnow
+from workers import logs
 from workers.errors import LeaseLost
 from workers.procs import ProcessGroup
 
@@ -66,16 +67,8 @@ class Journal:
     def log(self, message: str, *, level: int = logging.INFO) -> None:
         stamp = utcnow().strftime("%H:%M:%S")
         line = f"{stamp} {message}"
-        logger.log(
-            level,
-            "%s",
-            message,
-            extra={
-                "target": self.target,
-                "deployment": self.deployment_id,
-                "delivery": self.delivery_id,
-            },
-        )
+        with logs.about(self.target, self.deployment_id, self.delivery_id):
+            logger.log(level, "%s", message)
         with self._lock:
             self._log = (self._log + line + "\n")[-LOG_TAIL_CHARS:]
             self._dirty = True

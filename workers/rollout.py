@@ -19,10 +19,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from rollhook.images import short_digest
+from rollhook.images import parse_reference, short_digest
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
+from workers import adoption
 from workers.backup import BackupStore, Source
 from workers.compose import Compose, ComposeSpec, write_override
 from workers.engine import DockerEngine
@@ -56,6 +57,7 @@ class RolloutResult:
     backup_id: str | None = None
     changed: bool = False  # the app was touched (for notifications)
     rollback_failed: bool = False
+    adopted: bool = False  # a project started by hand, already as planned (workers.adoption)
 
 
 @dataclass
@@ -97,6 +99,8 @@ class Rollout:
         plan = self._plan(commit, requested.get("images") or [], self.state.pins or {})
         if plan is None:
             return self.outcome
+        if self.outcome.adopted:  # started by hand and already as planned: no restart
+            return adoption.adopt(self, plan)
         return self._roll_out(plan, restore_from=None)
 
     def rollback(self, to: DeploymentRecord, restore_from: str | None) -> RolloutResult:
@@ -203,6 +207,13 @@ class Rollout:
                 self.outcome.reason = "what runs already matches the desired state"
                 step["detail"] = self.outcome.reason
                 return None
+            if not (data_change or forced) and (same := adoption.unchanged(self, spec, plan)):
+                self.outcome.reason = step["detail"] = same
+                if self.state.current_deployment_id:  # adopted before: nothing to do
+                    self.outcome.status = "no_op"
+                    return None
+                self.outcome.adopted = True
+                return plan
             failed = self.state.failed_fingerprint
             if failed == plan.fingerprint and not self.record.manual:
                 self.outcome.status = "no_op"
@@ -255,10 +266,9 @@ class Rollout:
                     "the app's data is on the way to it; rollhook never creates a file through one"
                 )
 
-    def _roll_out(self, plan: Plan, restore_from: str | None) -> RolloutResult:
-        target, tools, journal = self.target, self.tools, self.journal
-        self.outcome.changed = True
-        self.announce(self.outcome)
+    def write_override(self, plan: Plan) -> None:
+        """This deployment's override: digests, labels, the gated service's grace."""
+        target = self.target
         write_override(
             self.dirs.override(self.record.id),
             plan.images,
@@ -272,6 +282,16 @@ class Rollout:
             },
             grace={target.service: target.stop_timeout},
         )
+
+    def check_health(self) -> GateResult:
+        """The health gate on what runs now (nothing is restarted)."""
+        return self._gate(forward=True)
+
+    def _roll_out(self, plan: Plan, restore_from: str | None) -> RolloutResult:
+        target, tools, journal = self.target, self.tools, self.journal
+        self.outcome.changed = True
+        self.announce(self.outcome)
+        self.write_override(plan)
         self._prepare_bind_files(plan)
         spec = compose_spec(target, self.dirs, plan.commit, self.record.id)
         sources = plan.sources
@@ -279,11 +299,8 @@ class Rollout:
 
         with journal.step("preflight") as step:
             self._check_disk(sources if backing_up else [])
-            for service, image in plan.images.items():
-                self._check_time()
-                tools.engine.pull(image, timeout=self._remaining(1800))
-                journal.log(f"preflight: pulled {service} {image}")
-            step["detail"] = f"{len(plan.images)} image(s) present"
+            pulled = self._pull(plan)
+            step["detail"] = f"pulled {pulled}, {len(plan.images) - pulled} already present"
 
         running_backup = None
         if backing_up:
@@ -405,13 +422,27 @@ class Rollout:
         self.outcome.changed = True
         return plan
 
+    def _pull(self, plan: Plan) -> int:
+        """Pull what the engine does not have yet; how many images were pulled."""
+        pulled = 0
+        for service, image in plan.images.items():
+            self._check_time()
+            if self.tools.engine.image_id(parse_reference(image).pullable()) is not None:
+                self.journal.log(f"preflight: {service} {image} already present")
+                continue
+            self.tools.engine.pull(image, timeout=self._remaining(1800))
+            self.journal.log(f"preflight: pulled {service} {image}")
+            pulled += 1
+        return pulled
+
     def _start_and_gate(self, spec: ComposeSpec) -> RolloutResult:
         journal, tools = self.journal, self.tools
         try:
             with journal.step("start") as step:
                 self._check_time()
                 tools.compose.up(spec, timeout=self._remaining(300))
-                step["detail"] = f"{len(spec.files)} compose file(s) applied"
+                applied = spec.files[0].name
+                step["detail"] = f"{applied} applied with rollhook's override (digests, labels)"
             with journal.step("gate") as step:
                 result = self._gate(forward=True)
                 step["detail"] = result.reason

@@ -20,6 +20,7 @@ from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
+from workers import logs
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
@@ -172,6 +173,7 @@ def _execute(
     outcome = RolloutResult(status="failed")
     operator_error = False
     with ExitStack() as stack:
+        stack.enter_context(logs.about(target.name, record.id, journal.delivery_id))
         # Everything that can fail is inside the try, so a record never stays "running"
         # because the engine was briefly unreachable.
         try:

@@ -50,7 +50,7 @@ def test_backups_are_listed_and_one_is_restored_under_the_running_version(
     assert second.backup_id in listed.stdout
 
     refused = cli(deployer, "restore", deployer.name, second.backup_id)
-    assert refused.returncode == 2 and "--yes" in refused.stderr
+    assert refused.returncode == 3 and "--yes" in refused.stderr  # usage
 
     restored = cli(deployer, "restore", deployer.name, second.backup_id, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
@@ -65,4 +65,4 @@ def test_backups_are_listed_and_one_is_restored_under_the_running_version(
     assert record is not None and record.trigger["actor"] == "rollhook restore (cli)"
 
     unknown = cli(deployer, "restore", deployer.name, "no-such-backup", "--yes")
-    assert unknown.returncode == 1 and "no complete backup" in unknown.stdout
+    assert unknown.returncode == 3 and "no complete backup" in unknown.stdout  # usage

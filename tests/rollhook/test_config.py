@@ -15,7 +15,14 @@ import yaml
 
 from rollhook.images import ReferenceError, parse_reference
 from rollhook.settings import ConfigError, load_settings
-from rollhook.targets import TagPolicy, load_targets, parse_duration, parse_targets, repo_key
+from rollhook.targets import (
+    REPO_FORMS,
+    TagPolicy,
+    load_targets,
+    parse_duration,
+    parse_targets,
+    repo_key,
+)
 
 GOOD = {
     "repo": "https://github.com/acme/llm-infra.git",
@@ -43,10 +50,31 @@ def test_the_documented_example_is_valid() -> None:
 
 
 @pytest.mark.parametrize(
+    "repo",
+    [
+        "https://github.com/acme/llm-infra.git",
+        "http://git.lan/acme/llm-infra.git",
+        "ssh://git@git.lan:2222/acme/llm-infra.git",
+        "git://git.lan/acme/llm-infra.git",
+        "git@github.com:acme/llm-infra.git",
+        "file:///srv/git/llm-infra",
+    ],
+)
+def test_every_repo_form_the_message_names_is_accepted(repo: str) -> None:
+    assert problems_of(repo=repo) == []
+    scheme = repo.split("://", maxsplit=1)[0] + "://" if "://" in repo else "git@host:path"
+    assert scheme in REPO_FORMS
+
+
+@pytest.mark.parametrize(
     ("changes", "expected"),
     [
         ({"repo": None}, "targets.llm.repo: required"),
-        ({"repo": "not a url"}, "targets.llm.repo: must be a git URL"),
+        (
+            {"repo": "not a url"},
+            "targets.llm.repo: must be a git URL: https://, http://, ssh://, git://, "
+            "git@host:path or file://",
+        ),
         ({"path": "../etc"}, "targets.llm.path: must be a path inside the repository"),
         ({"project": "Has Spaces"}, "targets.llm.project: use lowercase letters"),
         ({"images": ["mintplexlabs/anythingllm:1.16"]}, "list repositories without a tag"),

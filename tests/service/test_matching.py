@@ -94,6 +94,11 @@ def test_reasons_when_nothing_matches(matcher: Matcher, hints: Hints, reason: st
     assert matched.reason == reason
 
 
+def test_an_unknown_repository_is_named_as_it_was_compared(matcher: Matcher) -> None:
+    matched = matcher.match(git("https://GitHub.com/acme/Unknown.git"))
+    assert matched == Ignored("unknown repository", "no target's repo is github.com/acme/unknown")
+
+
 def test_image_matching_normalises_docker_hub_names(matcher: Matcher) -> None:
     for ref in (
         "mintplexlabs/anythingllm",

@@ -343,3 +343,28 @@ def test_up_recreating_a_container_waits_out_the_override_grace(
         [app] = engine.containers(project)
         assert app.labels["rollhook.deployment"] == "d2"
     assert _shutdowns(spec) == ["1.0.0 shut down cleanly after 11s"]
+
+
+def test_would_change_sees_a_setting_compose_would_recreate_for(
+    compose_argv: list[str], docker_host: str, standin: Any, project: str, tmp_path: Path
+) -> None:
+    """The dry run behind adoption: nothing to do for what runs, a recreate for a new
+    setting, a create for a service that does not run; and the dry run touches nothing."""
+    port = free_port()
+    spec = _layout(tmp_path, compose_file(standin.ref("1.0.0")), f"SERVER_PORT={port}\n")
+    (spec.project_dir / ".env").write_text("")
+    spec = ComposeSpec(project, spec.project_dir, spec.files, spec.env_files, spec.release_dir)
+    compose = Compose(compose_argv, docker_host)
+    assert compose.would_change(spec, timeout=120)  # nothing runs yet
+    with DockerEngine(docker_host) as engine:
+        compose.up(spec, timeout=120)  # the stand-in's tags are present on the engine
+        [before] = engine.containers(project)
+        assert not compose.would_change(spec, timeout=120)
+
+        changed = tmp_path / "changed.yml"
+        changed.write_text(compose_file(standin.ref("1.0.0"), environment={"NEW_SETTING": "1"}))
+        other = ComposeSpec(project, spec.project_dir, [changed], spec.env_files,
+                            spec.release_dir)  # fmt: skip
+        assert compose.would_change(other, timeout=120)
+        [after] = engine.containers(project)
+    assert after.container_id == before.container_id  # a dry run

@@ -8,6 +8,7 @@ restore the data cannot pass.
 
 from __future__ import annotations
 
+import logging
 import threading
 from collections.abc import Callable
 from typing import Any
@@ -18,6 +19,7 @@ from rollhook.records import deployments
 from rollhook.records import targets as target_records
 from tests.harness import infra_files
 from tests.workers.deployer import Deployer
+from workers import logs
 from workers.backup import BackupStore
 
 pytestmark = pytest.mark.engine
@@ -267,3 +269,32 @@ def test_the_stop_step_waits_out_the_targets_stop_timeout(
     assert deployer.app_version() == "2.0.0"
     shutdowns = (deployer.storage / "shutdown.log").read_text().splitlines()
     assert shutdowns == ["1.0.0 shut down cleanly after 11s"]
+
+
+def test_the_steps_and_log_lines_say_what_happened(
+    deployer: Deployer, docker_client: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    ref = deployer.standin.build("2.0.1-fresh", 2)
+    docker_client.images.remove(ref)  # only the registry has it now: it must be pulled
+    deployer.repo.commit(infra_files(ref, deployer.port), message="fresh")
+    logs.name_deployments_in_lines()
+    with caplog.at_level(logging.INFO):
+        first = deployer.deploy()
+    assert first.status == "succeeded", first.log
+    details = {step["name"]: step["detail"] for step in first.steps}
+    assert details["preflight"] == "pulled 1, 0 already present"
+    assert details["start"] == (
+        "docker-compose.yml applied with rollhook's override (digests, labels)"
+    )
+    # The worker's own format prints no extra field: the text names the deployment.
+    about = f"target=llm deployment={first.id} delivery={first.trigger['delivery_id']}: "
+    lines = [r.getMessage() for r in caplog.records if r.name.startswith("rollhook.deploy")]
+    assert lines and all(line.startswith(about) for line in lines), lines
+    assert f"{about}succeeded" in lines
+
+    content = infra_files(ref, deployer.port, environment={"MODE": "second"})
+    deployer.repo.commit(content, message="same image, another setting")
+    second = deployer.deploy()
+    assert second.status == "succeeded", second.log
+    details = {step["name"]: step["detail"] for step in second.steps}
+    assert details["preflight"] == "pulled 0, 1 already present"
