@@ -15,7 +15,7 @@ from celery import signals
 
 from rollhook import broker
 from rollhook.settings import load_settings
-from workers import housekeeping
+from workers import housekeeping, reconcile
 from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
@@ -31,6 +31,9 @@ app = broker.make_celery(
     beat_schedule={
         "dispatch-outbox": {"task": broker.DISPATCH_OUTBOX, "schedule": 2.0},
         "housekeeping": {"task": broker.HOUSEKEEPING, "schedule": 300.0},
+        # The reconcile loop's tick: polls the targets that are due (each has its own
+        # interval); a tick with nothing due reads one table and ends.
+        "reconcile": {"task": broker.RECONCILE, "schedule": reconcile.TICK},
     },
     worker_concurrency=settings.worker_concurrency,
 )
@@ -99,3 +102,10 @@ def dispatch() -> None:
 @app.task(name=broker.HOUSEKEEPING, ignore_result=True)
 def tidy() -> None:
     housekeeping.run(ctx)
+
+
+# Acked when received, like deployments: a tick lost with its worker is simply the next
+# tick's work (the targets it claimed are due again one interval later).
+@app.task(name=broker.RECONCILE, ignore_result=True)
+def reconcile_tick() -> None:
+    reconcile.tick(ctx)

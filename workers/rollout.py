@@ -56,6 +56,9 @@ class RolloutResult:
     backup_id: str | None = None
     changed: bool = False  # the app was touched (for notifications)
     rollback_failed: bool = False
+    # A no_op because nothing is to be done (what runs matches, no watched path changed):
+    # the reconcile loop counts the commit as in sync.
+    in_sync: bool = False
 
 
 @dataclass
@@ -145,7 +148,7 @@ class Rollout:
             if self.previous.commit and not manual and not wanted_images:
                 changed = git.changed_paths(self.previous.commit, commit)
                 if changed is not None and not any(target.watches_path(p) for p in changed):
-                    self.outcome.status = "no_op"
+                    self.outcome.status, self.outcome.in_sync = "no_op", True
                     self.outcome.reason = (
                         f"no watched path changed under {target.path} since "
                         f"{self.previous.commit[:12]}"
@@ -199,7 +202,7 @@ class Rollout:
                 requested={**self.record.requested, "pins": plan.pins},
             )
             if not data_change and self._runs_already(plan):
-                self.outcome.status = "no_op"
+                self.outcome.status, self.outcome.in_sync = "no_op", True
                 self.outcome.reason = "what runs already matches the desired state"
                 step["detail"] = self.outcome.reason
                 return None

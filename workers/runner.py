@@ -30,6 +30,7 @@ from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
 from workers.notify import schedule_announcement, schedule_report
+from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
 
@@ -39,9 +40,11 @@ MAX_ATTEMPTS = 3
 
 
 def run_target(ctx: WorkerContext, name: str) -> None:
+    target = ctx.targets.get(name)
+    auto = target.sync.auto if target is not None else True
     while True:
         with ctx.records.begin() as conn:
-            if not has_work(conn, name):
+            if not has_work(conn, name, auto=auto):
                 return
             token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
@@ -62,16 +65,17 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                 target_records.release_lease(conn, name, token)
 
 
-def has_work(conn: Any, name: str) -> bool:
+def has_work(conn: Any, name: str, *, auto: bool = True) -> bool:
     """Work this worker may do now: an orphaned deployment, or queued requests that a
-    pause does not hold back (a person's request passes a pause; automatic ones wait)."""
+    pause does not hold back (a person's request passes a pause; automatic ones wait).
+    In manual mode (``auto`` False) automatic requests wait for approval (a sync)."""
     state = target_records.get(conn, name)
     if state is None:
         return False
     if deployments.running(conn, name):
         return True
     queued = deployments.queued(conn, name)
-    return bool(queued) and (not state.paused or any(r.manual for r in queued))
+    return any(r.manual for r in queued) or (bool(queued) and auto and not state.paused)
 
 
 def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
@@ -90,7 +94,8 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
                 record, resume = deployments.get(conn, orphan.id), True
         else:
             with ctx.records.begin() as conn:
-                record, resume = _coalesce(conn, name, token), False
+                auto = target.sync.auto if target is not None else True
+                record, resume = _coalesce(conn, name, token, auto=auto), False
         if record is None:
             return
         if target is None:
@@ -102,31 +107,42 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         _execute(ctx, target, record, token, beat, resume=resume)
 
 
-def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
+def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> DeploymentRecord | None:
     """Pick what runs next and record what it replaces.
 
     A person's request goes first and is never replaced by an automatic one; among the
-    rest the newest wins. Older requests are superseded by it and their image pins carry
-    over. While the target is held after a manual rollback, automatic requests that were
-    queued before it are skipped (a new event clears the hold in the web process).
+    rest the newest wins, a deployment before any heal (it applies the desired state,
+    which puts drift back too; a heal never replaces a deployment). Older requests, and
+    heals a deployment makes needless, are superseded by it; their image pins carry over.
+    While the target is held after a manual rollback, automatic deployments that were
+    queued before it are skipped (a new event clears the hold in the web process); heals
+    of what the rollback left still run. In manual mode (``auto`` False) automatic
+    requests wait for a person's sync, which supersedes them.
     """
     queued = deployments.queued(conn, name)
     state = target_records.get(conn, name) or TargetState(name)
     manual = [r for r in queued if r.manual]
-    if not queued or (state.paused and not manual):
-        return None  # kept queued: resume picks it up, nothing accepted is lost
-    pick = manual[-1] if manual else queued[-1]
-    if state.held and not manual:
+    if not manual and (not queued or state.paused or not auto):
+        return None  # kept queued: resume (or approval) picks it up, nothing is lost
+    if not manual and state.held:
         for record in queued:
+            if record.kind == "heal":
+                continue
             deployments.finish_unstarted(
                 conn, record.id, "no_op",
                 "held after a manual rollback: automatic deployments wait for a new event "
                 "or a resume",
             )  # fmt: skip
-        return None
-    older = queued[: queued.index(pick)]
+        queued = [r for r in queued if r.kind == "heal"]
+        if not queued:
+            return None
+    applying = [r for r in queued if r.kind != "heal"]
+    pick = manual[-1] if manual else (applying or queued)[-1]
+    at = queued.index(pick)
+    needless = [r for r in queued[at + 1 :] if r.kind == "heal" and pick.kind != "heal"]
+    older = queued[:at]
     hints: dict[str, dict[str, Any]] = {}
-    if pick.kind == "deploy":
+    if pick.kind in {"deploy", "sync"}:
         for record in [*older, pick]:
             image = record.requested.get("image")
             if record.kind == "deploy" and image:
@@ -135,9 +151,9 @@ def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
     requested = {
         **pick.requested,
         "images": list(hints.values()),
-        "coalesced": [r.id for r in older],
+        "coalesced": [r.id for r in older + needless],
     }
-    deployments.supersede(conn, [r.id for r in older], pick.id, token)
+    deployments.supersede(conn, [r.id for r in older + needless], pick.id, token)
     deployments.start(
         conn, pick.id, token, requested,
         previous_deployment_id=state.current_deployment_id,
@@ -288,7 +304,7 @@ def _record(
         ):
             raise LeaseLost(record.id)
         recorded = True
-        if outcome.status == "succeeded" and plan is not None:
+        if outcome.status == "succeeded" and plan is not None and record.kind != "heal":
             # A manual rollback holds automatic deployments until a new event or a resume.
             held = record.kind == "rollback" and not record.requested.get("restore_backup")
             recorded = target_records.record_outcome(
@@ -301,14 +317,26 @@ def _record(
                 clear_failed=True,
                 held=held,
             )
-        elif plan is not None and (
+        remembered = outcome.status == "no_op" and not outcome.in_sync
+        if plan is not None and (
             outcome.status == "rolled_back" or outcome.rollback_failed or operator_error
         ):
+            remembered = True
             recorded = target_records.record_outcome(
                 conn, target.name, token, failed_fingerprint=plan.fingerprint
             )
         if not recorded:  # fenced out: roll this transaction back, the new holder decides
             raise LeaseLost(record.id)
+        note_outcome(
+            conn,
+            target,
+            record,
+            status=outcome.status,
+            commit=outcome.commit,
+            images=outcome.images,
+            in_sync=outcome.in_sync,
+            remembered=remembered,
+        )
 
 
 def _rollback_source(
