@@ -21,6 +21,7 @@ from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
 from workers.runner import run_target
+from workers.watcher import DriftWatcher
 
 logger = logging.getLogger("rollhook.worker")
 
@@ -53,14 +54,24 @@ def _after_fork(**_: Any) -> None:
     ctx.refresh_owner()
 
 
+watcher = DriftWatcher(ctx)
+
+
 @signals.worker_ready.connect
 def _on_worker_start(**_: Any) -> None:
-    """Recovery at start: finish what a dead worker left, dispatch what waits."""
+    """Recovery at start: finish what a dead worker left, dispatch what waits; then watch
+    the engine's events for drift (a thread of this main process)."""
     try:
         dispatch_outbox(ctx)
         kick_targets(ctx)
     except Exception:
         logger.exception("start-up recovery failed; beat will try again")
+    watcher.start()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_stop(**_: Any) -> None:
+    watcher.stop()
 
 
 @app.task(name=broker.PROCESS_JOBS, ignore_result=True)

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import random
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
@@ -26,9 +26,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from rollhook import events
-from rollhook.broker import PROCESS_JOBS
 from rollhook.events import NewEvent
-from rollhook.records import deployments, jobs
+from rollhook.records import deployments
 from rollhook.records import events as event_records
 from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
@@ -37,9 +36,12 @@ from rollhook.syncstatus import images_in_use
 from rollhook.targets import Target
 from workers.changes import Seen, what_changed
 from workers.context import WorkerContext
+from workers.engine import DockerEngine
 from workers.errors import DeployError
 from workers.gitsync import GitRepo
+from workers.healing import look
 from workers.layout import TargetDirs
+from workers.outbox import publish
 from workers.registry import RegistryClient, newest
 
 logger = logging.getLogger("rollhook.reconcile")
@@ -101,9 +103,11 @@ def poll(
     *,
     registry: RegistryClient | None = None,
     raise_changes: bool = True,
+    inspect: bool = True,
 ) -> dict[str, Poll]:
     """Poll these targets now and record what was seen; with ``raise_changes``, raise events
-    for what changed (else a caller, the runner's sync, decides)."""
+    for what changed (else a caller, the runner's sync, decides); with ``inspect``, compare
+    what runs with the current deployment too (workers/healing.py: drift, heals)."""
     polls = {t.name: Poll() for t in targets}
     with ctx.records.begin() as conn:
         in_use = {t.name: _in_use(conn, t) for t in targets}
@@ -116,6 +120,8 @@ def poll(
         finally:
             if own:
                 client.close()
+    if inspect:
+        _inspect(ctx, targets, polls)
     for target in targets:
         try:
             raised = _conclude(ctx, target, polls[target.name], raise_changes=raise_changes)
@@ -243,6 +249,20 @@ def _images(
                     found.newest[repo] = newest_tag
 
 
+def _inspect(ctx: WorkerContext, targets: list[Target], polls: dict[str, Poll]) -> None:
+    """Every poll compares what runs with the current deployment, as the watcher does."""
+    try:
+        with DockerEngine(ctx.docker_host) as engine:
+            for target in targets:
+                try:
+                    look(ctx, target, engine)
+                except DeployError as exc:
+                    polls[target.name].fail("engine", str(exc))
+    except DeployError as exc:
+        for target in targets:
+            polls[target.name].fail("engine", str(exc))
+
+
 # -- recording and raising ---------------------------------------------------------------
 
 
@@ -324,18 +344,6 @@ def _idle(conn: Connection, target: Target) -> bool:
     if deployments.running(conn, target.name):
         return False
     return not any(r.manual or target.sync.auto for r in deployments.queued(conn, target.name))
-
-
-def publish(ctx: WorkerContext, stored: Iterable[Any]) -> None:
-    """Hand stored jobs to the broker; if it cannot take them, the outbox's dispatch will."""
-    batch = list(stored)
-    try:
-        ctx.send(PROCESS_JOBS, [[job.to_json() for job in batch]])
-    except Exception:  # noqa: BLE001 - kombu and redis raise many types; the outbox retries
-        logger.warning("broker unavailable; %d job(s) stay in the outbox", len(batch))
-        return
-    with ctx.records.begin() as conn:
-        jobs.mark_dispatched(conn, [job.id for job in batch])
 
 
 def _iso(moment: datetime) -> str:

@@ -25,6 +25,7 @@ from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers.backup import BackupStore, Source
 from workers.compose import Compose, ComposeSpec, write_override
+from workers.drift import snapshot
 from workers.engine import DockerEngine
 from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
@@ -413,13 +414,17 @@ class Rollout:
         try:
             with journal.step("start") as step:
                 self._check_time()
-                tools.compose.up(spec, timeout=self._remaining(300))
+                tools.compose.up(
+                    spec, timeout=self._remaining(300), remove_orphans=self.target.sync.prune
+                )
                 step["detail"] = f"{len(spec.files)} compose file(s) applied"
             with journal.step("gate") as step:
                 result = self._gate(forward=True)
                 step["detail"] = result.reason
                 if not result.ok:
                     raise DeployError(f"health gate failed: {result.reason}")
+            # What drift is compared with later: each service's compose config hash.
+            journal.update(containers=snapshot(tools.engine.containers(self.target.project)))
         except LeaseLost:
             raise
         except BaseException as exc:
@@ -470,7 +475,7 @@ class Rollout:
             journal.log("rollback: nothing was deployed by rollhook before; leaving it stopped")
             return
         spec = compose_spec(self.target, self.dirs, previous.commit, previous.deployment_id)
-        self.tools.compose.up(spec, timeout=300)
+        self.tools.compose.up(spec, timeout=300, remove_orphans=self.target.sync.prune)
         result = self._gate(forward=False)
         if not result.ok:
             raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")

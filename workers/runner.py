@@ -20,12 +20,15 @@ from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
+from workers import healing
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
 from workers.engine import DockerEngine
-from workers.errors import DeployError, LeaseLost, OperatorError
+from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
+from workers.heal import Heal
+from workers.healing import settle
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
@@ -187,6 +190,7 @@ def _execute(
     journal = Journal(ctx.records, record, token)
     outcome = RolloutResult(status="failed")
     operator_error = False
+    engine: DockerEngine | None = None
     with ExitStack() as stack:
         # Everything that can fail is inside the try, so a record never stays "running"
         # because the engine was briefly unreachable.
@@ -219,7 +223,10 @@ def _execute(
                 journal=journal,
                 tools=tools,
                 dirs=dirs,
-                announce=lambda _outcome: notify(ctx, "announce", record.id, target),
+                # A heal says nothing when it starts: the drift notice tells its story.
+                announce=lambda _outcome: (
+                    None if record.kind == "heal" else notify(ctx, "announce", record.id, target)
+                ),
                 cancelled=beat.cancelled,
             )
             outcome = rollout.outcome
@@ -245,7 +252,11 @@ def _execute(
             )
         except LeaseLost:
             return
-    if outcome.changed:
+        if engine is not None and (outcome.changed or record.kind == "heal"):
+            settle(ctx, target, engine)  # still under the lease: what runs now is ours
+    # A heal that worked is told by its drift notice ("back in sync"); one that failed is
+    # reported like a failed deployment.
+    if outcome.changed and (record.kind != "heal" or outcome.status == "failed"):
         notify(ctx, "report", record.id, target)
 
 
@@ -260,6 +271,8 @@ def _run(
 ) -> RolloutResult:
     """Start, resume or give up a deployment, from what its journal says."""
     journal = rollout.journal
+    if record.kind == "heal":  # idempotent: a resumed heal inspects, applies, gates again
+        return _heal(ctx, rollout, target, record, state)
     if resume and record.attempt > MAX_ATTEMPTS:
         return rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
     if resume and journal.reached("start", "gate", "rollback"):
@@ -272,6 +285,40 @@ def _run(
         to, restore_from = _rollback_source(ctx, target, record, state, rollout.tools)
         return rollout.rollback(to, restore_from)
     return rollout.deploy()
+
+
+def _heal(
+    ctx: WorkerContext,
+    rollout: Rollout,
+    target: Target,
+    record: DeploymentRecord,
+    state: TargetState,
+) -> RolloutResult:
+    """Apply the current deployment again (workers/heal.py)."""
+    if record.attempt > MAX_ATTEMPTS:
+        raise InfrastructureError(f"gave up after {MAX_ATTEMPTS} worker deaths")
+    with ctx.records.begin() as conn:
+        good = (
+            deployments.get(conn, state.current_deployment_id)
+            if state.current_deployment_id
+            else None
+        )
+    if good is None:
+        raise OperatorError(f"{target.name} has no current deployment to apply again")
+    engine = rollout.tools.engine
+    heal = Heal(
+        target=target,
+        record=record,
+        good=good,
+        journal=rollout.journal,
+        tools=rollout.tools,
+        dirs=rollout.dirs,
+        running=rollout.previous.images,
+        find_drift=lambda: healing.inspect(target, good, engine).drift,
+        cancelled=rollout.cancelled,
+        outcome=rollout.outcome,
+    )
+    return heal.run()
 
 
 def _failed(outcome: RolloutResult, reason: str) -> RolloutResult:
