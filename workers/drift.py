@@ -12,7 +12,10 @@ A pure comparison (:func:`compare`), table-tested with container values. What co
   config hash differs from the one recorded when the deployment passed its gate (records
   made before that was recorded skip this check);
 - ``orphan``: a container of the project for a service the deployment does not have
-  (drift only with ``prune``; otherwise it is listed in ``live`` only).
+  (drift only with ``prune``; otherwise it is listed in ``live`` only). Only containers
+  that compose made count (they carry its config hash): those are what a heal's
+  ``--remove-orphans`` removes. One started by hand with a project label only is listed
+  in ``live``: compose does not see it, so healing could never put it right.
 
 The data and anything-llm's runtime ``.env`` are never looked at. One-off containers
 (``docker compose run``) are ignored.
@@ -142,7 +145,7 @@ def compare(expected: Expected, containers: list[ContainerInfo], *, prune: bool)
     for container in mine:
         if container.service not in expected.images:
             orphans.append({"service": container.service, **_seen(container)})
-            if prune:
+            if prune and COMPOSE_HASH in container.labels:
                 detail = f"{container.name}: the deployment has no service {container.service!r}"
                 drift.append({"service": container.service, "what": "orphan", "detail": detail})
     return Inspection(drift=drift, live={"services": services, "orphans": orphans})

@@ -212,17 +212,6 @@ class DockerEngine(Closeable):
                 )
         return sorted(found, key=lambda c: (c.service, c.name))
 
-    def remove_container(self, container_id: str, *, timeout: int = 10) -> bool:
-        """Stop (SIGTERM, then SIGKILL after ``timeout`` s) and remove a container, its
-        anonymous volumes kept; False if it was gone already."""
-        with _errors(f"removing container {container_id[:12]}"):
-            try:
-                self._api.stop(container_id, timeout=timeout)
-                self._api.remove_container(container_id)
-            except docker.errors.NotFound:
-                return False
-        return True
-
     def state(self, container_id: str) -> ContainerState | None:
         """A container's state now, or None if it no longer exists."""
         what = f"container {container_id[:12]}"

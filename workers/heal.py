@@ -18,7 +18,6 @@ from typing import Any
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
 from workers.compose import write_override
-from workers.drift import ONEOFF
 from workers.errors import DeployError, LeaseLost, OperatorError
 from workers.health import gate
 from workers.journal import Journal
@@ -79,8 +78,6 @@ class Heal:
                 remove_orphans=self.target.sync.prune,
             )
             step["detail"] = f"{good.id} applied again"
-            if self.target.sync.prune:
-                self._prune()
         with journal.step("gate") as step:
             result = self._gate(max(1.0, deadline - time.monotonic()))
             step["detail"] = result
@@ -111,19 +108,6 @@ class Heal:
                 grace={target.service: target.stop_timeout},
             )
             self.journal.log(f"heal: wrote {override} again from the record")
-
-    def _prune(self) -> None:
-        """Remove what compose left: containers of the project that carry its labels but
-        that it did not create (``docker run`` by hand), for services the deployment has
-        not. One-off containers (``docker compose run``) are left alone."""
-        engine = self.tools.engine
-        for container in engine.containers(self.target.project):
-            if container.service in (self.good.images or {}) or (
-                container.labels.get(ONEOFF, "False") == "True"
-            ):
-                continue
-            if engine.remove_container(container.container_id):
-                self.journal.log(f"heal: removed {container.name} (service {container.service!r})")
 
     def _gate(self, timeout: float) -> str:
         target, engine = self.target, self.tools.engine

@@ -92,6 +92,8 @@ APP_OK, DB_OK = container("app"), container("db")
         ),
         ([APP_OK, DB_OK, container("extra")], True, [("extra", "orphan")]),
         ([APP_OK, DB_OK, container("extra")], False, []),
+        # started by hand with the project's label only: compose does not see it either
+        ([APP_OK, DB_OK, container("extra", labels={})], True, []),
         # a one-off (`docker compose run`) container is nobody's drift
         (
             [APP_OK, DB_OK, container("extra", labels={"com.docker.compose.oneoff": "True"})],

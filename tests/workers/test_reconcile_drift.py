@@ -130,24 +130,10 @@ def test_a_container_recreated_by_hand_with_other_settings_is_healed(
     assert good is not None
     # Someone runs `docker compose up` by hand with rollhook's files plus a change of
     # their own: the container carries rollhook's labels but another compose config.
-    release = deployed.dirs.release(deployed.record(good).commit or "")
-    extra = deployed.root / "by-hand.yml"
-    extra.write_text("services:\n  anything-llm:\n    environment:\n      DEBUG: 'yes'\n")
     with watching(deployed):
-        compose = deployed.ctx.compose_argv
-        subprocess.run(
-            [
-                *compose, "-p", deployed.target.project,
-                "--project-directory", str(deployed.dirs.work),
-                "-f", str(release / "docker-compose.yml"),
-                "-f", str(deployed.dirs.override(good)),
-                "-f", str(extra),
-                "--env-file", str(release / ".env"),
-                "up", "-d",
-            ],
-            env={"DOCKER_HOST": deployed.docker_host, "PATH": "/usr/bin:/bin"},
-            check=True, capture_output=True, timeout=120,
-        )  # fmt: skip
+        compose_by_hand(
+            deployed, "services:\n  anything-llm:\n    environment:\n      DEBUG: 'yes'\n"
+        )
         heal_queued(deployed)
     assert [d["what"] for d in loop.sync().drift] == ["config"]
     assert "DEBUG=yes" in app_container(deployed, client).attrs["Config"]["Env"]
@@ -216,24 +202,41 @@ def test_prune_removes_what_git_no_longer_has(
     assert record.status == "succeeded", record.log
     assert _services(deployer, client) == ["anything-llm"]
 
-    # A container of the project for a service Git does not have, started by hand.
+    # Someone brings up a service Git does not have, by hand, in the project.
     with watching(deployer):
-        client.containers.run(
-            deployer.standin.ref("1.0.0"),
-            ["sleep", "300"],
-            detach=True,
-            labels={
-                "com.docker.compose.project": deployer.target.project,
-                "com.docker.compose.service": "stray",
-                "com.docker.compose.oneoff": "False",
-            },
-            network_mode="host",
+        stray = {"image": deployer.standin.ref("1.0.0"), "command": ["sleep", "300"]}
+        compose_by_hand(
+            deployer,
+            yaml.safe_dump({"services": {"stray": {**stray, "network_mode": "host"}}}),
         )
         heal_queued(deployer)
     assert [(d["service"], d["what"]) for d in loop.sync().drift] == [("stray", "orphan")]
     loop.work()
     assert loop.latest().status == "succeeded", loop.latest().log
     assert _services(deployer, client) == ["anything-llm"]
+
+
+def compose_by_hand(deployer: Deployer, extra: str) -> None:
+    """``docker compose up`` run by a person with rollhook's files plus one of their own:
+    what it creates carries rollhook's labels but another compose config."""
+    good = deployer.state().current_deployment_id
+    assert good is not None
+    release = deployer.dirs.release(deployer.record(good).commit or "")
+    by_hand = deployer.root / "by-hand.yml"
+    by_hand.write_text(extra)
+    subprocess.run(
+        [
+            *deployer.ctx.compose_argv, "-p", deployer.target.project,
+            "--project-directory", str(deployer.dirs.work),
+            "-f", str(release / "docker-compose.yml"),
+            "-f", str(deployer.dirs.override(good)),
+            "-f", str(by_hand),
+            "--env-file", str(release / ".env"),
+            "up", "-d",
+        ],
+        env={"DOCKER_HOST": deployer.docker_host, "PATH": "/usr/bin:/bin"},
+        check=True, capture_output=True, timeout=120,
+    )  # fmt: skip
 
 
 def _services(deployer: Deployer, client: docker.DockerClient) -> list[str]:
