@@ -184,6 +184,24 @@ def test_rollhooks_own_deployments_are_never_drift(
     assert state.drift == [] and state.drift_counts == {} and state.heal_count == 0
 
 
+def test_a_restart_by_the_restart_policy_is_the_apps_failure_not_drift(
+    deployed: Deployer, client: docker.DockerClient
+) -> None:
+    loop = Loop(deployed)
+    container = app_container(deployed, client)
+    with watching(deployed) as watcher:
+        # The app dies on its own (its server process killed); unless-stopped restarts it.
+        container.exec_run(["sh", "-c", "kill $(pidof httpd)"])
+        wait_for(lambda: app_container(deployed, client).attrs["RestartCount"] > 0, "a restart")
+        wait_for(lambda: watcher.looks > 0, "the watcher to look")
+        wait_for(deployed.app_version, "the app to serve again")
+        time.sleep(2 * watcher.debounce + 1)
+    assert [j for j in published(deployed) if j.action == "heal"] == []
+    state = loop.sync()
+    assert state.drift == [] and state.drift_counts == {}
+    assert state.live["services"]["anything-llm"][0]["restarts"] >= 1
+
+
 def test_prune_removes_what_git_no_longer_has(
     deployer: Deployer, client: docker.DockerClient
 ) -> None:
