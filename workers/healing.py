@@ -9,7 +9,9 @@ token (every deployment takes the lease, with a new token, before it touches any
 What it decides, in one transaction with the ``sync`` row:
 
 - a new drift episode (nothing drifted before) is counted and told once ("drift found");
-  its end is told once ("back in sync");
+  its end is told once ("back in sync", in the drift message's thread); the notices'
+  rows are written in the same transaction (``notify.schedule_target_notice``, which
+  makes each one once) and their keys kept in ``sync.notified``;
 - with ``auto`` and ``self_heal``, not paused, not degraded and nothing queued or running
   (that would put it back anyway): a heal is queued (an event with source ``heal``,
   through the outbox) while the heals of the current deployment within the heal limit's
@@ -27,6 +29,7 @@ from typing import Any
 from sqlalchemy import Connection
 
 from rollhook import events
+from rollhook.broker import NOTIFY
 from rollhook.events import NewEvent
 from rollhook.records import deployments
 from rollhook.records import events as event_records
@@ -39,9 +42,12 @@ from workers.context import WorkerContext
 from workers.drift import Expected, Inspection, compare
 from workers.engine import DockerEngine
 from workers.heal import describe
+from workers.notify import Notifiers, schedule_target_notice
 from workers.outbox import publish
 
 logger = logging.getLogger("rollhook.healing")
+
+KEEP_NOTIFIED = 20  # notice keys kept on the sync row (the rows themselves dedup too)
 
 
 @dataclass
@@ -49,7 +55,23 @@ class Decision:
     """What recording an inspection decided: a heal to publish, notices to tell."""
 
     heal: NewEvent | None = None
-    notices: list[tuple[str, dict[str, Any]]] = field(default_factory=list)  # (kind, spec)
+    notices: list[News] = field(default_factory=list)
+    notification_ids: list[str] = field(default_factory=list)  # to publish after the commit
+
+
+@dataclass(frozen=True)
+class News:
+    """A target notice to tell once: its event, when it began, what it says."""
+
+    event: str  # drift | in_sync | degraded
+    since: str
+    headline: str
+    details: list[str]
+    episode: str | None = None  # when the drift it belongs to was found
+
+    @property
+    def key(self) -> str:
+        return f"{self.event}:{self.since}"
 
 
 def inspect(target: Target, current: DeploymentRecord, engine: DockerEngine) -> Inspection:
@@ -80,7 +102,7 @@ def look(ctx: WorkerContext, target: Target, engine: DockerEngine) -> Inspection
             or after.current_deployment_id != current.id
         ):
             return None  # rollhook touched it meanwhile: what was read may be its work
-        decision = record(conn, target, inspection, current, may_heal=True)
+        decision = record(conn, target, inspection, current, may_heal=True, notifiers=ctx.notifiers)
     _publish(ctx, decision)
     return inspection
 
@@ -97,7 +119,9 @@ def settle(ctx: WorkerContext, target: Target, engine: DockerEngine) -> None:
             return
         inspection = inspect(target, current, engine)
         with ctx.records.begin() as conn:
-            decision = record(conn, target, inspection, current, may_heal=False)
+            decision = record(
+                conn, target, inspection, current, may_heal=False, notifiers=ctx.notifiers
+            )
         _publish(ctx, decision)
     except Exception:
         logger.exception("%s: recording what runs after the deployment failed", target.name)
@@ -110,6 +134,7 @@ def record(
     current: DeploymentRecord,
     *,
     may_heal: bool,
+    notifiers: Notifiers | None = None,
     now: datetime | None = None,
 ) -> Decision:
     """Record an inspection on the target's sync row; decide a heal, or degraded."""
@@ -124,21 +149,55 @@ def record(
         for what in sorted({d["what"] for d in drift} - before):
             counts[what] = counts.get(what, 0) + 1
         values["drift_counts"] = counts
+    episode = _iso(row.drift_since) if row.drift_since else None
     if drift and not row.drift:
         values["drift_since"] = moment
-        decision.notices.append(("drift", {"since": _iso(moment), "drift": drift}))
+        episode = _iso(moment)
+        decision.notices.append(
+            News("drift", episode, f"{name}: drift found ({_short(drift)})", _lines(drift))
+        )
         logger.warning("%s: drift found: %s", name, describe(drift))
     elif row.drift and not drift:
         values["drift_since"] = None
-        since = _iso(row.drift_since) if row.drift_since else _iso(moment)
-        decision.notices.append(("in_sync", {"since": since, "drift": row.drift}))
+        was = f"drifted since {episode or '?'}: {describe(row.drift)}"
+        decision.notices.append(
+            News(
+                "in_sync",
+                _iso(moment),
+                f"{name}: back in sync with {current.id}",
+                [was],
+                episode=episode,
+            )
+        )
         logger.info("%s: back in sync with %s", name, current.id)
     if drift and may_heal and _may_heal(conn, target, row):
         values.update(
             _heal_or_give_up(
-                conn, target, row, current=current, drift=drift, moment=moment, decision=decision
+                conn,
+                target,
+                row,
+                current=current,
+                drift=drift,
+                moment=moment,
+                decision=decision,
+                episode=episode,
             )
         )
+    if decision.notices:
+        notified = dict(row.notified)
+        for notice in decision.notices:
+            notified[notice.key] = _iso(moment)
+            if notifiers is not None:
+                decision.notification_ids += schedule_target_notice(
+                    conn,
+                    target,
+                    notifiers,
+                    event=notice.event,
+                    since=notice.since,
+                    spec={"headline": notice.headline, "details": notice.details},
+                    episode=notice.episode,
+                )
+        values["notified"] = dict(sorted(notified.items(), key=lambda kv: kv[1])[-KEEP_NOTIFIED:])
     sync_records.change(conn, name, **values)
     return decision
 
@@ -162,6 +221,7 @@ def _heal_or_give_up(
     drift: list[dict[str, str]],
     moment: datetime,
     decision: Decision,
+    episode: str | None,
 ) -> dict[str, Any]:
     limit, window = target.sync.heals_allowed
     since = moment - timedelta(seconds=window)
@@ -172,7 +232,15 @@ def _heal_or_give_up(
             f"drifted again ({describe(drift)}); left alone until a new desired state or a "
             "person's deploy, rollback, resume or sync"
         )
-        decision.notices.append(("degraded", {"since": _iso(moment), "reason": reason}))
+        decision.notices.append(
+            News(
+                "degraded",
+                _iso(moment),
+                f"{target.name}: DEGRADED, healing stopped",
+                [reason, *_lines(drift)],
+                episode=episode,
+            )
+        )
         logger.error("%s: degraded: %s", target.name, reason)
         return {"degraded_at": moment, "degraded_reason": reason[:300]}
     decision.heal = events.new_event(
@@ -196,6 +264,20 @@ def _heal_or_give_up(
 def _publish(ctx: WorkerContext, decision: Decision) -> None:
     if decision.heal is not None:
         publish(ctx, decision.heal.jobs)
+    for notification_id in decision.notification_ids:
+        try:
+            ctx.send(NOTIFY, [notification_id])
+        except Exception:  # noqa: BLE001 - beat re-publishes what is still owed
+            logger.warning("broker unavailable; notification %s waits for beat", notification_id)
+
+
+def _short(drift: list[dict[str, str]]) -> str:
+    seen = [f"{d['service']} {d['what']}" for d in drift]
+    return ", ".join(seen[:3]) + (f" and {len(seen) - 3} more" if len(seen) > 3 else "")
+
+
+def _lines(drift: list[dict[str, str]]) -> list[str]:
+    return [f"{d['service']} {d['what']}: {d['detail']}" for d in drift]
 
 
 def _iso(moment: datetime) -> str:

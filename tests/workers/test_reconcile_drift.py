@@ -14,12 +14,17 @@ from typing import Any
 import docker
 import pytest
 import yaml
+from sqlalchemy import select
 
 from rollhook.broker import PROCESS_JOBS
 from rollhook.jobs import Job
+from rollhook.records.schema import notifications
 from tests.harness import INFRA_PATH, compose_file
 from tests.workers.deployer import Deployer
 from tests.workers.loop import Loop
+from tests.workers.notify.flow import notifiers_for
+from workers.engine import DockerEngine
+from workers.healing import look
 from workers.watcher import DriftWatcher
 
 pytestmark = pytest.mark.engine
@@ -149,6 +154,7 @@ def test_a_target_that_keeps_drifting_stops_at_its_heal_limit(
     deployed: Deployer, client: docker.DockerClient
 ) -> None:
     loop = Loop(deployed)
+    deployed.ctx.notifiers = notifiers_for(notify_console=True)
     with watching(deployed):
         for _ in (1, 2):
             app_container(deployed, client).stop(timeout=5)
@@ -161,6 +167,12 @@ def test_a_target_that_keeps_drifting_stops_at_its_heal_limit(
     assert published(deployed) == []  # no third heal
     assert state.heal_count == 2 and "2 heals of" in (state.degraded_reason or "")
     assert deployed.app_version() is None  # left alone, stopped
+    # Looking again (the next poll, another event) tells nothing new: degraded is told once.
+    with DockerEngine(deployed.docker_host) as engine:
+        assert look(deployed.ctx, deployed.target, engine) is not None
+    assert published(deployed) == []
+    told = notices(deployed)  # two heals that worked, then degraded: told once
+    assert sorted(told) == ["degraded", "drift", "drift", "drift", "in_sync", "in_sync"], told
 
     # A person's deploy (here: the same state again, by hand) starts over.
     record = deployed.deploy(manual=True)
@@ -232,6 +244,17 @@ def test_prune_removes_what_git_no_longer_has(
     loop.work()
     assert loop.latest().status == "succeeded", loop.latest().log
     assert _services(deployer, client) == ["anything-llm"]
+
+
+def notices(deployer: Deployer) -> list[str]:
+    """The target notices scheduled (console rows): their events."""
+    query = (
+        select(notifications.c.subject)
+        .where(notifications.c.kind == "target", notifications.c.channel == "console")
+        .order_by(notifications.c.created_at)
+    )
+    with deployer.records.connect() as conn:
+        return [subject.split(":")[1] for (subject,) in conn.execute(query)]
 
 
 def compose_by_hand(deployer: Deployer, extra: str) -> None:
