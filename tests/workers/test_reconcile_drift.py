@@ -5,11 +5,14 @@ Git no longer has."""
 
 from __future__ import annotations
 
+import dataclasses
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from contextlib import closing, contextmanager
+from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import docker
 import pytest
@@ -23,6 +26,7 @@ from tests.harness import INFRA_PATH, compose_file
 from tests.workers.deployer import Deployer
 from tests.workers.loop import Loop
 from tests.workers.notify.flow import notifiers_for
+from tests.workers.test_engine_events import Relay
 from workers.engine import DockerEngine
 from workers.healing import look
 from workers.watcher import DriftWatcher
@@ -125,6 +129,35 @@ def test_a_container_stopped_or_removed_by_hand_is_healed(
     assert (state.drift, state.drift_since) == ([], None)
     labels = app_container(deployed, client).labels
     assert labels["rollhook.deployment"] == good  # the good deployment's override again
+
+
+def test_drift_while_the_engine_was_out_of_reach_is_seen_when_it_is_back(
+    deployed: Deployer, client: docker.DockerClient, tmp_path: Path
+) -> None:
+    """The watcher survives losing the engine: it reconnects and looks at every target,
+    so what happened while it was away is healed too."""
+    loop = Loop(deployed)
+    engine_socket = urlsplit(deployed.docker_host).path
+    relay = Relay(tmp_path / "relay.sock", engine_socket)
+    relay.restore()
+    through_relay = dataclasses.replace(deployed.ctx, docker_host=f"unix://{relay.path}")
+    watcher = DriftWatcher(through_relay, backoff=(0.1, 0.5))
+    watcher.start()
+    try:
+        time.sleep(0.5)
+        relay.cut()  # the engine, as the watcher sees it, is gone
+        app_container(deployed, client).stop(timeout=5)
+        time.sleep(1.0)
+        assert published(deployed) == []  # nobody saw it yet
+        relay.restore()
+        heal_queued(deployed)
+    finally:
+        watcher.stop()
+        relay.cut()
+    assert [d["what"] for d in loop.sync().drift] == ["stopped"]
+    loop.work()
+    assert loop.latest().status == "succeeded", loop.latest().log
+    assert deployed.app_version() == "1.0.0"
 
 
 def test_a_container_recreated_by_hand_with_other_settings_is_healed(
