@@ -154,7 +154,12 @@ def record(
         values["drift_since"] = moment
         episode = _iso(moment)
         decision.notices.append(
-            News("drift", episode, f"{name}: drift found ({_short(drift)})", _lines(drift))
+            News(
+                "drift",
+                episode,
+                f"{name}: drift found ({_short(drift)})",
+                [*_lines(drift), *_what_next(target)],
+            )
         )
         logger.warning("%s: drift found: %s", name, describe(drift))
     elif row.drift and not drift:
@@ -269,6 +274,14 @@ def _publish(ctx: WorkerContext, decision: Decision) -> None:
             ctx.send(NOTIFY, [notification_id])
         except Exception:  # noqa: BLE001 - beat re-publishes what is still owed
             logger.warning("broker unavailable; notification %s waits for beat", notification_id)
+
+
+def _what_next(target: Target) -> list[str]:
+    if not target.sync.auto:
+        return [f"manual mode: waiting for approval (`rollhook sync {target.name}`)"]
+    if not target.sync.self_heal:
+        return ["self_heal is off: left as it is"]
+    return []
 
 
 def _short(drift: list[dict[str, str]]) -> str:

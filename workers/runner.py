@@ -20,7 +20,7 @@ from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
-from workers import healing
+from workers import healing, reconcile
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
@@ -156,6 +156,8 @@ def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> Deploym
         "images": list(hints.values()),
         "coalesced": [r.id for r in older + needless],
     }
+    if pick.kind == "sync":  # the approval of what it supersedes (manual mode)
+        requested["approved_by"] = (pick.trigger or {}).get("actor")
     deployments.supersede(conn, [r.id for r in older + needless], pick.id, token)
     deployments.start(
         conn, pick.id, token, requested,
@@ -284,7 +286,35 @@ def _run(
     if record.kind == "rollback":
         to, restore_from = _rollback_source(ctx, target, record, state, rollout.tools)
         return rollout.rollback(to, restore_from)
-    return rollout.deploy()
+    return _sync(ctx, rollout, target, record, state) if record.kind == "sync" else rollout.deploy()
+
+
+def _sync(
+    ctx: WorkerContext,
+    rollout: Rollout,
+    target: Target,
+    record: DeploymentRecord,
+    state: TargetState,
+) -> RolloutResult:
+    """A person's sync (the approval in manual mode): poll the target now (its status
+    shows what was seen), then apply what Git and the registry want, as a deployment;
+    when that is what runs already, put back what drifted from the current deployment (a
+    heal, which leaves the current deployment as it is); else nothing: already in sync."""
+    try:
+        reconcile.poll(ctx, [target], reconcile.TickReport(), raise_changes=False, inspect=False)
+    except Exception:  # the deployment's own fetch says what is wrong with Git
+        logger.exception("%s: polling before the sync failed", target.name)
+    outcome = rollout.deploy()
+    if outcome.status != "no_op" or not outcome.in_sync or not state.current_deployment_id:
+        return outcome
+    with ctx.records.begin() as conn:
+        good = deployments.get(conn, state.current_deployment_id)
+    if good is None or not healing.inspect(target, good, rollout.tools.engine).drift:
+        outcome.reason = f"already in sync: {outcome.reason}"
+        return outcome
+    rollout.journal.log(f"sync: {outcome.reason}, but it drifted: healing {good.id}")
+    outcome.plan, outcome.in_sync = None, False  # a heal never moves the current deployment
+    return _heal(ctx, rollout, target, record, state)
 
 
 def _heal(

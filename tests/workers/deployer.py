@@ -108,6 +108,7 @@ class Deployer:
         rollback_to: str | None = None,
         restore_data: bool | None = None,
         manual: bool = False,
+        actor: str | None = None,
     ) -> str:
         hint = None
         if image is not None:
@@ -119,7 +120,12 @@ class Deployer:
             id=new_id("j"),
             target=self.name,
             action=action,  # type: ignore[arg-type]
-            trigger=Trigger(source=source, event_id=event_id, delivery_id=f"dl-{event_id}"),  # type: ignore[arg-type]
+            trigger=Trigger(
+                source=source,  # type: ignore[arg-type]
+                event_id=event_id,
+                delivery_id=f"dl-{event_id}",
+                actor=actor,
+            ),
             received_at=now,
             ref=ref,
             image=hint,
