@@ -36,6 +36,7 @@ from workers.notify import schedule_announcement, schedule_report
 from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
+from workers.writeback import IMAGE_SOURCES, write_back
 
 logger = logging.getLogger("rollhook.runner")
 
@@ -233,6 +234,8 @@ def _execute(
             )
             outcome = rollout.outcome
             outcome = _run(ctx, rollout, target, record, state, resume=resume)
+            if outcome.status == "succeeded" and record.kind == "deploy":
+                _write_back(target, record, journal, tools, outcome)
         except LeaseLost:
             logger.warning("%s: lease lost during %s; stopping", target.name, record.id)
             return
@@ -349,6 +352,21 @@ def _heal(
         outcome=rollout.outcome,
     )
     return heal.run()
+
+
+def _write_back(
+    target: Target, record: DeploymentRecord, journal: Journal, tools: Tools, outcome: RolloutResult
+) -> None:
+    """Commit a tag that a registry push or a poll moved (``sync.write_back``); its
+    failure is the step's, reported with the deployment, which stays succeeded."""
+    if target.sync.write_back is None or (record.trigger or {}).get("source") not in IMAGE_SOURCES:
+        return  # Git said it (a push, a person), or nothing is to be written
+    try:
+        with journal.step("write-back") as step:
+            step["detail"] = write_back(target, tools.git, record.trigger, outcome.images)
+            journal.log(f"write-back: {step['detail']}")
+    except DeployError as exc:
+        journal.log(f"write-back failed: {exc}")
 
 
 def _failed(outcome: RolloutResult, reason: str) -> RolloutResult:
