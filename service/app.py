@@ -94,7 +94,7 @@ def _lifespan(
         engine = db.make_engine(settings.records_url())
         await run_in_threadpool(_prepare_records, engine, settings, list(targets))
         metrics = Metrics()
-        metrics.attach_records(engine)
+        metrics.attach_records(engine, targets)
         recorder = Recorder(
             WriterSettings(settings.records_url(), settings.broker_url()),
             on_dispatch=metrics.count_dispatch,
