@@ -44,6 +44,13 @@ def _api_commands(sub: Any) -> None:
     data.add_argument("--restore-data", dest="restore", action="store_true", default=None)
     data.add_argument("--keep-data", dest="restore", action="store_false")
     rollback.add_argument("--wait", action="store_true")
+    sync = sub.add_parser(
+        "sync",
+        help="poll a target now and apply what Git and the registry want, or put back what "
+        "drifted (the approval in manual mode)",
+    )
+    sync.add_argument("target")
+    sync.add_argument("--wait", action="store_true", help="follow it to its end")
     pause = sub.add_parser("pause", help="freeze a target's automatic deployments")
     pause.add_argument("target")
     pause.add_argument("--reason")
