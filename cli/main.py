@@ -71,6 +71,11 @@ def _local_commands(sub: Any) -> None:
     restore.add_argument("target")
     restore.add_argument("backup")
     restore.add_argument("--yes", action="store_true", help="confirm: the service is restarted")
+    diff = sub.add_parser(
+        "diff",
+        help="what a sync would change: commits, services, images, changed variable names",
+    )
+    diff.add_argument("target")
 
 
 def parser() -> argparse.ArgumentParser:
@@ -98,6 +103,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return
             from cli.local import check_config
 
             return check_config()
+        if args.command == "diff":
+            from cli.diff import diff
+
+            return diff(args)
         if args.command in {"backups", "restore"}:
             from cli.local import backups, restore
 

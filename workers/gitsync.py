@@ -162,6 +162,18 @@ class GitRepo:
             shutil.rmtree(home, ignore_errors=True)
         return dest
 
+    def commits(self, old: str, new: str, limit: int = 50) -> list[CommitInfo]:
+        """The commits after ``old`` up to ``new``, newest first (at most ``limit``)."""
+        spec = f"{_sha(old)}..{_sha(new)}"
+        out = self._git(
+            "log", f"--max-count={limit}", "--format=%H%x00%s%x00%an%x00%aI", spec, "--"
+        )
+        found = []
+        for line in out.splitlines():
+            full, message, author, date = line.split("\x00")
+            found.append(CommitInfo(sha=full, message=message, author=author, date=date))
+        return found
+
     def changed_paths(self, old: str | None, new: str) -> list[str] | None:
         """Files changed between two commits; None when ``old`` is unknown here."""
         if (
