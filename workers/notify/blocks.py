@@ -45,6 +45,7 @@ _TARGET_ICONS = {
     "in_sync": ":large_green_circle:",
     "degraded": ":sos:",
     "pending": ":hourglass_flowing_sand:",
+    "write_back": ":x:",
 }
 
 
