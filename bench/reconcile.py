@@ -109,6 +109,13 @@ def start_infra(stack: ExitStack) -> SimpleNamespace:
     return SimpleNamespace(root=root, engine=engine, registry=registry, git=git)
 
 
+def idle(deployer: Deployer) -> bool:
+    """Nothing of the target's is running or queued."""
+    with deployer.records.begin() as conn:
+        name = deployer.name
+        return not deployments.running(conn, name) and not deployments.queued(conn, name)
+
+
 def wait_for(predicate: Any, timeout: float = 120.0) -> float:
     began = time.monotonic()
     while time.monotonic() - began < timeout:
@@ -223,18 +230,15 @@ def main() -> int:
             lost.append(wait_for(lambda tag=tag: deployer.app_version() == tag) - began)
             print(f"  lost webhook, round {n + 1}: {lost[-1]:.2f} s", flush=True)
 
-        def idle() -> bool:
-            with records.begin() as conn:
-                name = deployer.name
-                return not deployments.running(conn, name) and not deployments.queued(conn, name)
-
         detected, serving = [], []
         with closing(infra.engine.client()) as client:
             for n in range(ROUNDS):
                 [app] = client.containers.list(
                     filters={"label": f"com.docker.compose.project={deployer.target.project}"}
                 )
-                wait_for(idle)  # a stop during rollhook's own gate is its failure, not drift
+                wait_for(
+                    lambda: idle(deployer)
+                )  # a stop during rollhook's own gate is its failure, not drift
                 worker.heal_seen_at = None
                 began = time.monotonic()
                 app.stop(timeout=10)
