@@ -18,7 +18,11 @@ def test_sync_queues_a_manual_sync_job_as_the_person_who_ran_it(
 ) -> None:
     app = serve()
     args = parser().parse_args(["sync", "hello"])
-    assert _dispatch(Client(app.url, API_TOKEN), args) == 0
+    client = Client(app.url, API_TOKEN)
+    try:
+        assert _dispatch(client, args) == 0
+    finally:
+        client.http.close()
     said = capsys.readouterr().out
     assert said.startswith("queued: event ")
     [row] = app.jobs_of(said.split()[2])
