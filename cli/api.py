@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import getpass
 import json
 import sys
 import time
@@ -79,6 +80,13 @@ def follow(client: Client, event_id: str, timeout: float = 3600) -> int:
     return output.FAILED
 
 
+def _who() -> str:
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return "cli"
+
+
 def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
     url = args.url or f"http://127.0.0.1:{settings.port}"
     token = settings.api_token.get_secret_value() if settings.api_token else None
@@ -92,15 +100,18 @@ def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911 (per command)
     command = args.command
-    if command in {"deploy", "rollback"}:
+    if command in {"deploy", "rollback", "sync"}:
         body: dict[str, Any] = {"target": args.target}
+        path = f"/{command}"
         if command == "deploy":
             body |= {k: v for k, v in (("ref", args.ref), ("image", args.image)) if v}
-        else:
+        elif command == "rollback":
             body |= {
                 k: v for k, v in (("to", args.to), ("restore_data", args.restore)) if v is not None
             }
-        answer = client.call("POST", f"/{command}", json=body)
+        else:  # recorded as approved by whoever runs it
+            body, path = {"actor": _who()}, f"/targets/{args.target}/sync"
+        answer = client.call("POST", path, json=body)
         print(
             f"{answer['status']}: event {answer.get('id')}"
             + (f" ({answer['reason']})" if answer.get("reason") else ""),

@@ -39,6 +39,13 @@ def check_config() -> int:
         print(f"ROLLHOOK_CONFIG: cannot read {settings.config}: {exc.strerror}")
         return 1
     targets, problems = parse_targets(text)
+    if settings.git_token is None and settings.git_ssh_key is None:
+        problems += [
+            f"targets.{t.name}.sync.write_back: pushing needs ROLLHOOK_GIT_TOKEN or "
+            "ROLLHOOK_GIT_SSH_KEY"
+            for t in targets.values()
+            if t.sync.write_back is not None
+        ]
     for problem in problems:
         print(problem)
     if problems:

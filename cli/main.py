@@ -48,6 +48,13 @@ def _api_commands(sub: Any) -> None:
     data.add_argument("--restore-data", dest="restore", action="store_true", default=None)
     data.add_argument("--keep-data", dest="restore", action="store_false")
     rollback.add_argument("--wait", action="store_true")
+    sync = sub.add_parser(
+        "sync",
+        help="poll a target now and apply what Git and the registry want, or put back what "
+        "drifted (the approval in manual mode)",
+    )
+    sync.add_argument("target")
+    sync.add_argument("--wait", action="store_true", help="follow it to its end")
     pause = sub.add_parser("pause", help="freeze a target's automatic deployments")
     pause.add_argument("target")
     pause.add_argument("--reason")
@@ -70,6 +77,11 @@ def _local_commands(sub: Any) -> None:
     restore.add_argument("target")
     restore.add_argument("backup")
     restore.add_argument("--yes", action="store_true", help="confirm: the service is restarted")
+    diff = sub.add_parser(
+        "diff",
+        help="what a sync would change: commits, services, images, changed variable names",
+    )
+    diff.add_argument("target")
 
 
 class Parser(argparse.ArgumentParser):
@@ -160,6 +172,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return
             from cli.local import check_config
 
             return check_config()
+        if args.command == "diff":
+            from cli.diff import diff
+
+            return diff(args)
         if args.command in {"backups", "restore"}:
             from cli.local import backups, restore
 

@@ -24,6 +24,7 @@ RUN_TARGET = "rollhook.run_target"
 NOTIFY = "rollhook.notify"
 DISPATCH_OUTBOX = "rollhook.dispatch_outbox"
 HOUSEKEEPING = "rollhook.housekeeping"
+RECONCILE = "rollhook.reconcile"
 
 DEPLOY_QUEUE = "deploy"
 NOTIFY_QUEUE = "notify"
@@ -107,6 +108,7 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
             NOTIFY: {"queue": NOTIFY_QUEUE},
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},
             HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE},
+            RECONCILE: {"queue": HOUSEKEEPING_QUEUE},
         },
         **conf,
     )

@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any, Literal, TypedDict
+from typing import Any, TypedDict
 
 from rollhook.ids import new_id
-from rollhook.jobs import ImageHint, Job, Source, Trigger
+from rollhook.jobs import Action, ImageHint, Job, Source, Trigger
 
 # The events table's delivery_id and actor columns are 200 characters wide.
 _COLUMN = 200
@@ -23,7 +23,7 @@ _COLUMN = 200
 class JobFields(TypedDict, total=False):
     """What one target's job asks for, beyond what the event says for all of them."""
 
-    action: Literal["deploy", "rollback"]
+    action: Action
     ref: str | None
     image: ImageHint | None
     rollback_to: str | None

@@ -13,8 +13,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict
 
-# Where a request came from. ``poll`` (beat's reconcile loop finding a new desired state)
-# and ``heal`` (it putting back what drifted) are for the loop to come.
+# Where a request came from. ``poll``: the reconcile loop found a new desired state;
+# ``heal``: it puts back what drifted from the current deployment.
 Source = Literal[
     "github", "gitea", "gitlab", "registry", "dockerhub", "harbor", "ghcr", "api", "poll", "heal"
 ]
@@ -41,12 +41,18 @@ class Trigger(BaseModel):
     actor: str | None = None
 
 
+# What a job asks for. ``heal``: re-apply the current deployment (same commit and digests,
+# no backup) because what runs drifted from it. ``sync`` (a person, POST
+# /targets/{name}/sync): poll now and apply what is found: the approval in manual mode.
+Action = Literal["deploy", "rollback", "heal", "sync"]
+
+
 class Job(BaseModel):
     model_config = ConfigDict(frozen=True)
 
     id: str
     target: str
-    action: Literal["deploy", "rollback"] = "deploy"
+    action: Action = "deploy"
     trigger: Trigger
     received_at: datetime
     # A Git push: the commit the sender says is the new head (a hint), or a ref asked

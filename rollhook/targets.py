@@ -41,6 +41,18 @@ _LISTEN = re.compile(r"^(?P<host>\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]*):(?P<port>\d{
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
 
 
+_DIGITS = re.compile(r"(\d+)")
+
+
+def natural_key(tag: str) -> tuple[tuple[int, int, str], ...]:
+    """Digit runs compared as numbers, the rest as text: ``1.9-alpine`` < ``1.10-alpine``."""
+    return tuple(
+        (0, int(part), "") if part.isdigit() else (1, 0, part)
+        for part in _DIGITS.split(tag)
+        if part
+    )
+
+
 def parse_duration(value: Any) -> float:
     """``180s``, ``3m``, ``1.5h``, ``500ms`` or a bare number of seconds -> seconds."""
     if isinstance(value, int | float) and not isinstance(value, bool):
@@ -86,6 +98,19 @@ class TagPolicy:
         except InvalidVersion:
             return False
         return self._spec is not None and self._spec.contains(version, prereleases=False)
+
+    def newer(self, candidate: str, current: str | None) -> bool:
+        """Whether ``candidate`` is a later tag than ``current`` in this policy's order:
+        by version when both are versions (a leading ``v`` ignored), else in natural order
+        (digit runs as numbers) when ``current`` is one the policy allows itself; a tag like
+        ``latest`` is never older than anything."""
+        if current is None or candidate == current:
+            return False
+        try:
+            return Version(candidate.removeprefix("v")) > Version(current.removeprefix("v"))
+        except InvalidVersion:
+            pass
+        return self.allows(current) and natural_key(candidate) > natural_key(current)
 
     def __repr__(self) -> str:
         return f"TagPolicy({self.text!r})"
@@ -133,6 +158,107 @@ class Notify(BaseModel):
         Literal["slack", "email"],
         list[Literal["succeeded", "failed", "rolled_back", "no_op", "recovered"]],
     ] = {}
+
+
+_VARIABLE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]{0,127}$")
+_HEAL_LIMIT = re.compile(r"^\s*(\d+)\s*/\s*(.+)$")
+
+
+def parse_heal_limit(value: str) -> tuple[int, float]:
+    """``3/1h`` -> (3, 3600.0): at most that many heals of one deployment per window."""
+    match = _HEAL_LIMIT.match(value) if isinstance(value, str) else None
+    if match is None:
+        raise ValueError(f"not a heal limit: {value!r} (use <count>/<duration>, e.g. 3/1h)")
+    count, window = int(match.group(1)), parse_duration(match.group(2).strip())
+    if count < 1 or window <= 0:
+        raise ValueError("a heal limit needs at least 1 heal in a window longer than 0s")
+    return count, window
+
+
+class WriteBack(BaseModel):
+    """Where rollhook commits an image tag that a registry push or a poll moved.
+
+    A ``.env``-style file (relative to the target's ``path``) takes ``variable``; a
+    compose file (``*.yml``/``*.yaml``) takes ``service``, whose ``image:`` tag is rewritten.
+    In a ``.env`` file ``service`` says whose image the variable holds (default: the
+    target's gated service).
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    file: str = ".env"
+    variable: str | None = None
+    service: str | None = None
+    branch: str | None = None  # default: the target's tracked branch
+
+    @field_validator("file")
+    @classmethod
+    def _inside(cls, value: str) -> str:
+        path = PurePosixPath(value)
+        if not value or path.is_absolute() or ".." in path.parts or str(path) == ".":
+            raise ValueError("a file inside the target's folder (no leading '/', no '..')")
+        return str(path)
+
+    @field_validator("variable")
+    @classmethod
+    def _variable(cls, value: str | None) -> str | None:
+        if value is not None and not _VARIABLE.match(value):
+            raise ValueError("a variable name: letters, digits and '_'")
+        return value
+
+    @field_validator("branch")
+    @classmethod
+    def _branch(cls, value: str | None) -> str | None:
+        if value is not None and (
+            not _BRANCH.match(value) or ".." in value or value.endswith((".lock", "/"))
+        ):
+            raise ValueError("not a valid branch name")
+        return value
+
+    @property
+    def compose(self) -> bool:
+        return self.file.endswith((".yml", ".yaml"))
+
+    @model_validator(mode="after")
+    def _one_way(self) -> WriteBack:
+        if self.compose and self.variable is not None:
+            raise ValueError("a compose file takes service (its image: line), not variable")
+        if self.compose and self.service is None:
+            raise ValueError("a compose file needs service: whose image: line to rewrite")
+        if not self.compose and self.variable is None:
+            raise ValueError(f"{self.file} needs variable: the name that holds the tag")
+        return self
+
+
+class Sync(BaseModel):
+    """The reconcile loop for one target (PRODUCT.md "Reconciliation: the GitOps loop")."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    interval: Duration = 180.0  # 0: webhooks only (drift is still watched)
+    auto: bool = True  # False: what is found waits for approval (POST /targets/{name}/sync)
+    self_heal: bool = True
+    prune: bool = True
+    heal_limit: str = "3/1h"
+    write_back: WriteBack | None = None
+
+    @field_validator("interval")
+    @classmethod
+    def _interval(cls, value: float) -> float:
+        if 0 < value < 5:
+            raise ValueError("poll at most every 5s (or 0: webhooks only)")
+        return value
+
+    @field_validator("heal_limit")
+    @classmethod
+    def _heal_limit(cls, value: str) -> str:
+        parse_heal_limit(value)
+        return value.strip()
+
+    @property
+    def heals_allowed(self) -> tuple[int, float]:
+        """(heals, window in seconds) per deployment."""
+        return parse_heal_limit(self.heal_limit)
 
 
 class Proxy(BaseModel):
@@ -223,6 +349,7 @@ class Target(BaseModel):
     deploy_timeout: Duration = 1800.0
     stop_timeout: Duration = 30.0
     proxy: Proxy | None = None
+    sync: Sync = Sync()
 
     @field_validator("name", "project")
     @classmethod
@@ -299,6 +426,12 @@ class Target(BaseModel):
         if self.health.settle >= self.health.timeout:
             raise ValueError("health.settle must be shorter than health.timeout")
         return self
+
+    @property
+    def follows_newer_tags(self) -> bool:
+        """Whether polling looks for newer tags: only under a policy the operator wrote
+        (``tags:`` left at its default ``glob:*`` would follow any tag at all)."""
+        return "tags" in self.model_fields_set and self.tag_policy.kind in {"glob", "semver"}
 
     # -- derived ----------------------------------------------------------------------
 

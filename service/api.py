@@ -1,4 +1,5 @@
-"""The API for people and CI: deploy, rollback, pause and resume (reads: ``service.views``).
+"""The API for people and CI: deploy, rollback, sync, pause and resume (reads:
+``service.views``).
 
 Every endpoint needs ``Authorization: Bearer <ROLLHOOK_API_TOKEN>``; with no token
 configured the API does not exist (404). Deploys and rollbacks go through the same
@@ -23,6 +24,7 @@ from rollhook.events import JobFields
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.jobs import ImageHint
 from rollhook.records import deployments
+from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
@@ -35,7 +37,7 @@ from service.sources import dedup_key
 
 log = logging.getLogger("rollhook.api")
 
-Action = Literal["deploy", "rollback"]
+Action = Literal["deploy", "rollback", "sync"]
 Handler = Callable[[Runtime, Request], Awaitable[Response]]
 _SHA = re.compile(r"^[0-9a-f]{7,64}$")
 # A branch name as git check-ref-format allows it, simplified and strict.
@@ -216,6 +218,18 @@ async def _submit(
     return answers.queued(outcome.event_id)
 
 
+async def sync(rt: Runtime, request: Request) -> Response:
+    """Poll the target now and apply what is found: a new desired state (and whatever
+    waits for approval in manual mode) as a deployment, else drift as a heal. The worker
+    decides which; the event shows what it led to. Recorded with who asked (``actor``)."""
+    name = request.path_params["name"]
+    target = rt.targets.get(name)
+    if target is None:
+        return answers.not_found(f"unknown target {name!r}")
+    document = await read_json(rt, request)
+    return await _submit(rt, request, target, action="sync", fields={}, document=document)
+
+
 async def pause(rt: Runtime, request: Request) -> Response:
     return await _set_paused(rt, request, paused=True)
 
@@ -237,6 +251,8 @@ async def _set_paused(rt: Runtime, request: Request, *, paused: bool) -> Respons
     def write() -> None:
         with rt.engine.begin() as conn:
             target_records.set_paused(conn, name, paused, reason)
+            if not paused:  # a person's resume: healing may start over
+                sync_records.forgive(conn, name)
 
     await run_in_threadpool(write)
     log.info(

@@ -22,6 +22,7 @@ from starlette.responses import Response
 from starlette.routing import Route
 
 from rollhook.records import db
+from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.settings import INBOUND_SECRETS, ConfigError, Settings, load_settings
 from rollhook.targets import Target, load_targets
@@ -42,7 +43,9 @@ ROUTES = [
     Route("/rollback", api.guarded(api.rollback), methods=["POST"]),
     Route("/targets/{name}/pause", api.guarded(api.pause), methods=["POST"]),
     Route("/targets/{name}/resume", api.guarded(api.resume), methods=["POST"]),
+    Route("/targets/{name}/sync", api.guarded(api.sync), methods=["POST"]),
     Route("/targets", api.guarded(views.list_targets), methods=["GET"]),
+    Route("/targets/{name}", api.guarded(views.show_target), methods=["GET"]),
     Route("/events/{event_id}", api.guarded(views.show_event), methods=["GET"]),
     Route("/deployments", api.guarded(views.list_deployments), methods=["GET"]),
     Route("/deployments/{deployment_id}", api.guarded(views.show_deployment), methods=["GET"]),
@@ -93,7 +96,7 @@ def _lifespan(
         engine = db.make_engine(settings.records_url())
         await run_in_threadpool(_prepare_records, engine, settings, list(targets))
         metrics = Metrics()
-        metrics.attach_records(engine)
+        metrics.attach_records(engine, targets)
         recorder = Recorder(
             WriterSettings(settings.records_url(), settings.broker_url()),
             on_dispatch=metrics.count_dispatch,
@@ -132,6 +135,7 @@ def _prepare_records(engine: Engine, settings: Settings, names: list[str]) -> No
     db.migrate(engine, settings.data_dir)
     with engine.begin() as conn:
         target_records.ensure(conn, names)
+        sync_records.ensure(conn, names)
 
 
 def _broker_kind(settings: Settings) -> str:

@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -24,6 +24,12 @@ from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
 from rollhook.records import deployments, jobs
+from rollhook.records import sync as sync_records
+from rollhook.records import targets as target_records
+from rollhook.records.targets import TargetState
+from rollhook.syncstatus import STATUSES
+from rollhook.targets import Target
+from service.syncview import sync_view
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 # Deployments take seconds to tens of minutes.
@@ -79,8 +85,10 @@ class Metrics:
             child = self._stored[source] = self.events_stored.labels(source)
         child.inc()
 
-    def attach_records(self, engine: Engine) -> None:
+    def attach_records(self, engine: Engine, targets: Mapping[str, Target] | None = None) -> None:
         self.registry.register(_RecordsCollector(engine))
+        if targets:
+            self.registry.register(_SyncCollector(engine, targets))
 
     def count_commit(self, events: int) -> None:
         self.commit_events.observe(events)
@@ -161,6 +169,52 @@ class _RecordsCollector(Collector):
         for target, when in sorted(last_success.items()):
             success.add_metric([target], when)
         yield success
+
+
+class _SyncCollector(Collector):
+    """The reconcile loop's metrics from the ``sync`` rows at scrape time: each target's
+    status (1 for the current one), its drift episodes by what drifted, its heals, its
+    poll errors by kind and when it was last polled."""
+
+    def __init__(self, engine: Engine, targets: Mapping[str, Target]) -> None:
+        self._engine, self._targets = engine, targets
+
+    def describe(self) -> list[Metric]:
+        return []
+
+    def collect(self) -> Iterator[Metric]:
+        status = GaugeMetricFamily(
+            "rollhook_target_sync_status",
+            "The target's sync status (1 for the current one)",
+            labels=["target", "status"],
+        )
+        drift = CounterMetricFamily(
+            "rollhook_drift", "Drift episodes by what drifted", labels=["target", "what"]
+        )
+        heals = CounterMetricFamily("rollhook_heals", "Heals queued", labels=["target"])
+        errors = CounterMetricFamily(
+            "rollhook_poll_errors", "Failed polls by kind", labels=["target", "kind"]
+        )
+        polled = GaugeMetricFamily(
+            "rollhook_last_poll_timestamp_seconds", "When the target was last polled",
+            labels=["target"],
+        )  # fmt: skip
+        with self._engine.connect() as conn:
+            rows = sync_records.all_states(conn)
+            for name, target in sorted(self._targets.items()):
+                state = target_records.get(conn, name) or TargetState(name)
+                row = rows.get(name) or sync_records.SyncState(name)
+                now = sync_view(conn, target, state, row)["status"]
+                for each in STATUSES:
+                    status.add_metric([name, each], 1.0 if each == now else 0.0)
+                for what, count in sorted(row.drift_counts.items()):
+                    drift.add_metric([name, what], count)
+                heals.add_metric([name], row.heal_count)
+                for kind, count in sorted(row.poll_error_counts.items()):
+                    errors.add_metric([name, kind], count)
+                if row.last_poll_at is not None:
+                    polled.add_metric([name], row.last_poll_at.timestamp())
+        yield from (status, drift, heals, errors, polled)
 
 
 def _histogram(durations: dict[str, list[float]]) -> HistogramMetricFamily:

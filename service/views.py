@@ -15,6 +15,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rollhook.records import deployments, notifications
+from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.events import get_event
 from rollhook.records.targets import TargetState
@@ -22,6 +23,7 @@ from rollhook.targets import Target
 from service import answers
 from service.api import BadRequest
 from service.runtime import Runtime
+from service.syncview import sync_view
 
 DEFAULT_LIMIT = 20
 MAX_LIMIT = 200
@@ -43,15 +45,32 @@ async def list_targets(rt: Runtime, request: Request) -> Response:
     def read() -> list[dict[str, Any]]:
         with rt.engine.connect() as conn:
             states = target_records.all_states(conn)
+            observed = sync_records.all_states(conn)
             return [
-                _target(conn, t, states.get(t.name) or TargetState(t.name))
+                _target(conn, t, states.get(t.name) or TargetState(t.name), observed.get(t.name))
                 for t in rt.targets.values()
             ]
 
     return answers.reply(200, {"targets": await run_in_threadpool(read)})
 
 
-def _target(conn: Connection, target: Target, state: TargetState) -> dict[str, Any]:
+async def show_target(rt: Runtime, request: Request) -> Response:
+    name = request.path_params["name"]
+    target = rt.targets.get(name)
+    if target is None:
+        return answers.not_found(f"unknown target {name!r}")
+
+    def read() -> dict[str, Any]:
+        with rt.engine.connect() as conn:
+            state = target_records.get(conn, name) or TargetState(name)
+            return _target(conn, target, state, None)
+
+    return answers.reply(200, await run_in_threadpool(read))
+
+
+def _target(
+    conn: Connection, target: Target, state: TargetState, observed: sync_records.SyncState | None
+) -> dict[str, Any]:
     lease = None
     if state.lease_owner:
         lease = {"owner": state.lease_owner, "expires_at": state.lease_expires_at}
@@ -68,10 +87,12 @@ def _target(conn: Connection, target: Target, state: TargetState) -> dict[str, A
         "paused_reason": state.paused_reason,
         "paused_at": state.paused_at,
         "held": bool(state.held),
+        "current": _brief(conn, state.current_deployment_id),
         "current_deployment": _brief(conn, state.current_deployment_id),
         "last_good_deployment": _brief(conn, state.last_good_deployment_id),
         "pins": state.pins or {},
         "lease": lease,
+        "sync": sync_view(conn, target, state, observed),
     }
 
 

@@ -16,12 +16,13 @@ from celery import signals
 
 from rollhook import broker
 from rollhook.settings import load_settings
-from workers import housekeeping, logs
+from workers import housekeeping, logs, reconcile
 from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
 from workers.runner import run_target
+from workers.watcher import DriftWatcher
 
 logger = logging.getLogger("rollhook.worker")
 
@@ -32,6 +33,9 @@ app = broker.make_celery(
     beat_schedule={
         "dispatch-outbox": {"task": broker.DISPATCH_OUTBOX, "schedule": 2.0},
         "housekeeping": {"task": broker.HOUSEKEEPING, "schedule": 300.0},
+        # The reconcile loop's tick: polls the targets that are due (each has its own
+        # interval); a tick with nothing due reads one table and ends.
+        "reconcile": {"task": broker.RECONCILE, "schedule": reconcile.TICK},
     },
     worker_concurrency=settings.worker_concurrency,
 )
@@ -54,9 +58,13 @@ def _after_fork(**_: Any) -> None:
     ctx.refresh_owner()
 
 
+watcher = DriftWatcher(ctx)
+
+
 @signals.worker_ready.connect
 def _on_worker_start(**_: Any) -> None:
-    """Recovery at start: finish what a dead worker left, dispatch what waits."""
+    """Recovery at start: finish what a dead worker left, dispatch what waits; then watch
+    the engine's events for drift (a thread of this main process)."""
     # Everything loaded so far lives as long as the process: out of the collector's way.
     # Stopping then takes seconds less (the final collection walked all of it: 2-4 s
     # on a loaded host, most of an idle worker's shutdown; cli/processes.py's grace).
@@ -66,6 +74,12 @@ def _on_worker_start(**_: Any) -> None:
         kick_targets(ctx)
     except Exception:
         logger.exception("start-up recovery failed; beat will try again")
+    watcher.start()
+
+
+@signals.worker_shutdown.connect
+def _on_worker_stop(**_: Any) -> None:
+    watcher.stop()
 
 
 @app.task(name=broker.PROCESS_JOBS, ignore_result=True)
@@ -107,3 +121,10 @@ def dispatch() -> None:
 @app.task(name=broker.HOUSEKEEPING, ignore_result=True)
 def tidy() -> None:
     housekeeping.run(ctx)
+
+
+# Acked when received, like deployments: a tick lost with its worker is simply the next
+# tick's work (the targets it claimed are due again one interval later).
+@app.task(name=broker.RECONCILE, ignore_result=True)
+def reconcile_tick() -> None:
+    reconcile.tick(ctx)

@@ -95,10 +95,14 @@ class Compose:
             raise InfrastructureError("compose config printed no mapping")
         return config
 
-    def up(self, spec: ComposeSpec, timeout: float) -> None:
-        """Create or recreate what changed; images must be present (pulled by digest)."""
-        args = ["up", "--detach", "--no-build", "--pull", "never", "--remove-orphans"]
-        self._run(spec, args, timeout, operator=False)
+    def up(self, spec: ComposeSpec, timeout: float, *, remove_orphans: bool = True) -> None:
+        """Create or recreate what changed; images must be present (pulled by digest).
+        ``remove_orphans``: also remove the project's containers of services the files no
+        longer have (the target's ``sync.prune``)."""
+        args = ["up", "--detach", "--no-build", "--pull", "never"]
+        self._run(
+            spec, args + (["--remove-orphans"] if remove_orphans else []), timeout, operator=False
+        )
 
     def would_change(self, spec: ComposeSpec, timeout: float) -> bool:
         """Whether ``up`` would create, recreate or remove any container (a dry run)."""

@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollhook.datadir import prepare_data_dir
+from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings
@@ -50,6 +51,7 @@ def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) ->
     targets = load_targets(settings.config)
     with records.begin() as conn:
         target_records.ensure(conn, list(targets))
+        sync_records.ensure(conn, list(targets))
     return WorkerContext(
         records=records,
         data_dir=settings.data_dir.resolve(),

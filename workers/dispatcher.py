@@ -53,7 +53,16 @@ def dispatch_outbox(ctx: WorkerContext) -> int:
 def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
     with ctx.records.begin() as conn:
         # A paused target's automatic work waits for resume: no point waking it.
-        return [name for name in target_records.unleased_with_work(conn) if has_work(conn, name)]
+        return [
+            name
+            for name in target_records.unleased_with_work(conn)
+            if has_work(conn, name, auto=_auto(ctx, name))
+        ]
+
+
+def _auto(ctx: WorkerContext, name: str) -> bool:
+    target = ctx.targets.get(name)
+    return target.sync.auto if target is not None else True
 
 
 def kick_targets(ctx: WorkerContext) -> list[str]:

@@ -51,6 +51,7 @@ class ContainerInfo:
     repo_digests: list[str]
     labels: dict[str, str]
     state: ContainerState = field(repr=False)
+    restart_policy: str = ""  # no | always | unless-stopped | on-failure ("" when unset)
 
     @property
     def running(self) -> bool:
@@ -203,6 +204,10 @@ class DockerEngine(Closeable):
                         repo_digests=list(image.get("RepoDigests") or []),
                         labels=dict(labels),
                         state=_state(data),
+                        restart_policy=str(
+                            ((data.get("HostConfig") or {}).get("RestartPolicy") or {}).get("Name")
+                            or ""
+                        ),
                     )
                 )
         return sorted(found, key=lambda c: (c.service, c.name))

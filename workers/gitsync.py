@@ -38,6 +38,8 @@ _AUTH = re.compile(
     re.IGNORECASE,
 )
 # git's words for "your repo, branch or credentials are wrong", as opposed to "the network".
+# A push that lost the race: someone pushed first (not an error of ours to report).
+_REJECTED = re.compile(r"\[rejected\]|fetch first|non-fast-forward|stale info|cannot lock ref")
 _OPERATOR = re.compile(
     r"couldn't find remote ref|repository .* not found|not found|authentication failed|"
     r"could not read (username|password)|permission denied|does not appear to be a git "
@@ -160,6 +162,18 @@ class GitRepo:
             shutil.rmtree(home, ignore_errors=True)
         return dest
 
+    def commits(self, old: str, new: str, limit: int = 50) -> list[CommitInfo]:
+        """The commits after ``old`` up to ``new``, newest first (at most ``limit``)."""
+        spec = f"{_sha(old)}..{_sha(new)}"
+        out = self._git(
+            "log", f"--max-count={limit}", "--format=%H%x00%s%x00%an%x00%aI", spec, "--"
+        )
+        found = []
+        for line in out.splitlines():
+            full, message, author, date = line.split("\x00")
+            found.append(CommitInfo(sha=full, message=message, author=author, date=date))
+        return found
+
     def changed_paths(self, old: str | None, new: str) -> list[str] | None:
         """Files changed between two commits; None when ``old`` is unknown here."""
         if (
@@ -203,6 +217,64 @@ class GitRepo:
         return found
 
     # -- plumbing ---------------------------------------------------------------------
+
+    def change_file(
+        self,
+        branch: str,
+        path: str,
+        rewrite: Callable[[str | None], str | None],
+        message: str,
+        *,
+        attempts: int = 3,
+    ) -> str | None:
+        """Commit ``rewrite`` of the file at ``path`` on top of ``branch`` and push it, as
+        ``rollhook <rollhook@localhost>``, never forcing. The work happens in a scratch
+        clone that shares the mirror's objects (the mirror itself is never written). A
+        push rejected because someone pushed first is fetched and re-applied on the new
+        head, up to ``attempts`` times. Returns the new commit's sha, or None when the
+        branch already says what ``rewrite`` wants (``rewrite`` returned None or the same)."""
+        self.fetch(branch)
+        with tempfile.TemporaryDirectory(prefix="rollhook-write-back-") as tmp:
+            work = Path(tmp) / "repo"
+            self._plain(
+                Path(tmp), "clone", "--quiet", "--shared", "--no-tags", "--no-checkout",
+                str(self.mirror_dir), str(work),
+            )  # fmt: skip
+            scratch = GitRepo(
+                self.url, work, token=self._token, ssh_key=self._ssh_key,
+                known_hosts=self._known_hosts, timeout=self.timeout, on_spawn=self.on_spawn,
+            )  # fmt: skip
+            for _ in range(attempts):
+                head = scratch.fetch(branch)
+                scratch._git("checkout", "--quiet", "--force", "--detach", head)
+                target = work / path
+                if any(p.is_symlink() for p in (target, *target.parents) if work in p.parents):
+                    raise OperatorError(f"write-back: {path} is a symlink in the repository")
+                before = target.read_text() if target.is_file() else None
+                after = rewrite(before)
+                if after is None or after == before:
+                    return None
+                target.parent.mkdir(parents=True, exist_ok=True)
+                target.write_text(after)
+                scratch._git("add", "--", path)
+                scratch._git(
+                    "-c", "user.name=rollhook", "-c", "user.email=rollhook@localhost",
+                    "-c", "commit.gpgsign=false",
+                    "commit", "--quiet", "--no-verify", "-m", message,
+                )  # fmt: skip
+                sha = scratch._git("rev-parse", "HEAD")
+                pushed = scratch._run(
+                    ("push", "--quiet", self.url, f"{sha}:refs/heads/{branch}"), remote=True
+                )
+                if pushed.returncode == 0:
+                    return sha
+                said = pushed.stderr.decode(errors="replace")
+                if not _REJECTED.search(said):
+                    raise scratch._remote_failure(("push",), pushed)
+            raise InfrastructureError(
+                f"write-back: the push to {branch} was rejected {attempts} times "
+                "(others keep pushing first)"
+            )
 
     def _check_bounds(self, tree: str, home: Path, what: str) -> None:
         """Refuse a tree over the export's bounds before git archive writes anything."""

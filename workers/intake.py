@@ -12,6 +12,7 @@ from rollhook.jobs import Job
 from rollhook.records import deployments, jobs
 from rollhook.records import events as event_records
 from rollhook.records import targets as target_records
+from workers.approval import tell_pending
 from workers.backup import BackupStore
 from workers.context import WorkerContext
 from workers.errors import InfrastructureError, OperatorError
@@ -33,6 +34,12 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
         logger.info("job %s already taken; duplicate delivery ignored", job_id)
         return None
     job, deployment_id = queued
+    target = ctx.targets.get(job.target)
+    if target is not None and not job.manual:
+        try:
+            tell_pending(ctx, target)  # manual mode: it waits for a person's sync
+        except Exception:
+            logger.exception("%s: telling what waits for approval failed", job.target)
     logger.info(
         "job %s for %s queued as %s (delivery %s)",
         job.id,

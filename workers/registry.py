@@ -41,7 +41,7 @@ import httpx
 from packaging.version import InvalidVersion, Version
 
 from rollhook.images import DOCKER_HUB, ImageRef, ReferenceError, parse_reference
-from rollhook.targets import TagPolicy
+from rollhook.targets import TagPolicy, natural_key
 from workers.closeable import Closeable
 from workers.errors import InfrastructureError, OperatorError
 from workers.registry_credentials import Credentials, DockerCredentials
@@ -54,7 +54,6 @@ ACCEPT = ", ".join((OCI_INDEX, OCI_MANIFEST, DOCKER_LIST, DOCKER_MANIFEST))
 HUB_API = "registry-1.docker.io"  # docker.io's API host
 TOKEN_LIFETIME = 60.0  # seconds, when the token service does not say (the spec's default)
 _PARAM = re.compile(r'(\w+)=(?:"([^"]*)"|([^,\s]*))')
-_NATURAL = re.compile(r"(\d+)")
 
 
 class RateLimited(InfrastructureError):
@@ -117,15 +116,7 @@ def newest(tags: Iterable[str], policy: TagPolicy) -> str | None:
             break
     else:
         return max(allowed, key=lambda tag: (versions[tag], tag))
-    return max(allowed, key=_natural_key)
-
-
-def _natural_key(tag: str) -> tuple[tuple[int, int, str], ...]:
-    return tuple(
-        (0, int(part), "") if part.isdigit() else (1, 0, part)
-        for part in _NATURAL.split(tag)
-        if part
-    )
+    return max(allowed, key=natural_key)
 
 
 class RegistryClient(Closeable):

@@ -26,6 +26,7 @@ from rollhook.targets import Target
 from workers import adoption
 from workers.backup import BackupStore, Source
 from workers.compose import Compose, ComposeSpec, write_override
+from workers.drift import snapshot
 from workers.engine import DockerEngine
 from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
@@ -58,6 +59,9 @@ class RolloutResult:
     changed: bool = False  # the app was touched (for notifications)
     rollback_failed: bool = False
     adopted: bool = False  # a project started by hand, already as planned (workers.adoption)
+    # A no_op because nothing is to be done (what runs matches, no watched path changed):
+    # the reconcile loop counts the commit as in sync.
+    in_sync: bool = False
 
 
 @dataclass
@@ -149,7 +153,7 @@ class Rollout:
             if self.previous.commit and not manual and not wanted_images:
                 changed = git.changed_paths(self.previous.commit, commit)
                 if changed is not None and not any(target.watches_path(p) for p in changed):
-                    self.outcome.status = "no_op"
+                    self.outcome.status, self.outcome.in_sync = "no_op", True
                     self.outcome.reason = (
                         f"no watched path changed under {target.path} since "
                         f"{self.previous.commit[:12]}"
@@ -203,7 +207,7 @@ class Rollout:
                 requested={**self.record.requested, "pins": plan.pins},
             )
             if not data_change and self._runs_already(plan):
-                self.outcome.status = "no_op"
+                self.outcome.status, self.outcome.in_sync = "no_op", True
                 self.outcome.reason = "what runs already matches the desired state"
                 step["detail"] = self.outcome.reason
                 return None
@@ -440,7 +444,9 @@ class Rollout:
         try:
             with journal.step("start") as step:
                 self._check_time()
-                tools.compose.up(spec, timeout=self._remaining(300))
+                tools.compose.up(
+                    spec, timeout=self._remaining(300), remove_orphans=self.target.sync.prune
+                )
                 applied = spec.files[0].name
                 step["detail"] = f"{applied} applied with rollhook's override (digests, labels)"
             with journal.step("gate") as step:
@@ -448,6 +454,8 @@ class Rollout:
                 step["detail"] = result.reason
                 if not result.ok:
                     raise DeployError(f"health gate failed: {result.reason}")
+            # What drift is compared with later: each service's compose config hash.
+            journal.update(containers=snapshot(tools.engine.containers(self.target.project)))
         except LeaseLost:
             raise
         except BaseException as exc:
@@ -498,7 +506,7 @@ class Rollout:
             journal.log("rollback: nothing was deployed by rollhook before; leaving it stopped")
             return
         spec = compose_spec(self.target, self.dirs, previous.commit, previous.deployment_id)
-        self.tools.compose.up(spec, timeout=300)
+        self.tools.compose.up(spec, timeout=300, remove_orphans=self.target.sync.prune)
         result = self._gate(forward=False)
         if not result.ok:
             raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")

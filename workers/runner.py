@@ -20,19 +20,23 @@ from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
-from workers import logs
+from workers import healing, logs, reconcile
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
 from workers.engine import DockerEngine
-from workers.errors import DeployError, LeaseLost, OperatorError
+from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
+from workers.heal import Heal
+from workers.healing import settle
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.notify import schedule_announcement, schedule_report
+from workers.notify import schedule_announcement, schedule_report, schedule_target_notice
+from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
+from workers.writeback import IMAGE_SOURCES, write_back
 
 logger = logging.getLogger("rollhook.runner")
 
@@ -40,9 +44,11 @@ MAX_ATTEMPTS = 3
 
 
 def run_target(ctx: WorkerContext, name: str) -> None:
+    target = ctx.targets.get(name)
+    auto = target.sync.auto if target is not None else True
     while True:
         with ctx.records.begin() as conn:
-            if not has_work(conn, name):
+            if not has_work(conn, name, auto=auto):
                 return
             token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
@@ -63,16 +69,17 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                 target_records.release_lease(conn, name, token)
 
 
-def has_work(conn: Any, name: str) -> bool:
+def has_work(conn: Any, name: str, *, auto: bool = True) -> bool:
     """Work this worker may do now: an orphaned deployment, or queued requests that a
-    pause does not hold back (a person's request passes a pause; automatic ones wait)."""
+    pause does not hold back (a person's request passes a pause; automatic ones wait).
+    In manual mode (``auto`` False) automatic requests wait for approval (a sync)."""
     state = target_records.get(conn, name)
     if state is None:
         return False
     if deployments.running(conn, name):
         return True
     queued = deployments.queued(conn, name)
-    return bool(queued) and (not state.paused or any(r.manual for r in queued))
+    return any(r.manual for r in queued) or (bool(queued) and auto and not state.paused)
 
 
 def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
@@ -91,7 +98,8 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
                 record, resume = deployments.get(conn, orphan.id), True
         else:
             with ctx.records.begin() as conn:
-                record, resume = _coalesce(conn, name, token), False
+                auto = target.sync.auto if target is not None else True
+                record, resume = _coalesce(conn, name, token, auto=auto), False
         if record is None:
             return
         if target is None:
@@ -103,31 +111,42 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         _execute(ctx, target, record, token, beat, resume=resume)
 
 
-def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
+def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> DeploymentRecord | None:
     """Pick what runs next and record what it replaces.
 
     A person's request goes first and is never replaced by an automatic one; among the
-    rest the newest wins. Older requests are superseded by it and their image pins carry
-    over. While the target is held after a manual rollback, automatic requests that were
-    queued before it are skipped (a new event clears the hold in the web process).
+    rest the newest wins, a deployment before any heal (it applies the desired state,
+    which puts drift back too; a heal never replaces a deployment). Older requests, and
+    heals a deployment makes needless, are superseded by it; their image pins carry over.
+    While the target is held after a manual rollback, automatic deployments that were
+    queued before it are skipped (a new event clears the hold in the web process); heals
+    of what the rollback left still run. In manual mode (``auto`` False) automatic
+    requests wait for a person's sync, which supersedes them.
     """
     queued = deployments.queued(conn, name)
     state = target_records.get(conn, name) or TargetState(name)
     manual = [r for r in queued if r.manual]
-    if not queued or (state.paused and not manual):
-        return None  # kept queued: resume picks it up, nothing accepted is lost
-    pick = manual[-1] if manual else queued[-1]
-    if state.held and not manual:
+    if not manual and (not queued or state.paused or not auto):
+        return None  # kept queued: resume (or approval) picks it up, nothing is lost
+    if not manual and state.held:
         for record in queued:
+            if record.kind == "heal":
+                continue
             deployments.finish_unstarted(
                 conn, record.id, "no_op",
                 "held after a manual rollback: automatic deployments wait for a new event "
                 "or a resume",
             )  # fmt: skip
-        return None
-    older = queued[: queued.index(pick)]
+        queued = [r for r in queued if r.kind == "heal"]
+        if not queued:
+            return None
+    applying = [r for r in queued if r.kind != "heal"]
+    pick = manual[-1] if manual else (applying or queued)[-1]
+    at = queued.index(pick)
+    needless = [r for r in queued[at + 1 :] if r.kind == "heal" and pick.kind != "heal"]
+    older = queued[:at]
     hints: dict[str, dict[str, Any]] = {}
-    if pick.kind == "deploy":
+    if pick.kind in {"deploy", "sync"}:
         for record in [*older, pick]:
             image = record.requested.get("image")
             if record.kind == "deploy" and image:
@@ -136,9 +155,11 @@ def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
     requested = {
         **pick.requested,
         "images": list(hints.values()),
-        "coalesced": [r.id for r in older],
+        "coalesced": [r.id for r in older + needless],
     }
-    deployments.supersede(conn, [r.id for r in older], pick.id, token)
+    if pick.kind == "sync":  # the approval of what it supersedes (manual mode)
+        requested["approved_by"] = (pick.trigger or {}).get("actor")
+    deployments.supersede(conn, [r.id for r in older + needless], pick.id, token)
     deployments.start(
         conn, pick.id, token, requested,
         previous_deployment_id=state.current_deployment_id,
@@ -172,6 +193,7 @@ def _execute(
     journal = Journal(ctx.records, record, token)
     outcome = RolloutResult(status="failed")
     operator_error = False
+    engine: DockerEngine | None = None
     with ExitStack() as stack:
         stack.enter_context(logs.about(target.name, record.id, journal.delivery_id))
         # Everything that can fail is inside the try, so a record never stays "running"
@@ -205,11 +227,16 @@ def _execute(
                 journal=journal,
                 tools=tools,
                 dirs=dirs,
-                announce=lambda _outcome: notify(ctx, "announce", record.id, target),
+                # A heal says nothing when it starts: the drift notice tells its story.
+                announce=lambda _outcome: (
+                    None if record.kind == "heal" else notify(ctx, "announce", record.id, target)
+                ),
                 cancelled=beat.cancelled,
             )
             outcome = rollout.outcome
             outcome = _run(ctx, rollout, target, record, state, resume=resume)
+            if outcome.status == "succeeded" and record.kind == "deploy":
+                _write_back(ctx, target, record, journal, tools=tools, outcome=outcome)
         except LeaseLost:
             logger.warning("%s: lease lost during %s; stopping", target.name, record.id)
             return
@@ -231,7 +258,11 @@ def _execute(
             )
         except LeaseLost:
             return
-    if outcome.changed:
+        if engine is not None and (outcome.changed or record.kind == "heal"):
+            settle(ctx, target, engine)  # still under the lease: what runs now is ours
+    # A heal that worked is told by its drift notice ("back in sync"); one that failed is
+    # reported like a failed deployment.
+    if outcome.changed and (record.kind != "heal" or outcome.status == "failed"):
         notify(ctx, "report", record.id, target)
 
 
@@ -246,6 +277,8 @@ def _run(
 ) -> RolloutResult:
     """Start, resume or give up a deployment, from what its journal says."""
     journal = rollout.journal
+    if record.kind == "heal":  # idempotent: a resumed heal inspects, applies, gates again
+        return _heal(ctx, rollout, target, record, state)
     if resume and record.attempt > MAX_ATTEMPTS:
         return rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
     if resume and journal.reached("start", "gate", "rollback"):
@@ -257,7 +290,104 @@ def _run(
     if record.kind == "rollback":
         to, restore_from = _rollback_source(ctx, target, record, state, rollout.tools)
         return rollout.rollback(to, restore_from)
-    return rollout.deploy()
+    return _sync(ctx, rollout, target, record, state) if record.kind == "sync" else rollout.deploy()
+
+
+def _sync(
+    ctx: WorkerContext,
+    rollout: Rollout,
+    target: Target,
+    record: DeploymentRecord,
+    state: TargetState,
+) -> RolloutResult:
+    """A person's sync (the approval in manual mode): poll the target now (its status
+    shows what was seen), then apply what Git and the registry want, as a deployment;
+    when that is what runs already, put back what drifted from the current deployment (a
+    heal, which leaves the current deployment as it is); else nothing: already in sync."""
+    try:
+        reconcile.poll(ctx, [target], reconcile.TickReport(), raise_changes=False, inspect=False)
+    except Exception:  # the deployment's own fetch says what is wrong with Git
+        logger.exception("%s: polling before the sync failed", target.name)
+    outcome = rollout.deploy()
+    if outcome.status != "no_op" or not outcome.in_sync or not state.current_deployment_id:
+        return outcome
+    with ctx.records.begin() as conn:
+        good = deployments.get(conn, state.current_deployment_id)
+    if good is None or not healing.inspect(target, good, rollout.tools.engine).drift:
+        outcome.reason = f"already in sync: {outcome.reason}"
+        return outcome
+    rollout.journal.log(f"sync: {outcome.reason}, but it drifted: healing {good.id}")
+    outcome.plan, outcome.in_sync = None, False  # a heal never moves the current deployment
+    return _heal(ctx, rollout, target, record, state)
+
+
+def _heal(
+    ctx: WorkerContext,
+    rollout: Rollout,
+    target: Target,
+    record: DeploymentRecord,
+    state: TargetState,
+) -> RolloutResult:
+    """Apply the current deployment again (workers/heal.py)."""
+    if record.attempt > MAX_ATTEMPTS:
+        raise InfrastructureError(f"gave up after {MAX_ATTEMPTS} worker deaths")
+    with ctx.records.begin() as conn:
+        good = (
+            deployments.get(conn, state.current_deployment_id)
+            if state.current_deployment_id
+            else None
+        )
+    if good is None:
+        raise OperatorError(f"{target.name} has no current deployment to apply again")
+    engine = rollout.tools.engine
+    heal = Heal(
+        target=target,
+        record=record,
+        good=good,
+        journal=rollout.journal,
+        tools=rollout.tools,
+        dirs=rollout.dirs,
+        running=rollout.previous.images,
+        find_drift=lambda: healing.inspect(target, good, engine).drift,
+        cancelled=rollout.cancelled,
+        outcome=rollout.outcome,
+    )
+    return heal.run()
+
+
+def _write_back(
+    ctx: WorkerContext,
+    target: Target,
+    record: DeploymentRecord,
+    journal: Journal,
+    *,
+    tools: Tools,
+    outcome: RolloutResult,
+) -> None:
+    """Commit a tag that a registry push or a poll moved (``sync.write_back``); its
+    failure is the step's and a notice of its own: the deployment stays succeeded."""
+    if target.sync.write_back is None or (record.trigger or {}).get("source") not in IMAGE_SOURCES:
+        return  # Git said it (a push, a person), or nothing is to be written
+    try:
+        with journal.step("write-back") as step:
+            step["detail"] = write_back(target, tools.git, record.trigger, outcome.images)
+            journal.log(f"write-back: {step['detail']}")
+    except DeployError as exc:
+        journal.log(f"write-back failed: {exc}")
+        with ctx.records.begin() as conn:
+            ids = schedule_target_notice(
+                conn,
+                target,
+                ctx.notifiers,
+                event="write_back",
+                since=record.id,
+                spec={
+                    "headline": f"{target.name}: write-back to Git FAILED ({record.id} deployed)",
+                    "details": [str(exc), "Git no longer says what runs: commit it by hand"],
+                },
+            )
+        for notification_id in ids:
+            ctx.send(NOTIFY, [notification_id])
 
 
 def _failed(outcome: RolloutResult, reason: str) -> RolloutResult:
@@ -290,7 +420,7 @@ def _record(
         ):
             raise LeaseLost(record.id)
         recorded = True
-        if outcome.status == "succeeded" and plan is not None:
+        if outcome.status == "succeeded" and plan is not None and record.kind != "heal":
             # A manual rollback holds automatic deployments until a new event or a resume.
             held = record.kind == "rollback" and not record.requested.get("restore_backup")
             recorded = target_records.record_outcome(
@@ -303,14 +433,26 @@ def _record(
                 clear_failed=True,
                 held=held,
             )
-        elif plan is not None and (
+        remembered = outcome.status == "no_op" and not outcome.in_sync
+        if plan is not None and (
             outcome.status == "rolled_back" or outcome.rollback_failed or operator_error
         ):
+            remembered = True
             recorded = target_records.record_outcome(
                 conn, target.name, token, failed_fingerprint=plan.fingerprint
             )
         if not recorded:  # fenced out: roll this transaction back, the new holder decides
             raise LeaseLost(record.id)
+        note_outcome(
+            conn,
+            target,
+            record,
+            status=outcome.status,
+            commit=outcome.commit,
+            images=outcome.images,
+            in_sync=outcome.in_sync,
+            remembered=remembered,
+        )
 
 
 def _rollback_source(

@@ -30,7 +30,7 @@ class DeploymentRecord:
 
     id: str
     target: str
-    kind: str  # deploy | rollback
+    kind: str  # deploy | rollback | heal (re-applies the current one) | sync (until resolved)
     status: str  # queued | running | one of TERMINAL_STATUSES
     reason: str | None
     trigger: dict[str, Any]  # rollhook.jobs.Trigger as stored: source, event_id, ...
@@ -51,6 +51,7 @@ class DeploymentRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    containers: dict[str, Any] | None = None  # service -> compose config hash, gate passed
 
     @classmethod
     def from_row(cls, row: Any) -> DeploymentRecord:

@@ -116,7 +116,7 @@ deployments = Table(
     metadata,
     Column("id", String(40), primary_key=True),
     Column("target", String(64), nullable=False),
-    Column("kind", String(16), nullable=False, default="deploy"),  # deploy | rollback
+    Column("kind", String(16), nullable=False, default="deploy"),  # deploy|rollback|heal|sync
     Column("status", String(16), nullable=False),
     Column("reason", Text),
     Column("trigger", JSON, nullable=False),
@@ -137,6 +137,8 @@ deployments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    # service -> compose's config hash, once the gate passed: what drift is compared with.
+    Column("containers", JSON),
     Index("ix_deployments_target_created", "target", "created_at"),
     Index("ix_deployments_status", "status"),
 )
@@ -188,6 +190,39 @@ ui_sessions = Table(
     Column("client", String(64)),  # the address it signed in from
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# The reconcile loop's observations and decisions, one row per target: what polling and
+# inspection saw, never the truth of what was deployed (that is ``deployments`` and
+# ``targets``). ``raised`` is what polling already turned into events (stored in the same
+# transaction as them); ``notified`` the target notices already told, for deduplication.
+sync = Table(
+    "sync",
+    metadata,
+    Column("target", String(64), primary_key=True),
+    Column("observed_commit", String(64)),  # the tracked branch's head as last seen
+    Column("observed_at", UTCDateTime),
+    Column("observed_images", JSON, nullable=False, default=dict),  # "repo:tag" -> digest
+    Column("newest_tags", JSON, nullable=False, default=dict),  # repo -> newest allowed tag
+    Column("raised", JSON, nullable=False, default=dict),  # commit, images, tags
+    Column("synced_commit", String(64)),  # newest commit known to run (or need nothing)
+    Column("last_poll_at", UTCDateTime),
+    Column("next_poll_at", UTCDateTime),
+    Column("poll_errors", Integer, nullable=False, default=0),  # consecutive
+    Column("last_error", JSON),  # kind (git | registry | engine), message, at
+    Column("live", JSON, nullable=False, default=dict),  # the containers as last inspected
+    Column("inspected_at", UTCDateTime),
+    Column("drift", JSON, nullable=False, default=list),  # [{service, what, detail}]
+    Column("drift_since", UTCDateTime),
+    Column("heals", JSON, nullable=False, default=list),  # ISO times of heals of heals_for
+    Column("heals_for", String(40)),  # the deployment the heals re-applied
+    Column("degraded_at", UTCDateTime),
+    Column("degraded_reason", String(300)),
+    Column("notified", JSON, nullable=False, default=dict),  # notice key -> notification ids
+    Column("drift_counts", JSON, nullable=False, default=dict),  # what -> episodes
+    Column("heal_count", Integer, nullable=False, default=0),
+    Column("poll_error_counts", JSON, nullable=False, default=dict),  # kind -> errors
+    Column("updated_at", UTCDateTime),
 )
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "rolled_back", "no_op", "superseded"})

@@ -24,3 +24,13 @@ def test_check_config_explains_each_problem(tmp_path: Path) -> None:
     good = run_check_config(tmp_path, yaml.safe_dump({"targets": {"llm": GOOD}}))
     assert good.returncode == 0, good.stdout
     assert good.stdout.splitlines()[-1].endswith("OK, 1 target(s): llm")
+
+
+def test_write_back_needs_push_credentials(tmp_path: Path) -> None:
+    write_back = {"file": ".env", "variable": "ANYTHINGLLM_VERSION"}
+    config = yaml.safe_dump({"targets": {"llm": {**GOOD, "sync": {"write_back": write_back}}}})
+    result = run_check_config(tmp_path, config)
+    assert result.returncode == 1
+    assert result.stdout.splitlines() == [
+        "targets.llm.sync.write_back: pushing needs ROLLHOOK_GIT_TOKEN or ROLLHOOK_GIT_SSH_KEY"
+    ]

@@ -344,3 +344,87 @@ def run_check_config(tmp_path: Path, config: str) -> subprocess.CompletedProcess
         [sys.executable, "-m", "cli.main", "check-config"],
         env=env, capture_output=True, text=True, timeout=60, check=False,
     )  # fmt: skip
+
+
+# -- sync: the reconcile loop ---------------------------------------------------------
+
+
+def test_sync_defaults_and_keys() -> None:
+    targets, problems = parse_targets(yaml.safe_dump({"targets": {"llm": GOOD}}))
+    assert problems == []
+    sync = targets["llm"].sync
+    assert (sync.interval, sync.auto, sync.self_heal, sync.prune) == (180.0, True, True, True)
+    assert sync.heals_allowed == (3, 3600.0) and sync.write_back is None
+    body = {
+        **GOOD,
+        "sync": {
+            "interval": "30s",
+            "auto": False,
+            "heal_limit": "5 / 10m",
+            "write_back": {"file": ".env", "variable": "ANYTHINGLLM_VERSION", "branch": "main"},
+        },
+    }
+    sync = parse_targets(yaml.safe_dump({"targets": {"llm": body}}))[0]["llm"].sync
+    assert (sync.interval, sync.auto, sync.heals_allowed) == (30.0, False, (5, 600.0))
+    assert sync.write_back is not None and not sync.write_back.compose
+    compose = {"file": "docker-compose.yml", "service": "anything-llm"}
+    parsed = parse_targets(
+        yaml.safe_dump({"targets": {"llm": {**GOOD, "sync": {"write_back": compose}}}})
+    )
+    assert parsed[1] == [] and parsed[0]["llm"].sync.write_back.compose  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize(
+    ("sync", "expected"),
+    [
+        ({"interval": "soon"}, "targets.llm.sync.interval: not a duration"),
+        ({"interval": "2s"}, "targets.llm.sync.interval: poll at most every 5s"),
+        ({"heal_limit": "3"}, "targets.llm.sync.heal_limit: not a heal limit"),
+        ({"heal_limit": "0/1h"}, "targets.llm.sync.heal_limit: a heal limit needs at least 1"),
+        ({"heal_limit": "3/forever"}, "targets.llm.sync.heal_limit: not a duration"),
+        ({"auto": "maybe"}, "targets.llm.sync.auto:"),
+        ({"surprise": 1}, "targets.llm.sync.surprise: unknown key"),
+        ({"write_back": {"file": ".env"}}, "write_back: .env needs variable"),
+        ({"write_back": {"file": "../x.env", "variable": "V"}}, "write_back.file: a file inside"),
+        ({"write_back": {"file": ".env", "variable": "A-B"}}, "write_back.variable: a variable"),
+        (
+            {"write_back": {"file": "compose.yaml", "variable": "V"}},
+            "a compose file takes service",
+        ),
+        ({"write_back": {"file": "compose.yml"}}, "a compose file needs service"),
+        ({"write_back": {"variable": "V", "branch": "a..b"}}, "write_back.branch: not a valid"),
+    ],
+)
+def test_each_sync_problem_is_one_line(sync: dict[str, object], expected: str) -> None:
+    problems = problems_of(sync=sync)
+    assert len(problems) == 1, problems
+    assert expected in problems[0]
+
+
+def test_newer_tags_are_followed_only_under_a_written_policy() -> None:
+    targets, _ = parse_targets(yaml.safe_dump({"targets": {"llm": GOOD}}))
+    assert targets["llm"].follows_newer_tags  # semver:>=1.16,<2, written by the operator
+    default = {k: v for k, v in GOOD.items() if k != "tags"}
+    targets, _ = parse_targets(yaml.safe_dump({"targets": {"llm": default}}))
+    assert not targets["llm"].follows_newer_tags  # glob:* by default: any tag at all
+    exact = parse_targets(yaml.safe_dump({"targets": {"llm": {**GOOD, "tags": "exact:1.16.1"}}}))
+    assert not exact[0]["llm"].follows_newer_tags
+
+
+@pytest.mark.parametrize(
+    ("policy", "candidate", "current", "newer"),
+    [
+        ("semver:>=1,<2", "1.17.0", "1.16.2", True),
+        ("semver:>=1,<2", "v1.17.0", "1.16.2", True),
+        ("semver:>=1,<2", "1.16.2", "1.16.2", False),
+        ("semver:>=1,<2", "1.15.0", "1.16.2", False),
+        ("glob:1.*", "1.10-alpine", "1.9-alpine", True),
+        ("glob:1.*", "1.9-alpine", "1.10-alpine", False),
+        ("glob:1.*", "1.17", "latest", False),  # latest is not in the policy's order
+        ("glob:*", "zzz", None, False),
+    ],
+)
+def test_newer_in_the_policys_order(
+    policy: str, candidate: str, current: str | None, newer: bool
+) -> None:
+    assert TagPolicy(policy).newer(candidate, current) is newer

@@ -12,6 +12,7 @@ from sqlalchemy import text
 from rollhook.records import notifications, schema
 from rollhook.records.db import make_engine, migrate
 from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.sync import SyncState
 from rollhook.records.targets import TargetState
 
 
@@ -19,6 +20,7 @@ def test_typed_records_follow_the_tables_columns() -> None:
     # The API answers a record's fields in this order; a field out of place changes it.
     assert [f.name for f in fields(DeploymentRecord)] == [c.name for c in schema.deployments.c]
     assert [f.name for f in fields(TargetState)] == [c.name for c in schema.targets.c]
+    assert [f.name for f in fields(SyncState)] == [c.name for c in schema.sync.c]
 
 
 @pytest.mark.parametrize("backend", ["sqlite", "postgresql"])

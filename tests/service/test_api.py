@@ -3,16 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
 
 from rollhook.jobs import Job
 from rollhook.records import notifications
+from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.jobs import link_deployment
 from service.views import public_url
 from tests.service.support import API_TOKEN, Served, add_deployment, encode, payload, unique
+
+D1, D2 = "sha256:" + "1" * 64, "sha256:" + "2" * 64
 
 
 def queued_job(served: Served, response: Any) -> Job:
@@ -29,7 +33,9 @@ ENDPOINTS = [
     ("POST", "/rollback"),
     ("POST", "/targets/hello/pause"),
     ("POST", "/targets/hello/resume"),
+    ("POST", "/targets/hello/sync"),
     ("GET", "/targets"),
+    ("GET", "/targets/hello"),
     ("GET", "/events/e1"),
     ("GET", "/deployments"),
     ("GET", "/deployments/d1"),
@@ -239,6 +245,62 @@ def test_targets_summary(served: Served) -> None:
     assert hub["pins"] == {"web": {"digest": "sha256:1"}}
     assert hub["lease"] is None
     assert (hub["paused"], hub["held"]) == (False, False)
+
+
+def test_one_target_with_its_sync_object(served: Served) -> None:
+    good = add_deployment(
+        served,
+        "registry",
+        "succeeded",
+        commit="a" * 40,
+        images={"web": {"old": None, "new": f"registrycluster.local/library/test:1.0@{D1}"}},
+    )
+    with served.records.begin() as conn:
+        target_records.record_outcome(conn, "registry", 0, current=good, good=good)
+        sync_records.ensure(conn, ["registry"])
+        sync_records.change(
+            conn,
+            "registry",
+            observed_commit="b" * 40,
+            synced_commit="a" * 40,
+            observed_images={"registrycluster.local/library/test:1.0": D2},
+            newest_tags={"registrycluster.local/library/test": "1.1"},
+            last_poll_at=datetime.now(UTC),
+            drift=[{"service": "web", "what": "stopped", "detail": "exited (137)"}],
+        )
+    answer = served.api("GET", "/targets/registry")
+    assert answer.status_code == 200, answer.text
+    target = answer.json()
+    assert (target["name"], target["paused"], target["held"]) == ("registry", False, False)
+    assert target["current"]["id"] == good
+    sync = target["sync"]
+    assert sync["status"] == "drifted"
+    assert sync["desired"]["commit"] == "b" * 40
+    assert sync["live"]["commit"] == "a" * 40
+    assert sync["live"]["images"] == {"registrycluster.local/library/test:1.0": D1}
+    assert sync["drift"] == [{"service": "web", "what": "stopped", "detail": "exited (137)"}]
+    assert sync["behind"] == [
+        f"the branch is at {'b' * 12}, {'a' * 12} runs",
+        f"registrycluster.local/library/test:1.0 moved to {D2[:19]}",
+        "registrycluster.local/library/test:1.1 is newer than 1.0",
+    ]
+    assert sync["pending"] is None and sync["degraded"] is None
+    assert sync["heals"] == {"count": 0, "limit": 3, "window": 3600.0}
+    assert sync["last_poll_at"].endswith("Z") and sync["last_error"] is None
+    listed = {t["name"]: t for t in served.api("GET", "/targets").json()["targets"]}
+    assert listed["registry"]["sync"]["status"] == "drifted"
+    assert listed["hello"]["sync"]["status"] == "unknown"  # never polled, never deployed
+    assert served.api("GET", "/targets/ghost").status_code == 404
+
+
+def test_sync_queues_a_manual_sync_job(served: Served) -> None:
+    job = queued_job(served, served.api("POST", "/targets/hello/sync", json={"actor": "ann"}))
+    assert (job.target, job.action, job.manual) == ("hello", "sync", True)
+    assert (job.trigger.source, job.trigger.actor) == ("api", "ann")
+    job = queued_job(served, served.api("POST", "/targets/hello/sync"))  # no body at all
+    assert (job.action, job.trigger.actor) == ("sync", "api")
+    assert served.api("POST", "/targets/ghost/sync").status_code == 404
+    assert served.api("POST", "/targets/hello/sync", content=b"[1]").status_code == 400
 
 
 def test_repository_urls_lose_their_credentials() -> None:

@@ -21,6 +21,7 @@ from rollhook.ids import new_id
 from rollhook.images import parse_reference
 from rollhook.jobs import ImageHint, Job, Trigger
 from rollhook.records import deployments, events, jobs
+from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
@@ -45,6 +46,7 @@ class Deployer:
         health: dict[str, Any] | None = None,
         backup: dict[str, Any] | None = None,
         lease_seconds: float = 30.0,
+        images: list[str] | None = None,
         **target: Any,
     ) -> None:
         self.root, self.repo, self.standin = root, repo, standin
@@ -57,7 +59,7 @@ class Deployer:
             path=INFRA_PATH,
             project=f"rh{uuid.uuid4().hex[:10]}",
             service=SERVICE,
-            images=[f"{registry_host}/acme/anythingllm"],
+            images=images or [f"{registry_host}/acme/anythingllm"],
             health={
                 "url": f"http://127.0.0.1:{self.port}/api/ping",
                 "timeout": 20,
@@ -71,6 +73,7 @@ class Deployer:
         self.records = records
         with self.records.begin() as conn:
             target_records.ensure(conn, [self.name])
+            sync_records.ensure(conn, [self.name])
         self.sent: list[tuple[str, list[Any]]] = []
         self.ctx = WorkerContext(
             records=self.records,
@@ -86,8 +89,11 @@ class Deployer:
 
     # -- driving --------------------------------------------------------------------
 
-    def commit(self, tag: str, message: str = "deploy", **files: str | None) -> str:
-        content = infra_files(self.standin.ref(tag), self.port)
+    def commit(
+        self, tag: str, message: str = "deploy", *, image: str | None = None, **files: str | None
+    ) -> str:
+        """Commit the stand-in at ``tag`` (or any ``image`` reference) and ``files``."""
+        content = infra_files(image or self.standin.ref(tag), self.port)
         content.update(files)
         sha: str = self.repo.commit(content, message=message)
         return sha
@@ -102,6 +108,7 @@ class Deployer:
         rollback_to: str | None = None,
         restore_data: bool | None = None,
         manual: bool = False,
+        actor: str | None = None,
     ) -> str:
         hint = None
         if image is not None:
@@ -113,7 +120,12 @@ class Deployer:
             id=new_id("j"),
             target=self.name,
             action=action,  # type: ignore[arg-type]
-            trigger=Trigger(source=source, event_id=event_id, delivery_id=f"dl-{event_id}"),  # type: ignore[arg-type]
+            trigger=Trigger(
+                source=source,  # type: ignore[arg-type]
+                event_id=event_id,
+                delivery_id=f"dl-{event_id}",
+                actor=actor,
+            ),
             received_at=now,
             ref=ref,
             image=hint,

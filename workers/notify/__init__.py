@@ -11,7 +11,12 @@ told.
 from workers.notify.channels import Notifiers
 from workers.notify.delivery import DeliveryResult, deliver
 from workers.notify.errors import RetryLater
-from workers.notify.scheduling import pending, schedule_announcement, schedule_report
+from workers.notify.scheduling import (
+    pending,
+    schedule_announcement,
+    schedule_report,
+    schedule_target_notice,
+)
 from workers.notify.setup import build_notifiers
 
 __all__ = [
@@ -23,4 +28,5 @@ __all__ = [
     "pending",
     "schedule_announcement",
     "schedule_report",
+    "schedule_target_notice",
 ]

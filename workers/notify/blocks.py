@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Any
 
 from workers.notify import wording
+from workers.notify.notices import TargetNotice
 from workers.notify.report import Report, View, labelled
 
 Block = dict[str, Any]
@@ -37,6 +38,24 @@ def _code(text: str, limit: int) -> str:
     # A fence inside the log would end the code block early.
     body = escape(text.replace("```", "'''")) or " "
     return "```" + body[-(limit - 6) :] + "```"
+
+
+_TARGET_ICONS = {
+    "drift": ":warning:",
+    "in_sync": ":large_green_circle:",
+    "degraded": ":sos:",
+    "pending": ":hourglass_flowing_sand:",
+    "write_back": ":x:",
+}
+
+
+def target_message(notice: TargetNotice) -> tuple[str, list[Block]]:
+    """A target notice: its headline, then its details (what drifted, why degraded)."""
+    icon = _TARGET_ICONS.get(notice.event, ":information_source:")
+    body: list[Block] = [_section(f"{icon} *{escape(notice.headline)}*")]
+    if notice.details:
+        body.append(_section("\n".join(f"• {escape(line)}" for line in notice.details)))
+    return cut(notice.headline, SECTION_CHARS), body
 
 
 def _section(text: str) -> Block:

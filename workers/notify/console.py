@@ -15,7 +15,7 @@ from typing import ClassVar
 
 from workers.notify import wording
 from workers.notify.channels import Channel, Delivery
-from workers.notify.notices import Notice
+from workers.notify.notices import Notice, TargetNotice
 
 logger = logging.getLogger("rollhook.notify.console")
 
@@ -26,6 +26,12 @@ class ConsoleNotifier:
     tells_progress: ClassVar[bool] = True
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
+        if isinstance(notice, TargetNotice):
+            if delivery.sent.get("logged"):
+                return "already logged"
+            logger.info("notification: %s (target %s)", notice.headline, notice.target)
+            delivery.keep({"logged": ["final"]})
+            return "logged"
         report, phase = notice.report, notice.view.phase
         logged = list(delivery.sent.get("logged") or [])
         if phase in logged:

@@ -21,7 +21,7 @@ from workers.notify import letter, wording
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
 from workers.notify.letter import Letter
-from workers.notify.notices import Notice
+from workers.notify.notices import Notice, TargetNotice
 
 _LOOPBACK = {"127.0.0.1", "::1", "localhost"}
 _SCHEMES: dict[str, tuple[Literal["plain", "starttls", "tls"], int]] = {
@@ -156,7 +156,10 @@ class EmailNotifier:
     def send(self, notice: Notice, delivery: Delivery) -> str:
         if delivery.sent.get("sent"):
             return "already sent"
-        mail = letter.compose(notice.report, notice.view)
+        if isinstance(notice, TargetNotice):
+            mail = letter.about_target(notice)
+        else:
+            mail = letter.compose(notice.report, notice.view)
         refused = self.mailer.send(mail, f"<{delivery.notification_id}@rollhook>")
         delivery.keep({"sent": True, "refused": refused})
         to = wording.plural(len(self.mailer.recipients) - len(refused), "recipient")

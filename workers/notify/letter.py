@@ -12,6 +12,7 @@ from dataclasses import dataclass
 from html import escape
 
 from workers.notify import wording
+from workers.notify.notices import TargetNotice
 from workers.notify.report import Report, View
 
 LOG_LINES = 40
@@ -60,6 +61,20 @@ def compose(report: Report, view: View) -> Letter:
         text=_text(subject, facts + failure, steps, tail),
         html=_html(subject, facts + failure, steps, tail),
     )
+
+
+def about_target(notice: TargetNotice) -> Letter:
+    """The email about a target as a whole: the headline as subject, one line per detail."""
+    subject = notice.headline
+    text = "\n".join([subject, "", *notice.details, "", "-- ", "rollhook"]) + "\n"
+    items = "".join(f"<li>{escape(line)}</li>" for line in notice.details)
+    html = (
+        '<!DOCTYPE html><html><head><meta charset="utf-8">'
+        f"<title>{escape(subject)}</title></head>"
+        f'<body style="font-family:sans-serif"><h2>{escape(subject)}</h2>'
+        f"<ul>{items}</ul></body></html>\n"
+    )
+    return Letter(subject=subject, text=text, html=html)
 
 
 def _text(subject: str, rows: list[tuple[str, str]], steps: list[str], tail: str) -> str:

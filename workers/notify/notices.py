@@ -1,7 +1,10 @@
 """What a notification tells: a notice of some kind, about a subject, rebuilt at delivery.
 
-Today there is one kind, ``deployment``: a deployment's start (``running``) and its end
-(``final``), told from its record. The row keeps what to tell (``external.spec``) and
+Two kinds: ``deployment``, a deployment's start (``running``) and its end (``final``),
+told from its record; and ``target``, something about a target as a whole that the
+reconcile loop saw (drift found, back in sync, degraded, a change waiting for approval),
+told from what was recorded when it happened (the spec), since a moment in a target's
+life has no record of its own to read back. The row keeps what to tell (``external.spec``) and
 the subject's id; :data:`KINDS` says how delivery reads the subject back and builds the
 notice from it, so that a notice always tells what the records say now.
 
@@ -32,7 +35,26 @@ class DeploymentNotice:
     view: View
 
 
-Notice = DeploymentNotice  # | TargetNotice | HostNotice, as they come
+@dataclass(frozen=True)
+class TargetNotice:
+    """Something about a target as a whole: ``event`` is one of :data:`TARGET_EVENTS`."""
+
+    target: str
+    event: str
+    headline: str  # "llm: drift found (anything-llm stopped)"
+    details: tuple[str, ...]  # one line each: what drifted, why it is degraded, ...
+
+    @property
+    def bad_news(self) -> bool:
+        return self.event in ("drift", "degraded", "write_back")
+
+
+# drift: found (a new episode); in_sync: the episode ended; degraded: heal_limit reached;
+# pending: a change waits for approval (manual mode); write_back: committing a moved tag
+# to Git failed (the deployment itself succeeded).
+TARGET_EVENTS = ("drift", "in_sync", "degraded", "pending", "write_back")
+
+Notice = DeploymentNotice | TargetNotice  # | HostNotice, as they come
 
 
 @dataclass(frozen=True)
@@ -59,9 +81,24 @@ def _deployment_notice(record: deployments.DeploymentRecord, spec: Mapping[str, 
     return DeploymentNotice(build_report(record, str(spec.get("service") or "")), view_of(spec))
 
 
+def _target_subject(_conn: Connection, subject: str) -> str:
+    return subject  # "<target>:<event>:<since>": the notice is told from its spec
+
+
+def _target_notice(_subject: str, spec: Mapping[str, Any]) -> Notice:
+    return TargetNotice(
+        target=str(spec.get("target") or ""),
+        event=str(spec.get("event") or ""),
+        headline=str(spec.get("headline") or ""),
+        details=tuple(str(line) for line in spec.get("details") or ()),
+    )
+
+
 DEPLOYMENT = "deployment"
+TARGET = "target"
 KINDS: dict[str, Kind] = {
     DEPLOYMENT: Kind(
         "deployment", deployments.get, _deployment_notice, "the deployment record is gone"
     ),
+    TARGET: Kind("target", _target_subject, _target_notice, "the target is gone"),
 }

@@ -108,12 +108,16 @@ def advance(conn: Connection, report: Report) -> tuple[View, dict[str, Any]]:
     """Fold a final deployment into its target's streak; return how to tell it.
 
     Safe to call twice for one deployment: the second call returns the first answer.
-    Manual rollbacks, no-ops and superseded deployments leave the streak as it is.
+    Manual rollbacks, heals, no-ops and superseded deployments leave the streak as it is.
     """
     state = load_streak(conn, report.target) or {}
     if state.get("last_deployment_id") == report.deployment_id:
         return View(**state.get("last_view", {})), state
-    if report.kind == "rollback" or report.status not in ("succeeded", "failed", "rolled_back"):
+    if report.kind in {"rollback", "heal"} or report.status not in {
+        "succeeded",
+        "failed",
+        "rolled_back",
+    }:
         return View(), state
     failures = int(state.get("failures", 0))
     if report.failed:

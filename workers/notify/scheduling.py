@@ -20,9 +20,9 @@ from rollhook.records.notifications import About, Notification
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
 from workers.notify import policy
-from workers.notify.channels import Notifiers
+from workers.notify.channels import Channel, Notifiers
 from workers.notify.github import github_repo
-from workers.notify.notices import DEPLOYMENT, KINDS
+from workers.notify.notices import DEPLOYMENT, KINDS, TARGET
 from workers.notify.report import build_report
 
 logger = logging.getLogger("rollhook.notify")
@@ -169,6 +169,69 @@ def _schedule(
         else:
             ids.append(_arm(conn, record, channel, spec))
     return ids
+
+
+def _target_about(target: str, event: str, since: str) -> About:
+    return About(TARGET, KINDS[TARGET].subject_kind, f"{target}:{event}:{since}", None, target)
+
+
+def _hears(target: Target, channel: Channel, event: str, drift_told: set[str]) -> bool:
+    """Drift, degraded and a failed write-back are bad news, told where failures are; back
+    in sync is told
+    where its drift was; a change waiting for approval wherever the target is heard of."""
+    if event in ("drift", "degraded", "write_back"):
+        return policy.wants(target, channel, "failed")
+    if event == "in_sync":
+        return channel in drift_told
+    return bool(policy.channel_results(target, channel))
+
+
+def schedule_target_notice(
+    conn: Connection,
+    target: Target,
+    notifiers: Notifiers,
+    *,
+    event: str,
+    since: str,
+    spec: dict[str, Any],
+    episode: str | None = None,
+) -> list[str]:
+    """A notice about the target as a whole (``notices.TARGET_EVENTS``), ``since`` the
+    moment it began, told once: a second call for the same event and moment changes
+    nothing. ``episode``: the moment the drift it belongs to was found; back in sync and
+    degraded go in the thread of that drift's Slack message, and back in sync only to the
+    channels that told the drift. Returns the new rows' ids."""
+    try:
+        with conn.begin_nested():
+            about = _target_about(target.name, event, since)
+            if notifications.of_subject(conn, about):
+                return []
+            drift = (
+                notifications.of_subject(conn, _target_about(target.name, "drift", episode))
+                if episode
+                else {}
+            )
+            told = {channel for channel, row in drift.items() if row.status != "skipped"}
+            ids = []
+            for notifier in notifiers:
+                channel = notifier.channel
+                if channel == "github" or (channel == "slack_webhook" and "slack" in notifiers):
+                    continue  # a commit status tells a commit; the bot tells Slack
+                if not _hears(target, channel, event, told):
+                    continue
+                full = {**spec, "target": target.name, "event": event, "phase": "final"}
+                if channel == "slack" and "slack" in drift:
+                    full["anchor"] = drift["slack"].id
+                armed = {"spec": full, "rev": 1}
+                ids.append(
+                    notifications.create(
+                        conn, about, channel, status="pending", external=armed, history=[]
+                    )
+                )
+            return ids
+    except Exception:
+        logger.exception("notify: the %s notice of %s failed; nothing else is", event, target.name)
+        return []
 
 
 def pending(conn: Connection, older_than: float = 60.0) -> list[str]:

@@ -26,7 +26,7 @@ from slack_sdk.webhook import WebhookClient
 from workers.notify import blocks
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import MessageGone, PermanentError, TransientError
-from workers.notify.notices import Notice
+from workers.notify.notices import Notice, TargetNotice
 from workers.notify.report import View
 
 # Errors that mean Slack itself is struggling; anything else unknown is treated as
@@ -150,6 +150,8 @@ class SlackNotifier:
     tells_progress: ClassVar[bool] = True
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
+        if isinstance(notice, TargetNotice):
+            return self._about_target(notice, delivery)
         report, view = notice.report, notice.view
         bot, key, sent, keep = self.bot, f"slack-{self.bot.channel}", delivery.sent, delivery.keep
         done: list[str] = []
@@ -182,6 +184,24 @@ class SlackNotifier:
             done.append("steps in thread")
         return ", ".join(done) or "already delivered"
 
+    def _about_target(self, notice: TargetNotice, delivery: Delivery) -> str:
+        """One message; the end of a drift episode (back in sync, degraded) goes in the
+        thread of the message that told it began, when that one made it."""
+        if delivery.sent.get("slack"):
+            return "already posted"
+        bot, key = self.bot, f"slack-{self.bot.channel}"
+        text, body = blocks.target_message(notice)
+        parent: str | None = None
+        if delivery.spec.get("anchor"):
+            anchor = delivery.anchor()
+            if anchor is not None and anchor[1].get("slack"):
+                parent = str(anchor[1]["slack"]["ts"])
+            elif anchor is not None and anchor[0] == "pending":
+                raise TransientError("slack: the drift message is not posted yet", 5.0)
+        posted = delivery.pace(key, lambda: bot.post(text, body, thread_ts=parent))
+        delivery.keep({"slack": {"channel": posted.channel, "ts": posted.ts}, "shown": "final"})
+        return f"posted {posted.channel}/{posted.ts}" + (" in its thread" if parent else "")
+
 
 def _where(delivery: Delivery, view: View) -> dict[str, Any] | None:
     """The message to update: this row's own, or for a repeat the first failure's."""
@@ -207,7 +227,10 @@ class SlackWebhookNotifier:
     def send(self, notice: Notice, delivery: Delivery) -> str:
         if delivery.sent.get("sent"):
             return "already sent"
-        text, body = blocks.message(notice.report, notice.view)
+        if isinstance(notice, TargetNotice):
+            text, body = blocks.target_message(notice)
+        else:
+            text, body = blocks.message(notice.report, notice.view)
         delivery.pace(self.webhook.key, lambda: self.webhook.send(text, body))
         delivery.keep({"sent": True})
         return "sent to the incoming webhook"

@@ -31,6 +31,11 @@ def headline(report: Report, view: View) -> str:
         return f"{target}: {verb} {version}"
     if view.mode == "repeat" and report.failed:
         return f"{target}: {version} still failing ({plural(view.count, 'time')})"
+    if report.kind == "heal":
+        if report.status == "succeeded":
+            return f"{target}: {version} healed"
+        step = report.failed_step
+        return f"{target}: heal of {version} FAILED" + (f" at {step.name}" if step else "")
     if report.kind == "rollback":
         done = report.status == "succeeded"
         return (

@@ -1,0 +1,76 @@
+"""Manual mode (``sync.auto: false``): automatic deployments wait for a person's sync.
+
+:func:`tell_pending` tells that something waits for approval, once per wait: the key is
+the oldest automatic deployment still waiting, so a second webhook or poll while the
+first waits adds nothing, and the next change after an approval is news again.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from sqlalchemy import Connection
+
+from rollhook.broker import NOTIFY
+from rollhook.records import deployments
+from rollhook.records import sync as sync_records
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.schema import utcnow
+from rollhook.targets import Target
+from workers.context import WorkerContext
+from workers.notify import schedule_target_notice
+
+logger = logging.getLogger("rollhook.approval")
+
+
+def waiting(conn: Connection, name: str) -> list[DeploymentRecord]:
+    """The automatic deployments of a target that wait (oldest first)."""
+    return [r for r in deployments.queued(conn, name) if not r.manual]
+
+
+def describe(target: Target, record: DeploymentRecord) -> str:
+    """What a waiting deployment would apply, as its event said it: main@3f2a9c1, or the
+    image tag a registry or a poll found."""
+    requested, trigger = record.requested, record.trigger or {}
+    image = requested.get("image")
+    if image:
+        return f"{image['repository']}:{image.get('tag') or image.get('digest', '?')[:19]}"
+    ref = requested.get("ref")
+    return f"{target.branch}@{ref[:7]}" if ref else f"{target.branch} ({trigger.get('source')})"
+
+
+def tell_pending(ctx: WorkerContext, target: Target) -> list[str]:
+    """In manual mode, tell once that automatic deployments wait; the notification ids."""
+    if target.sync.auto:
+        return []
+    with ctx.records.begin() as conn:
+        queued = waiting(conn, target.name)
+        if not queued:
+            return []
+        what = ", ".join(describe(target, r) for r in queued[-3:])
+        details = [
+            f"{len(queued)} automatic deployment(s) wait: {what}",
+            f"approve with `rollhook sync {target.name}` (POST /targets/{target.name}/sync)",
+        ]
+        since = queued[0].id
+        row = sync_records.lock(conn, target.name)
+        key = f"pending:{since}"
+        if key in row.notified:
+            return []
+        ids = schedule_target_notice(
+            conn,
+            target,
+            ctx.notifiers,
+            event="pending",
+            since=since,
+            spec={"headline": f"{target.name}: {what} waiting for approval", "details": details},
+        )
+        notified = {**row.notified, key: utcnow().isoformat(timespec="milliseconds")}
+        sync_records.change(conn, target.name, notified=dict(list(notified.items())[-20:]))
+    logger.info("%s: %s waiting for approval", target.name, what)
+    for notification_id in ids:
+        try:
+            ctx.send(NOTIFY, [notification_id])
+        except Exception:  # noqa: BLE001 - beat re-publishes what is still owed
+            logger.warning("broker unavailable; notification %s waits for beat", notification_id)
+    return ids
