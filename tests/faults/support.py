@@ -110,7 +110,8 @@ class FaultTarget(Deployer):
 
 
 class WorkerProcess:
-    """``run_target`` once, in a process of its own (``python -m tests.faults.worker``)."""
+    """``run_target`` once, in a process of its own (``python -m tests.faults.worker``),
+    started at once and run by :meth:`go`."""
 
     def __init__(self, target: FaultTarget) -> None:
         spec = target.root / f"worker-{uuid.uuid4().hex[:8]}.json"
@@ -120,10 +121,17 @@ class WorkerProcess:
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "tests.faults.worker", str(spec)],
                 cwd=ROOT,
+                stdin=subprocess.PIPE,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
             )
+
+    def go(self) -> None:
+        """Run the target now (the process started early, its imports done meanwhile)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
 
     def alive(self) -> bool:
         return self.proc.poll() is None
@@ -134,6 +142,8 @@ class WorkerProcess:
         if self.alive():
             os.kill(self.proc.pid, signal.SIGKILL)
         self.proc.wait(timeout=30)
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""

@@ -25,14 +25,16 @@ def test_a_worker_killed_while_the_engine_stops_the_app_leaves_it_serving(
 ) -> None:
     # settle 8 s: the old version's gate in recovery (from 4-9 s) spans the engine's kill (10 s)
     target = make_target(stop_timeout=f"{STOP}s", health={"settle": 8})
+    worker = target.worker()
     target.commit("1.0.0", IGNORE_SIGTERM="1")
     assert target.deploy().status == "succeeded"
     before = target.database()
     target.commit("2.0.0", IGNORE_SIGTERM="1")
     deployment_id = target.queue()
+    worker.go()
 
     ignored = target.storage / "stop-signals.log"  # 1.0.0 got SIGTERM and ignored it
-    killed_at = kill_when(target, target.worker(), deployment_id, ignored.exists, step="stop")
+    killed_at = kill_when(target, worker, deployment_id, ignored.exists, step="stop")
     record = recover(target, deployment_id, killed_at)
 
     check_recovered(target, record, old="1.0.0", new="2.0.0", before=before, allowed={"succeeded"})

@@ -11,10 +11,12 @@
 # (what /api/utils/metrics reports), STANDIN_VARIANT (good | slow | never-healthy | crash)
 # and BOOT_DELAY (seconds, overridable at run time). At run time only: STOP_DELAY (seconds
 # a stop signal takes to finish, as a draining app's does; once done, a line goes to
-# $storage/shutdown.log, so a container killed before it finished leaves none), and
-# IGNORE_SIGTERM=1 (PID 1 ignores stop signals, as an app without a handler does: `docker
-# stop` then waits out its grace period and kills it; each signal ignored adds a line to
-# $storage/stop-signals.log, which a test can watch from the host).
+# $storage/shutdown.log, so a container killed before it finished leaves none),
+# STOP_WRITE_MB (MiB a stop writes to $storage/checkpoint.bin before exiting, as a database
+# checkpoints at shutdown), and IGNORE_SIGTERM=1 (PID 1 ignores stop signals, as an app
+# without a handler does: `docker stop` then waits out its grace period and kills it). A
+# stop signal that is ignored, or that starts a STOP_DELAY or a checkpoint, adds a line to
+# $storage/stop-signals.log first, which a test can watch from the host.
 
 port="${SERVER_PORT:-3001}"
 storage="${STORAGE_DIR:-/app/server/storage}"
@@ -31,6 +33,12 @@ log() { echo "[anythingllm-standin $app] $*"; }
 children=""
 stop() {
     log "received a stop signal, shutting down"
+    if [ "${STOP_DELAY:-0}" != 0 ] || [ "${STOP_WRITE_MB:-0}" != 0 ]; then
+        echo "$app stopping" >> "$storage/stop-signals.log"
+    fi
+    if [ "${STOP_WRITE_MB:-0}" != 0 ]; then
+        dd if=/dev/zero of="$storage/checkpoint.bin" bs=1048576 count="$STOP_WRITE_MB" 2>/dev/null
+    fi
     if [ "${STOP_DELAY:-0}" != 0 ]; then
         sleep "$STOP_DELAY"
         echo "$app shut down cleanly after ${STOP_DELAY}s" >> "$storage/shutdown.log"
