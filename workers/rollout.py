@@ -35,6 +35,7 @@ from workers.plan import Plan, make_plan
 
 MIN_FREE_IMAGE_BYTES = 1 << 30
 BACKUP_MARGIN_BYTES = 256 << 20
+ENGINE_BACK_SECONDS = 120.0  # how long going back waits for a restarting Docker engine
 
 
 @dataclass
@@ -355,6 +356,7 @@ class Rollout:
         snapshot = self.outcome.backup_id or self.record.backup_id
         try:
             with self.journal.step("restart-previous") as step:
+                self._await_engine()
                 if self.journal.left_running("stop"):
                     self._finish_stop()
                 if self.journal.reached("restore") and snapshot:
@@ -526,6 +528,7 @@ class Rollout:
             with journal.step("rollback") as step:
                 if commit is None:  # the plan is known whenever the new version may have run
                     raise InfrastructureError(f"{self.record.id}: no release to stop")
+                self._await_engine()
                 spec = compose_spec(target, self.dirs, commit, self.record.id)
                 tools.compose.stop(
                     spec,
@@ -547,6 +550,21 @@ class Rollout:
             raise
         except DeployError as exc:
             self._rollback_failed(exc)
+
+    def _await_engine(self) -> None:
+        """Going back needs the Docker engine: when it does not answer (restarting, say,
+        which is also what may have failed the deployment), wait for it, up to
+        ENGINE_BACK_SECONDS, rather than fail the rollback at once and leave the app to
+        whatever the engine's restart policy brings back. Past that, the step below fails
+        and says why."""
+        deadline = time.monotonic() + ENGINE_BACK_SECONDS
+        if self.tools.engine.answers():
+            return
+        self.journal.log("the Docker engine does not answer; waiting for it to go back")
+        while not self.tools.engine.answers() and time.monotonic() < deadline:
+            if self.cancelled():
+                raise LeaseLost(f"{self.record.id}: lease lost waiting for the Docker engine")
+            time.sleep(1.0)
 
     def _rollback_failed(self, exc: BaseException) -> None:
         self.outcome.status = "failed"
