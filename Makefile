@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: setup run test test-unit lint format bench-ingress bench-rollout clean
+.PHONY: setup run test test-unit test-faults lint format bench-ingress bench-rollout clean
 
 setup:  ## Python and its dependencies, from the lock file
 	@scripts/bootstrap.sh
@@ -13,6 +13,10 @@ run: setup  ## rollhook on 127.0.0.1:8000, embedded broker and records, example 
 test: setup  ## everything the tests need (Redis, a private Docker engine, a registry), then the tests
 	@scripts/install-test-deps.sh
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
+
+test-faults: setup  ## the fault suite alone (`make test` runs it too)
+	@scripts/install-test-deps.sh
+	$(UV) run --frozen pytest -m fault $(PYTEST_ARGS)
 
 test-unit: setup  ## the fast tests only, no Docker engine
 	$(UV) run --frozen pytest -m "not engine" $(PYTEST_ARGS)
@@ -35,4 +39,4 @@ bench-rollout: setup
 	$(UV) run --frozen python bench/rollout.py
 
 clean:
-	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .test-run
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .test-run
