@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: setup run demo install test test-unit lint format bench-ingress bench-rollout bench-reconcile clean
+.PHONY: setup run demo install test test-unit test-faults lint format bench-ingress bench-rollout bench-reconcile clean
 
 setup:  ## Python and its dependencies, from the lock file
 	@scripts/bootstrap.sh
@@ -21,8 +21,12 @@ test: setup  ## everything the tests need (Redis, a private Docker engine, a reg
 	@scripts/install-test-deps.sh
 	$(UV) run --frozen pytest $(PYTEST_ARGS)
 
+test-faults: setup  ## the fault suite alone (`make test` runs it too)
+	@scripts/install-test-deps.sh
+	$(UV) run --frozen pytest -m fault $(PYTEST_ARGS)
+
 test-unit: setup  ## the fast tests only, no Docker engine
-	$(UV) run --frozen pytest -m "not engine and not slow" $(PYTEST_ARGS)
+	$(UV) run --frozen pytest -m "not engine and not slow and not fault" $(PYTEST_ARGS)
 
 lint: setup
 	$(UV) run --frozen ruff check .
@@ -46,4 +50,4 @@ bench-reconcile: setup
 	$(UV) run --frozen python bench/reconcile.py
 
 clean:
-	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .test-run
+	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .test-run

@@ -231,6 +231,13 @@ class DockerEngine(Closeable):
             except docker.errors.NotFound:
                 return None
 
+    def answers(self) -> bool:
+        """Whether the engine answers now (it may be restarting: a short wait, no error)."""
+        try:
+            return bool(self._api.ping())
+        except (docker.errors.DockerException, requests.exceptions.RequestException):
+            return False
+
     def docker_root(self) -> Path:
         """The engine's data root, where pulled images take their space."""
         with _errors("asking the Docker engine for its data root"):

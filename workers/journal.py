@@ -140,6 +140,12 @@ class Journal:
         """Whether any of these steps was started (by this run or a dead one)."""
         return any(step["name"] in names for step in self.steps)
 
+    def left_running(self, name: str) -> bool:
+        """Whether the last step of this name never finished: a dead worker was inside it
+        (a step this run is in is never asked about: its outcome is written on the way out)."""
+        last = next((step for step in reversed(self.steps) if step["name"] == name), None)
+        return last is not None and last["outcome"] == "running"
+
     @property
     def text(self) -> str:
         return self._log

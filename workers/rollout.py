@@ -37,6 +37,7 @@ from workers.plan import Plan, make_plan
 
 MIN_FREE_IMAGE_BYTES = 1 << 30
 BACKUP_MARGIN_BYTES = 256 << 20
+ENGINE_BACK_SECONDS = 120.0  # how long going back waits for a restarting Docker engine
 
 
 @dataclass
@@ -376,6 +377,9 @@ class Rollout:
         snapshot = self.outcome.backup_id or self.record.backup_id
         try:
             with self.journal.step("restart-previous") as step:
+                self._await_engine()
+                if self.journal.left_running("stop"):
+                    self._finish_stop()
                 if self.journal.reached("restore") and snapshot:
                     self.tools.backups.restore(snapshot)
                     self.journal.log(f"data put back from snapshot {snapshot}")
@@ -387,6 +391,29 @@ class Rollout:
             self._rollback_failed(exc)
             return False
         return True
+
+    def _finish_stop(self) -> None:
+        """Let a dead worker's stop end before the old version is started again.
+
+        The engine goes on stopping a container after its client is gone, and kills it
+        once the grace period is over: started (``up`` finds it running) and gated in
+        the meantime, the old version would answer, pass, and then be killed. Stopping
+        the service again waits for the stop under way (at most the same grace), so what
+        runs next is started afresh. The spec is the one the dead worker stopped with.
+        """
+        record, target = self.record, self.target
+        if record.commit is not None:
+            spec = compose_spec(target, self.dirs, record.commit, record.id)
+        elif self.previous.commit is not None:
+            spec = compose_spec(
+                target, self.dirs, self.previous.commit, self.previous.deployment_id
+            )
+        else:
+            return  # nothing to stop with: the dead worker cannot have reached its stop
+        self.journal.log(f"recovery: waiting for the interrupted stop of {target.service} to end")
+        self.tools.compose.stop(
+            spec, [target.service], timeout=target.stop_timeout + 30, grace=target.stop_timeout
+        )
 
     def abandon(self, why: str) -> RolloutResult:
         """Stop trying the new version and leave the old one serving.
@@ -508,9 +535,29 @@ class Rollout:
         spec = compose_spec(self.target, self.dirs, previous.commit, previous.deployment_id)
         self.tools.compose.up(spec, timeout=300, remove_orphans=self.target.sync.prune)
         result = self._gate(forward=False)
+        if not result.ok and self._gated_service_down():
+            # It served before this deployment and is not running now: stopped or killed
+            # from outside since ``up`` (a stop still under way, the engine restarting).
+            # Start it once more rather than declare the app down.
+            journal.log(
+                f"rollback: {previous.deployment_id} is not running ({result.reason}); "
+                "starting it again"
+            )
+            self.tools.compose.up(spec, timeout=300)
+            result = self._gate(forward=False)
         if not result.ok:
             raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")
         journal.log(f"rollback: {previous.deployment_id} serving again")
+
+    def _gated_service_down(self) -> bool:
+        """No container of the gated service is running or restarting (exited, killed,
+        removed, or only created)."""
+        states = [
+            c.state
+            for c in self.tools.engine.containers(self.target.project)
+            if c.service == self.target.service
+        ]
+        return not any(state.running or state.restarting for state in states)
 
     def _roll_back_after_start(self, cause: BaseException) -> None:
         journal, tools, target = self.journal, self.tools, self.target
@@ -520,6 +567,7 @@ class Rollout:
             with journal.step("rollback") as step:
                 if commit is None:  # the plan is known whenever the new version may have run
                     raise InfrastructureError(f"{self.record.id}: no release to stop")
+                self._await_engine()
                 spec = compose_spec(target, self.dirs, commit, self.record.id)
                 tools.compose.stop(
                     spec,
@@ -541,6 +589,21 @@ class Rollout:
             raise
         except DeployError as exc:
             self._rollback_failed(exc)
+
+    def _await_engine(self) -> None:
+        """Going back needs the Docker engine: when it does not answer (restarting, say,
+        which is also what may have failed the deployment), wait for it, up to
+        ENGINE_BACK_SECONDS, rather than fail the rollback at once and leave the app to
+        whatever the engine's restart policy brings back. Past that, the step below fails
+        and says why."""
+        deadline = time.monotonic() + ENGINE_BACK_SECONDS
+        if self.tools.engine.answers():
+            return
+        self.journal.log("the Docker engine does not answer; waiting for it to go back")
+        while not self.tools.engine.answers() and time.monotonic() < deadline:
+            if self.cancelled():
+                raise LeaseLost(f"{self.record.id}: lease lost waiting for the Docker engine")
+            time.sleep(1.0)
 
     def _rollback_failed(self, exc: BaseException) -> None:
         self.outcome.status = "failed"

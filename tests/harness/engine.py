@@ -108,6 +108,21 @@ class PrivateEngine:
 
         self.daemon.wait_until(answers, "dockerd socket", timeout)
 
+    def restart(self, timeout: float = 60.0) -> None:
+        """Restart dockerd as ``systemctl restart docker`` does: SIGTERM to dockerd alone,
+        which stops the containers (``--shutdown-timeout``) and exits; then what is left
+        of its group (containerd) goes, and it starts again. Containers whose restart
+        policy says so come back with it."""
+        pid = self.daemon.pid
+        if pid is not None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGTERM)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline and self.daemon.running():
+                time.sleep(0.05)
+        self.daemon.stop(timeout=10)
+        self.start(timeout)
+
     def client(self, timeout: int = 120) -> docker.DockerClient:
         """A new client for this engine; the caller closes it."""
         return docker.DockerClient(base_url=self.host, timeout=timeout)

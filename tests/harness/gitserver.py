@@ -13,6 +13,7 @@ import hmac
 import os
 import subprocess
 import threading
+import time
 from dataclasses import dataclass, field
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -120,6 +121,7 @@ class GitServer:
         self.base_url = f"http://127.0.0.1:{port}"
         self.tokens: dict[str, str] = {}  # "<name>.git" -> token
         self.requests: list[Request] = []
+        self.delay = 0.0  # seconds each request waits before it is served (a slow server)
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._names_lock = threading.Lock()
@@ -186,6 +188,8 @@ class _GitHandler(BaseHTTPRequestHandler):
         pass  # requests are recorded in git_server.requests instead of stderr
 
     def _serve(self) -> None:
+        if self.git_server.delay:
+            time.sleep(self.git_server.delay)
         url = urlsplit(self.path)
         repo = next((part for part in url.path.split("/") if part.endswith(".git")), "")
         allowed, user = self._authorize(self.git_server.tokens.get(repo))

@@ -11,7 +11,12 @@
 # (what /api/utils/metrics reports), STANDIN_VARIANT (good | slow | never-healthy | crash)
 # and BOOT_DELAY (seconds, overridable at run time). At run time only: STOP_DELAY (seconds
 # a stop signal takes to finish, as a draining app's does; once done, a line goes to
-# $storage/shutdown.log, so a container killed before it finished leaves none).
+# $storage/shutdown.log, so a container killed before it finished leaves none),
+# STOP_WRITE_MB (MiB a stop writes to $storage/checkpoint.bin before exiting, as a database
+# checkpoints at shutdown), and IGNORE_SIGTERM=1 (PID 1 ignores stop signals, as an app
+# without a handler does: `docker stop` then waits out its grace period and kills it). A
+# stop signal that is ignored, or that starts a STOP_DELAY or a checkpoint, adds a line to
+# $storage/stop-signals.log first, which a test can watch from the host.
 
 port="${SERVER_PORT:-3001}"
 storage="${STORAGE_DIR:-/app/server/storage}"
@@ -28,6 +33,12 @@ log() { echo "[anythingllm-standin $app] $*"; }
 children=""
 stop() {
     log "received a stop signal, shutting down"
+    if [ "${STOP_DELAY:-0}" != 0 ] || [ "${STOP_WRITE_MB:-0}" != 0 ]; then
+        echo "$app stopping" >> "$storage/stop-signals.log"
+    fi
+    if [ "${STOP_WRITE_MB:-0}" != 0 ]; then
+        dd if=/dev/zero of="$storage/checkpoint.bin" bs=1048576 count="$STOP_WRITE_MB" 2>/dev/null
+    fi
     if [ "${STOP_DELAY:-0}" != 0 ]; then
         sleep "$STOP_DELAY"
         echo "$app shut down cleanly after ${STOP_DELAY}s" >> "$storage/shutdown.log"
@@ -35,7 +46,15 @@ stop() {
     [ -n "$children" ] && kill $children 2>/dev/null
     exit 0
 }
-trap stop TERM INT
+ignore() {
+    log "received a stop signal, ignoring it"
+    echo "$app ignored a stop signal" >> "$storage/stop-signals.log"
+}
+if [ "${IGNORE_SIGTERM:-0}" = 1 ]; then
+    trap ignore TERM INT
+else
+    trap stop TERM INT
+fi
 
 # --- "prisma migrate deploy" ------------------------------------------------------------
 mkdir -p "$storage/documents" "$storage/lancedb" "$storage/vector-cache" || exit 1
@@ -87,8 +106,9 @@ if [ "$variant" = crash ]; then
     exit 1
 fi
 sleep "${BOOT_DELAY:-0}" &
-children="$children $!"
-wait $!
+booting=$!
+children="$children $booting"
+while kill -0 "$booting" 2>/dev/null; do wait "$booting"; done  # an ignored signal ends a wait
 
 mkdir -p /tmp/www/api/utils
 echo "{\"online\":true,\"appVersion\":\"$app\",\"schemaVersion\":$version}" \
@@ -100,7 +120,10 @@ httpd -f -p "127.0.0.1:$port" -h /tmp/www &
 httpd_pid=$!
 children="$children $httpd_pid"
 log "Primary server in HTTP mode listening on port $port"
-wait $httpd_pid
-status=$?
+while :; do
+    wait $httpd_pid
+    status=$?
+    kill -0 $httpd_pid 2>/dev/null || break  # still serving: the wait ended for a signal
+done
 log "httpd exited with $status (port $port taken?)" >&2
 exit "$status"
