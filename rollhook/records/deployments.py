@@ -51,6 +51,8 @@ class DeploymentRecord:
     created_at: datetime
     started_at: datetime | None
     finished_at: datetime | None
+    # start-first only (workers.colours): which colour serves and each one's containers
+    colours: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> DeploymentRecord:

@@ -137,6 +137,8 @@ deployments = Table(
     Column("created_at", UTCDateTime, nullable=False),
     Column("started_at", UTCDateTime),
     Column("finished_at", UTCDateTime),
+    # start-first: which colour serves, which is new, each one's project, port, containers
+    Column("colours", JSON),
     Index("ix_deployments_target_created", "target", "created_at"),
     Index("ix_deployments_status", "status"),
 )

@@ -11,7 +11,14 @@
 # (what /api/utils/metrics reports), STANDIN_VARIANT (good | slow | never-healthy | crash)
 # and BOOT_DELAY (seconds, overridable at run time). At run time only: STOP_DELAY (seconds
 # a stop signal takes to finish, as a draining app's does; once done, a line goes to
-# $storage/shutdown.log, so a container killed before it finished leaves none).
+# $storage/shutdown.log, so a container killed before it finished leaves none), and
+# IGNORE_SIGTERM=1 (PID 1 installs no TERM handler, as anything-llm's bash entrypoint:
+# `docker stop` then waits out the grace period and kills it; with `init: true` Docker's
+# init is PID 1 and passes SIGTERM on, and this shell, no longer PID 1, dies of it).
+#
+# /cgi-bin/echo answers any method with "<appVersion> <body length> <sha256 of the body>":
+# what a client behind the proxy checks to know who answered, and that a body held during
+# a switch arrived whole.
 
 port="${SERVER_PORT:-3001}"
 storage="${STORAGE_DIR:-/app/server/storage}"
@@ -35,7 +42,11 @@ stop() {
     [ -n "$children" ] && kill $children 2>/dev/null
     exit 0
 }
-trap stop TERM INT
+if [ "${IGNORE_SIGTERM:-0}" = 1 ]; then
+    trap stop INT
+else
+    trap stop TERM INT
+fi
 
 # --- "prisma migrate deploy" ------------------------------------------------------------
 mkdir -p "$storage/documents" "$storage/lancedb" "$storage/vector-cache" || exit 1
@@ -90,13 +101,20 @@ sleep "${BOOT_DELAY:-0}" &
 children="$children $!"
 wait $!
 
-mkdir -p /tmp/www/api/utils
+mkdir -p /tmp/www/api/utils /tmp/www/cgi-bin
+# The CGI script is written with this image's version in it ($app expands here).
+printf '%s\n' '#!/bin/sh' \
+    'sum=$(head -c "${CONTENT_LENGTH:-0}" | sha256sum | cut -d" " -f1)' \
+    'printf "Content-Type: text/plain\r\n\r\n"' \
+    "echo \"$app \${CONTENT_LENGTH:-0} \$sum\"" > /tmp/www/cgi-bin/echo
+chmod 755 /tmp/www/cgi-bin/echo
 echo "{\"online\":true,\"appVersion\":\"$app\",\"schemaVersion\":$version}" \
     > /tmp/www/api/utils/metrics
 if [ "$variant" != never-healthy ]; then
     echo '{"online":true}' > /tmp/www/api/ping
 fi
-httpd -f -p "127.0.0.1:$port" -h /tmp/www &
+# busybox httpd per connection behind a listener with a real backlog (acceptor.c).
+acceptor "$port" /bin/busybox httpd -i -h /tmp/www &
 httpd_pid=$!
 children="$children $httpd_pid"
 log "Primary server in HTTP mode listening on port $port"
