@@ -22,6 +22,7 @@ import pytest
 from tests.harness.caddy import CaddyProxy
 from tests.harness.webapp import StandInClient
 from tests.workers.deployer import Deployer
+from workers.engine import DockerEngine
 from workers.proxy.config import loopback
 from workers.runner import run_target
 
@@ -156,3 +157,114 @@ def test_a_worker_killed_mid_upgrade_behind_the_proxy_fails_no_request(
     assert client.failed == [], (record.log if "record" in dir() else "", client.failed[:3])
     assert client.changes() == [("1.0.0", "2.0.0-slow")]
     assert served_upstream(deployer) == (loopback(deployer.port), True)
+
+
+# -- start-first -----------------------------------------------------------------------
+
+
+def running_ids(deployer: Deployer, project: str) -> list[str]:
+    with DockerEngine(deployer.docker_host) as engine:
+        return [c.container_id for c in engine.containers(project) if c.running]
+
+
+def start_first(behind: Make, **options: Any) -> Deployer:
+    options.setdefault("compose", STATELESS)
+    return behind(strategy="start-first", **options)
+
+
+def test_a_start_first_upgrade_switches_once_and_stops_the_old_colour(behind: Make) -> None:
+    deployer = start_first(behind)
+    blue, green = deployer.target.project, f"{deployer.target.project}-green"
+    deployer.commit("1.0.0")
+    first = deployer.deploy()
+    assert first.status == "succeeded", first.log
+    assert first.colours is not None and first.colours["serving"] == "green"
+    assert served_upstream(deployer) == (loopback(deployer.port + 1), True)
+
+    deployer.commit("2.0.0-slow")
+    client, record = during(deployer, deployer.deploy)
+
+    assert record.status == "succeeded", record.log
+    assert client.failed == [], (record.log, client.failed[:3])
+    assert client.changes() == [("1.0.0", "2.0.0-slow")]
+    # Nobody waited for the new version's boot: it booted beside the old one.
+    assert max(client.latencies()) < 3.0
+    assert steps(record) == [
+        *["sync", "plan", "preflight", "backup"],
+        *["start", "gate", "switch", "stop"],
+    ]
+    colours = record.colours
+    assert colours is not None
+    assert (colours["serving"], colours["old"], colours["new"]) == ("blue", "green", "blue")
+    assert colours["blue"]["port"] == deployer.port
+    assert colours["green"]["port"] == deployer.port + 1
+    assert colours["blue"]["containers"] == running_ids(deployer, blue) != []
+    assert running_ids(deployer, green) == []  # the old colour stopped, after the switch
+    assert first.colours["green"]["containers"] != []
+    assert served_upstream(deployer) == (loopback(deployer.port), True)
+    assert deployer.app_version() == "2.0.0-slow"
+
+
+def test_a_start_first_release_that_fails_its_gate_never_touches_the_old_one(
+    behind: Make,
+) -> None:
+    deployer = start_first(behind, health={"timeout": 5})
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    green = f"{deployer.target.project}-green"
+    serving = running_ids(deployer, green)
+
+    deployer.commit("3.0.0-never-healthy")
+    client, record = during(deployer, deployer.deploy)
+
+    assert record.status == "rolled_back", record.log
+    assert "kept serving" in (record.reason or "")
+    assert client.failed == [], (record.log, client.failed[:3])
+    assert client.changes() == []
+    assert steps(record)[-3:] == ["start", "gate", "discard"]
+    assert running_ids(deployer, green) == serving  # the same container, never restarted
+    assert running_ids(deployer, deployer.target.project) == []  # the failed one stopped
+    assert served_upstream(deployer) == (loopback(deployer.port + 1), True)
+    assert deployer.state().failed_fingerprint == record.fingerprint
+
+
+@pytest.mark.parametrize("step", ["gate", "stop"])
+def test_a_worker_killed_mid_start_first_is_finished_from_the_recorded_colours(
+    behind: Make, step: str
+) -> None:
+    # The old version takes 4 s to stop: the worker is killed while it does.
+    slow_stop = {"environment": {**STATELESS["environment"], "STOP_DELAY": "4"}}
+    deployer = start_first(behind, lease_seconds=LEASE, compose={**STATELESS, **slow_stop})
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    deployer.commit("2.0.0-slow")
+    deployment_id = deployer.queue()
+
+    def die_and_recover() -> None:
+        kill_at(deployer, deployment_id, step)
+        recorded = deployer.record(deployment_id).colours
+        assert recorded is not None
+        assert recorded["serving"] == ("blue" if step == "stop" else "green")
+        time.sleep(LEASE + 0.5)
+        deployer.run()
+
+    client, _ = during(deployer, die_and_recover)
+    record = deployer.record(deployment_id)
+    assert record.status == "succeeded", record.log
+    assert record.attempt == 2
+    assert "recovery: resuming" in record.log
+    assert client.failed == [], (record.log, client.failed[:3])
+    assert client.changes() == [("1.0.0", "2.0.0-slow")]
+    assert running_ids(deployer, f"{deployer.target.project}-green") == []
+    assert served_upstream(deployer) == (loopback(deployer.port), True)
+
+
+def test_start_first_refuses_a_service_that_mounts_its_data(behind: Make) -> None:
+    deployer = start_first(behind)
+    deployer.compose = ROLLHOOK_PORT  # ./storage and ./.env mounted read-write
+    deployer.commit("1.0.0")
+    record = deployer.deploy()
+    assert record.status == "failed"
+    assert "start-first" in (record.reason or "") and "read-write" in (record.reason or "")
+    assert "\n" not in (record.reason or "")
+    assert steps(record) == ["sync", "plan"]
