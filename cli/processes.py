@@ -1,4 +1,8 @@
-"""``rollhook up | web | worker | beat``: the three processes, alone or supervised together."""
+"""``rollhook up | web | worker | beat``: the processes, alone or supervised together.
+
+``up`` runs web, worker and beat, and the front proxy (``rollhook proxy``) as well when a
+target has ``proxy``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,13 @@ import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Mapping
 from typing import IO
 
 from rollhook.datadir import prepare_data_dir
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings, load_settings
-from rollhook.targets import load_targets
+from rollhook.targets import Target, load_targets
 
 QUEUES = "deploy,notify,housekeeping"
 
@@ -53,30 +58,38 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
             "--concurrency",
             str(settings.worker_concurrency),
         ]
+    if command == "proxy":
+        return [python, "-m", "cli.main", "proxy"]
     return [python, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"]
 
 
-def _prepare() -> Settings:
+def processes(targets: Mapping[str, Target]) -> tuple[str, ...]:
+    """What ``rollhook up`` runs: the proxy too when a target is served through it."""
+    proxied = any(target.proxy is not None for target in targets.values())
+    return ("web", "worker", "beat", "proxy") if proxied else ("web", "worker", "beat")
+
+
+def _prepare() -> tuple[Settings, dict[str, Target]]:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
-    load_targets(settings.config)
+    targets = load_targets(settings.config)
     prepare_data_dir(settings.data_dir)
     engine = make_engine(settings.records_url())
     try:
         migrate(engine, settings.data_dir)
     finally:
         engine.dispose()
-    return settings
+    return settings, targets
 
 
 def run_process(args: argparse.Namespace) -> int:
-    settings = _prepare()
+    settings, targets = _prepare()
     host = getattr(args, "host", "127.0.0.1")
     port = getattr(args, "port", None) or settings.port
     if args.command != "up":
         argv = _argv(args.command, settings, host, port)
         os.execv(argv[0], argv)
-    return _supervise(settings, host, port)
+    return _supervise(settings, host, port, processes(targets))
 
 
 def _pipe(name: str, stream: IO[bytes]) -> None:
@@ -87,11 +100,11 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
         sys.stdout.flush()
 
 
-def _supervise(settings: Settings, host: str, port: int) -> int:
-    """Run web, worker and beat; when one ends, stop the others (like a Procfile runner)."""
+def _supervise(settings: Settings, host: str, port: int, names: tuple[str, ...]) -> int:
+    """Run ``names``; when one ends, stop the others (like a Procfile runner)."""
     children: dict[str, subprocess.Popen[bytes]] = {}
     done = threading.Event()
-    for name in ("web", "worker", "beat"):
+    for name in names:
         child = subprocess.Popen(
             _argv(name, settings, host, port),
             stdout=subprocess.PIPE,
@@ -106,7 +119,8 @@ def _supervise(settings: Settings, host: str, port: int) -> int:
 
     signal.signal(signal.SIGINT, stop)
     signal.signal(signal.SIGTERM, stop)
-    print(f"rollhook up: web on http://{host}:{port}, worker and beat started", flush=True)
+    others = ", ".join(names[1:-1]) + f" and {names[-1]}"
+    print(f"rollhook up: web on http://{host}:{port}, {others} started", flush=True)
     while not done.wait(0.5):
         if any(child.poll() is not None for child in children.values()):
             break

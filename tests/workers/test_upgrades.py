@@ -24,6 +24,7 @@ from tests.harness.webapp import StandInClient
 from tests.workers.deployer import Deployer
 from workers.engine import DockerEngine
 from workers.proxy.config import loopback
+from workers.proxy.process import recorded_upstreams
 from workers.runner import run_target
 
 pytestmark = pytest.mark.engine
@@ -180,6 +181,11 @@ def test_a_start_first_upgrade_switches_once_and_stops_the_old_colour(behind: Ma
     assert first.status == "succeeded", first.log
     assert first.colours is not None and first.colours["serving"] == "green"
     assert served_upstream(deployer) == (loopback(deployer.port + 1), True)
+    # What `rollhook proxy` would serve if it started again now.
+    recorded = {deployer.name: deployer.target}
+    assert recorded_upstreams(deployer.records, recorded) == {
+        deployer.name: loopback(deployer.port + 1)
+    }
 
     deployer.commit("2.0.0-slow")
     client, record = during(deployer, deployer.deploy)
@@ -202,6 +208,9 @@ def test_a_start_first_upgrade_switches_once_and_stops_the_old_colour(behind: Ma
     assert running_ids(deployer, green) == []  # the old colour stopped, after the switch
     assert first.colours["green"]["containers"] != []
     assert served_upstream(deployer) == (loopback(deployer.port), True)
+    assert recorded_upstreams(deployer.records, recorded) == {
+        deployer.name: loopback(deployer.port)
+    }
     assert deployer.app_version() == "2.0.0-slow"
 
 

@@ -19,9 +19,14 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
 from rollhook.datadir import prepare_data_dir
+from rollhook.records.db import make_engine
 from rollhook.settings import ConfigError, Settings
 from rollhook.targets import Target, load_targets
+from workers import colours
 from workers.proxy.config import (
     Layout,
     Route,
@@ -75,6 +80,35 @@ def plan(
     return routes, switches
 
 
+def recorded_upstreams(records: Engine, targets: Mapping[str, Target]) -> dict[str, str]:
+    """Per start-first target, the serving colour's upstream as the records say it.
+
+    A recreate target always serves ``proxy.port``; a start-first one serves whichever
+    colour its current deployment left serving, which may be ``proxy.port + 1``.
+    """
+    if not any(t.strategy == "start-first" and t.proxy for t in targets.values()):
+        return {}
+    with records.begin() as conn:
+        ports = colours.serving_ports(conn, targets)
+    return {name: loopback(port) for name, port in ports.items()}
+
+
+def _upstreams_from_records(settings: Settings, targets: Mapping[str, Target]) -> dict[str, str]:
+    engine = make_engine(settings.records_url())
+    try:
+        return recorded_upstreams(engine, targets)
+    except SQLAlchemyError as exc:  # no records yet, or the database is down
+        # The type only: a driver's message may carry the database URL.
+        print(
+            f"rollhook proxy: could not read which colour serves ({type(exc).__name__}); "
+            "serving proxy.port until a deployment says otherwise",
+            flush=True,
+        )
+        return {}
+    finally:
+        engine.dispose()
+
+
 def write_configs(
     layout: Layout, routes: list[Route], switches: Mapping[str, Switch]
 ) -> tuple[Path, Path]:
@@ -117,9 +151,14 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
 
 
 def run_proxy(settings: Settings, upstreams: Mapping[str, str] | None = None) -> int:
-    """Render both configurations and run the switch and the front until signalled."""
+    """Render both configurations and run the switch and the front until signalled.
+
+    Without ``upstreams``, start-first targets serve the colour the records say serves.
+    """
     targets = load_targets(settings.config)
     prepare_data_dir(settings.data_dir)
+    if upstreams is None:
+        upstreams = _upstreams_from_records(settings, targets)
     layout = Layout(settings.data_dir / "proxy")
     routes, switches = plan(targets, upstreams)
     front, switch = write_configs(layout, routes, switches)
