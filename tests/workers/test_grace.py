@@ -8,8 +8,10 @@ With ``init: true`` Docker's init passes SIGTERM on and the stop is quick.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 import pytest
+import yaml
 
 from tests.workers.deployer import Deployer
 from workers.grace import Stopped, ignored_sigterm
@@ -79,3 +81,9 @@ def test_a_stop_that_ignores_sigterm_is_reported_and_init_saves_it(
     [stop] = [s for s in quick.steps if s["name"] == "stop"]
     assert "note" not in stop
     assert "ignored SIGTERM" not in quick.log
+
+
+def test_the_example_compose_for_anything_llm_runs_an_init() -> None:
+    example = Path(__file__).parents[2] / "deploy/examples/anything-llm/docker-compose.yml"
+    services = yaml.safe_load(example.read_text())["services"]
+    assert services["anything-llm"]["init"] is True
