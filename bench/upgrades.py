@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import shutil
 import signal
 import statistics
@@ -33,12 +34,14 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any, NoReturn
 
 import httpx
 from sqlalchemy import Engine
 
+from bench.rollout_setup import seed_storage
 from rollhook.records.db import make_engine, migrate
 from tests.harness.caddy import CaddyProxy
 from tests.harness.engine import PrivateEngine, compose_binary
@@ -55,6 +58,8 @@ OLD, NEW = "1.0.0", "2.0.0-slow"
 GRACE = 10.0  # Docker's default stop grace period
 WAYS = ("script", "recreate", "recreate+proxy", "start-first")
 SIGTERM = {"handled": {}, "ignored": {"IGNORE_SIGTERM": "1"}}
+SIZES = {"10 MB": 10 << 20, "1 GB": 1 << 30}  # data rolled back
+RESTORED = re.compile(r"data restored from backup \S+ in ([0-9.]+) s")
 
 
 def say(text: str) -> None:
@@ -186,6 +191,32 @@ class Bench:
 
         return measure(way, sigterm, deployer.url, upgrade)
 
+    def rollback(self, size_name: str, size: int) -> tuple[Figures, float]:
+        """A broken release (migrates the data, crashes on boot) rolled back, the client on
+        the app's port; also how long the restore itself took in the rollback."""
+        deployer = self.deployer({})
+        deployer.commit("2.0.0")
+        first = deployer.deploy()
+        assert first.status == "succeeded", first.log
+        seed_storage(deployer.storage, size)
+        deployer.commit("3.0.0-crash")
+        restored: list[float] = []
+
+        def upgrade() -> None:
+            record = deployer.deploy()
+            assert record.status == "rolled_back", record.log
+            match = RESTORED.search(record.log)
+            assert match is not None, record.log
+            [step] = [s for s in record.steps if s["name"] == "rollback"]
+            began, ended = (datetime.fromisoformat(step[k]) for k in ("started_at", "finished_at"))
+            # The rollback step: stop the broken version, wait for what is left of the
+            # staged copy, swap it in, start the old version.
+            restored.append((ended - began).total_seconds())
+            say(f"    {match.group(0)}")
+
+        figures = measure(f"rollback, {size_name}", "handled", deployer.url, upgrade)
+        return figures, restored[0]
+
     def script(self, sigterm: str) -> Figures:
         port = free_port()
         folder = self.root / f"script-{uuid.uuid4().hex[:8]}"
@@ -265,17 +296,24 @@ def bench_root() -> Iterator[Path]:
         shutil.rmtree(root, ignore_errors=True)
 
 
-def run(stack: ExitStack, reps: int) -> list[Figures]:
+def run(
+    stack: ExitStack, reps: int, only: str | None = None
+) -> tuple[list[Figures], list[tuple[Figures, float]]]:
     bench = Bench(stack, stack.enter_context(bench_root()))
-    results = []
+    upgrades, rollbacks = [], []
     for rep in range(reps):
-        for sigterm in SIGTERM:
+        for sigterm in SIGTERM if only != "rollbacks" else ():
             for way in WAYS:
                 say(f"[{rep + 1}/{reps}] {way}, SIGTERM {sigterm} ...")
                 figures = bench.script(sigterm) if way == "script" else bench.rollhook(way, sigterm)
                 say("  " + figures.row())
-                results.append(figures)
-    return results
+                upgrades.append(figures)
+        for size_name, size in SIZES.items() if only != "upgrades" else ():
+            say(f"[{rep + 1}/{reps}] a broken release rolled back, {size_name} of data ...")
+            figures, restored = bench.rollback(size_name, size)
+            say(f"  {figures.row()} rollback step took {restored:.1f} s")
+            rollbacks.append((figures, restored))
+    return upgrades, rollbacks
 
 
 HEADER = (
@@ -291,12 +329,13 @@ def _interrupt(signum: int, _frame: object) -> NoReturn:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=1, help="rounds of the eight upgrades")
+    parser.add_argument("--only", choices=["upgrades", "rollbacks"], help="one table only")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with ExitStack() as stack:
             try:
-                results = run(stack, args.reps)
+                upgrades, rollbacks = run(stack, args.reps, args.only)
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)
@@ -306,8 +345,12 @@ def main() -> int:
         return 130
     say(f"\nOne upgrade {OLD} -> {NEW} (boots in about 3 s), stop grace {GRACE:g} s, 20 req/s:")
     say(HEADER)
-    for figures in results:
+    for figures in upgrades:
         say(figures.row())
+    say("\nA broken release rolled back (recreate, no proxy): downtime is 'failing for'")
+    say(HEADER.replace("| upgrade took |", "| upgrade took | rollback step |") + "---|")
+    for figures, restored in rollbacks:
+        say(f"{figures.row()} {restored:.1f} s |")
     return 0
 
 
