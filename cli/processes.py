@@ -63,9 +63,10 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
     return [python, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"]
 
 
-def processes(targets: Mapping[str, Target]) -> tuple[str, ...]:
-    """What ``rollhook up`` runs: the proxy too when a target is served through it."""
-    proxied = any(target.proxy is not None for target in targets.values())
+def processes(targets: Mapping[str, Target], public_host: str | None = None) -> tuple[str, ...]:
+    """What ``rollhook up`` runs: the proxy too when a target, or rollhook itself
+    (``ROLLHOOK_PUBLIC_HOST``), is served through it."""
+    proxied = bool(public_host) or any(t.proxy is not None for t in targets.values())
     return ("web", "worker", "beat", "proxy") if proxied else ("web", "worker", "beat")
 
 
@@ -89,7 +90,7 @@ def run_process(args: argparse.Namespace) -> int:
     if args.command != "up":
         argv = _argv(args.command, settings, host, port)
         os.execv(argv[0], argv)
-    return _supervise(settings, host, port, processes(targets))
+    return _supervise(settings, host, port, processes(targets, settings.public_host))
 
 
 def _pipe(name: str, stream: IO[bytes]) -> None:

@@ -70,6 +70,8 @@ def test_up_runs_the_proxy_when_a_target_has_proxy(
             raw["proxy"] = {"listen": f"127.0.0.1:{18080 + n}", "port": 13001 + 2 * n}
         targets[f"t{n}"] = Target.model_validate({"name": f"t{n}", **raw})
     assert processes(targets) == expected
+    # rollhook's own web process behind the proxy (ROLLHOOK_PUBLIC_HOST) needs it too.
+    assert processes(targets, "hooks.example.com")[-1] == "proxy"
     # The proxy runs as `rollhook proxy` does, from the same configuration.
     assert _argv("proxy", Settings(), "127.0.0.1", 8000)[1:] == ["-m", "cli.main", "proxy"]
 
