@@ -554,12 +554,18 @@ class Rollout:
 
         return StartFirst(self)
 
-    def _stop(self, spec: ComposeSpec, step: dict[str, Any]) -> Stopped:
-        """Stop the gated service of ``spec``'s project; a stop that waited out its grace
-        period (SIGTERM ignored) is noted on the step and in the log."""
+    def _stop(
+        self, spec: ComposeSpec, step: dict[str, Any], services: list[str] | None = None
+    ) -> Stopped:
+        """Stop ``services`` (default: the gated one) of ``spec``'s project; a stop that
+        waited out its grace period (SIGTERM ignored) is noted on the step and in the log."""
         target = self.target
         stopped = stop_service(
-            self.tools.compose, self.tools.engine, spec, [target.service], target.stop_timeout
+            self.tools.compose,
+            self.tools.engine,
+            spec,
+            services or [target.service],
+            target.stop_timeout,
         )
         if stopped.note:
             step["note"] = stopped.note

@@ -163,15 +163,7 @@ class StartFirst:
     ) -> float:
         if not services:
             return 0.0
-        from workers.grace import stop_service  # noqa: PLC0415 (keeps the import graph flat)
-
-        stopped = stop_service(
-            self.tools.compose, self.tools.engine, spec, services, self.target.stop_timeout
-        )
-        if stopped.note:
-            step["note"] = stopped.note
-            self.journal.log(f"{step['name']}: {stopped.note}", level=logging.WARNING)
-        return stopped.seconds
+        return self.rollout._stop(spec, step, services).seconds
 
     def _old_spec(self, plan: Plan, old: Colour) -> ComposeSpec:
         """How the old colour was started: its own release, when rollhook knows it."""
