@@ -185,6 +185,14 @@ class SteadyClient:
     def latencies(self) -> list[float]:
         return sorted(s.done - s.sent for s in list(self.sent))
 
+    def wait_for(self, count: int, after: float = 0.0, timeout: float = 60.0) -> None:
+        """Wait until ``count`` requests sent after ``after`` have their answer."""
+        deadline = time.monotonic() + timeout
+        while sum(1 for s in list(self.sent) if s.sent > after) < count:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"fewer than {count} answers after {timeout:.0f}s")
+            time.sleep(0.05)
+
 
 class StandInClient(SteadyClient):
     """A steady client for the anything-llm stand-in: its ``/cgi-bin/echo`` answers
@@ -195,11 +203,3 @@ class StandInClient(SteadyClient):
         if body:
             return client.post(url, content=body), digest(body)
         return client.get(f"{url}?n={n}"), digest(b"")
-
-    def wait_for(self, count: int, after: float = 0.0, timeout: float = 60.0) -> None:
-        """Wait until ``count`` requests sent after ``after`` have their answer."""
-        deadline = time.monotonic() + timeout
-        while sum(1 for s in list(self.sent) if s.sent > after) < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"fewer than {count} answers after {timeout:.0f}s")
-            time.sleep(0.05)
