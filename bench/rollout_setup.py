@@ -23,7 +23,7 @@ from tests.harness.ports import free_port
 from tests.harness.reaper import claim, reap_stale
 from tests.harness.redis import RedisServer
 from tests.harness.registry import Registry
-from tests.harness.standin import StandIn
+from tests.harness.standin import StandInImages
 from workers.engine import DockerEngine
 
 
@@ -86,7 +86,7 @@ def build_images(infra: Infra, specs: list[ImageSpec], boot_delay: float) -> dic
 
     def build(spec: ImageSpec) -> Image:
         # One SDK client per thread: the Docker SDK's client is not shared across threads.
-        images = StandIn(infra.engine.host, infra.registry.host)
+        images = StandInImages(infra.engine.host, infra.registry.host)
         try:
             ref = images.build(
                 spec.tag,

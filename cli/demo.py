@@ -249,7 +249,7 @@ def demo(args: argparse.Namespace) -> int:
         layout.config.write_text(demoapp.targets_file(layout, registry_host, ports["app"]))
         os.environ["ROLLHOOK_CONFIG"] = str(layout.config)
         os.environ.setdefault("ROLLHOOK_NOTIFY_CONSOLE", "true")
-        settings = prepare()
+        settings, _ = prepare()
     except (DemoError, ConfigError) as exc:
         say(str(exc))
         return output.USAGE if isinstance(exc, ConfigError) else output.FAILED

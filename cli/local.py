@@ -7,7 +7,7 @@ import sys
 import time
 
 from cli.output import USAGE, exit_code, print_end, print_steps
-from rollhook.settings import ConfigError, load_settings
+from rollhook.settings import ConfigError, Settings, load_settings
 from rollhook.targets import Target, parse_targets
 
 
@@ -24,6 +24,18 @@ def _warnings(target: Target) -> list[str]:
     if not target.images:
         notes.append(f"targets.{target.name}.images: empty; registry pushes will not trigger it")
     return notes
+
+
+def _public_problems(settings: Settings) -> list[str]:
+    from workers.proxy.process import web_route
+
+    if not settings.public_host:
+        return []
+    try:
+        web_route(settings)
+    except ConfigError as exc:
+        return [str(exc)]
+    return []
 
 
 def check_config() -> int:
@@ -46,6 +58,7 @@ def check_config() -> int:
             for t in targets.values()
             if t.sync.write_back is not None
         ]
+    problems += _public_problems(settings)
     for problem in problems:
         print(problem)
     if problems:
@@ -53,6 +66,12 @@ def check_config() -> int:
     for target in targets.values():
         for note in _warnings(target):
             print(f"warning: {note}")
+    if settings.public_host and "127.0.0.1" not in settings.trusted_proxies:
+        print(
+            "warning: ROLLHOOK_PUBLIC_HOST: the proxy reaches the web process from "
+            "127.0.0.1; without ROLLHOOK_TRUSTED_PROXIES=127.0.0.1 every sender counts "
+            "as that one address"
+        )
     print(f"{settings.config}: OK, {len(targets)} target(s): {', '.join(targets) or 'none'}")
     return 0
 

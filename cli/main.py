@@ -21,7 +21,7 @@ version serves again), 3 usage (bad arguments, unknown target, wrong settings)""
 
 
 def _process_commands(sub: Any) -> None:
-    up = sub.add_parser("up", help="run web, worker and beat for one host")
+    up = sub.add_parser("up", help="run web, worker, beat (and the proxy when a target has one)")
     up.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     up.add_argument("--port", type=int, default=None)
     web = sub.add_parser("web", help="run the web process (uvicorn)")

@@ -1,4 +1,8 @@
-"""``rollhook up | web | worker | beat``: the three processes, alone or supervised together."""
+"""``rollhook up | web | worker | beat``: the processes, alone or supervised together.
+
+``up`` runs web, worker and beat, and the front proxy (``rollhook proxy``) as well when a
+target has ``proxy``.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
@@ -18,7 +23,7 @@ from rollhook.datadir import prepare_data_dir
 from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings, load_settings
-from rollhook.targets import load_targets
+from rollhook.targets import Target, load_targets
 from workers.procs import end_group
 
 QUEUES = "deploy,notify,housekeeping"
@@ -62,33 +67,43 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
             "--concurrency",
             str(settings.worker_concurrency),
         ]
+    if command == "proxy":
+        return [python, "-m", "cli.main", "proxy"]
     return [python, "-m", "celery", "-A", "workers.app", "beat", "--loglevel", "INFO"]
 
 
-def prepare() -> Settings:
+def processes(targets: Mapping[str, Target], public_host: str | None = None) -> tuple[str, ...]:
+    """What ``rollhook up`` runs: the proxy too when a target, or rollhook itself
+    (``ROLLHOOK_PUBLIC_HOST``), is served through it."""
+    proxied = bool(public_host) or any(t.proxy is not None for t in targets.values())
+    return ("web", "worker", "beat", "proxy") if proxied else ("web", "worker", "beat")
+
+
+def prepare() -> tuple[Settings, dict[str, Target]]:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
-    load_targets(settings.config)
+    targets = load_targets(settings.config)
     prepare_data_dir(settings.data_dir)
     engine = make_engine(settings.records_url())
     try:
         migrate(engine, settings.data_dir)
     finally:
         engine.dispose()
-    return settings
+    return settings, targets
 
 
 def run_process(args: argparse.Namespace) -> int:
-    settings = prepare()
+    settings, targets = prepare()
     host = getattr(args, "host", "127.0.0.1")
     port = getattr(args, "port", None) or settings.port
     if args.command != "up":
         argv = _argv(args.command, settings, host, port)
         os.execv(argv[0], argv)
-    commands = {name: _argv(name, settings, host, port) for name in ("web", "worker", "beat")}
-    supervisor = Supervisor(commands)
+    names = processes(targets, settings.public_host)
+    supervisor = Supervisor({name: _argv(name, settings, host, port) for name in names})
     supervisor.start()
-    print(f"rollhook up: web on http://{host}:{port}, worker and beat started", flush=True)
+    others = ", ".join(names[1:-1]) + f" and {names[-1]}"
+    print(f"rollhook up: web on http://{host}:{port}, {others} started", flush=True)
     return supervisor.run(settings)
 
 

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -99,6 +99,11 @@ class Settings(BaseSettings):
     email_from: str | None = None
     email_to: str | None = None
     notify_console: bool = False  # one log line per notification (make run, tests)
+
+    # `rollhook proxy` fronts the web process too, with HTTPS for this name (the webhooks).
+    public_host: str | None = None
+    public_listen: str = ":443"
+    public_tls: Literal["auto", "internal"] = "auto"  # internal: Caddy's local CA
 
     # The usual meanings, without our prefix.
     docker_host: str | None = Field(default=None, validation_alias="DOCKER_HOST")

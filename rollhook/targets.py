@@ -320,6 +320,19 @@ class Proxy(BaseModel):
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
+    @property
+    def ports(self) -> tuple[int, int]:
+        """The pair ``start-first`` alternates on: ``port`` (blue) and ``port + 1`` (green)."""
+        return self.port, self.port + 1
+
+
+def _url_port(url: str) -> int | None:
+    parts = urlsplit(url)
+    try:
+        return parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    except ValueError:
+        return None
+
 
 def _is_ip(text: str) -> bool:
     try:
@@ -344,7 +357,9 @@ class Target(BaseModel):
     tags: str = "glob:*"
     health: Health = Health()
     backup: Backup = Backup()
-    strategy: Literal["recreate"] = "recreate"
+    # recreate: stop, start, gate (single-writer data); start-first: the new version on the
+    # other port of proxy.ports, gated there, then switched to (data elsewhere).
+    strategy: Literal["recreate", "start-first"] = "recreate"
     notify: Notify = Notify()
     deploy_timeout: Duration = 1800.0
     stop_timeout: Duration = 30.0
@@ -433,6 +448,35 @@ class Target(BaseModel):
         (``tags:`` left at its default ``glob:*`` would follow any tag at all)."""
         return "tags" in self.model_fields_set and self.tag_policy.kind in {"glob", "semver"}
 
+    @model_validator(mode="after")
+    def _start_first_fits(self) -> Target:
+        """What the targets file alone can say about ``start-first``; the compose file's
+        mounts are checked when a deployment plans (``workers.plan``)."""
+        if self.strategy != "start-first":
+            return self
+        if self.proxy is None:
+            raise ValueError(
+                "strategy: start-first needs proxy: the proxy moves the traffic from one "
+                "version's port to the other's"
+            )
+        if self.proxy.port + 1 > 65535:
+            raise ValueError("strategy: start-first uses proxy.port and proxy.port + 1")
+        if "enabled" in self.backup.model_fields_set and self.backup.enabled:
+            raise ValueError(
+                "strategy: start-first runs two versions at once, so the service must not "
+                "mount data rollhook backs up (both would write it); use recreate, or "
+                "backup.enabled: false when its data lives elsewhere"
+            )
+        # Nothing of its own to back up: the default for start-first is no backup.
+        self.backup = self.backup.model_copy(update={"enabled": False})
+        url = self.health.url
+        if url is not None and _url_port(url) != self.proxy.port:
+            raise ValueError(
+                f"health.url: start-first gates each version on its own port; the url must "
+                f"use proxy.port ({self.proxy.port}), which rollhook swaps for the other one"
+            )
+        return self
+
     # -- derived ----------------------------------------------------------------------
 
     @property
@@ -517,7 +561,38 @@ def parse_targets(text: str) -> tuple[dict[str, Target], list[str]]:
             )
         projects[target.project] = target.name
     problems.extend(_proxy_clashes(targets))
+    problems.extend(_pair_clashes(targets))
     return targets, problems
+
+
+GREEN_SUFFIX = "-green"
+
+
+def _pair_clashes(targets: dict[str, Target]) -> list[str]:
+    """Two targets on one app port, or a start-first pair reaching into another's port or
+    compose project (the green one is ``<project>-green`` on ``proxy.port + 1``)."""
+    problems: list[str] = []
+    ports: dict[int, str] = {}
+    projects = {t.project: t.name for t in targets.values()}
+    for target in targets.values():
+        if target.proxy is None:
+            continue
+        pair = target.strategy == "start-first"
+        for port in target.proxy.ports if pair else (target.proxy.port,):
+            if port in ports:
+                problems.append(
+                    f"targets.{target.name}.proxy.port: {port} is also used by "
+                    f"targets.{ports[port]}"
+                    + (" (start-first uses port and port + 1)" if pair else "")
+                )
+            ports[port] = target.name
+        green = f"{target.project}{GREEN_SUFFIX}"
+        if pair and green in projects:
+            problems.append(
+                f"targets.{target.name}.project: start-first also uses {green!r}, the project "
+                f"of targets.{projects[green]}"
+            )
+    return problems
 
 
 def _proxy_clashes(targets: dict[str, Target]) -> list[str]:

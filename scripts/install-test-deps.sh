@@ -4,7 +4,8 @@
 # Debian 12 / Ubuntu packages: redis-server, docker-registry (CNCF Distribution),
 # busybox-static (the stand-in image), git, openssl, postgresql, caddy (the front proxy),
 # restic (off-host backups) with openssh-server and openssh-client (its SFTP backend),
-# chromium and chromium-driver (the dashboard's browser tests, driven by Selenium); and
+# chromium and chromium-driver (the dashboard's browser tests, driven by Selenium), gcc
+# and libc6-dev (the stand-in's static listener, tests/harness/standin_files/acceptor.c); and
 # Debian's docker.io, but ONLY when no dockerd is installed: an existing Docker is never
 # replaced. The tests start their own private copies of these servers on 127.0.0.1 and stop
 # them again, so the packages' system services (a system Caddy on port 80 included) are
@@ -12,7 +13,7 @@
 set -euo pipefail
 
 packages=(redis-server docker-registry busybox-static git openssl postgresql caddy
-    restic openssh-server openssh-client chromium chromium-driver)
+    restic openssh-server openssh-client chromium chromium-driver gcc libc6-dev)
 
 # Daemons live in sbin, which is not on a non-root PATH on Debian.
 found() {

@@ -72,6 +72,7 @@ class ComposeSpec:
     files: Sequence[Path]  # the release's compose file, then rollhook's override
     env_files: Sequence[Path]  # the release's compose .env (if any), then host-side ones
     release_dir: Path  # exported as ROLLHOOK_RELEASE_DIR for interpolation
+    port: int | None = None  # exported as ROLLHOOK_PORT: the proxy's upstream for this project
 
 
 class Compose:
@@ -141,6 +142,7 @@ class Compose:
             DOCKER_HOST=self.docker_host,
             DOCKER_CONFIG=os.environ.get("DOCKER_CONFIG"),
             ROLLHOOK_RELEASE_DIR=str(spec.release_dir),
+            ROLLHOOK_PORT=None if spec.port is None else str(spec.port),
         )
         result = procs.run([*argv, *args], env=env, timeout=timeout, on_spawn=self.on_spawn)
         if result.returncode == 0:

@@ -37,6 +37,7 @@ class WorkerContext:
     broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
     event_retention_days: float = 30.0
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    proxy_dir: Path | None = None  # the front proxy's sockets; None: <data_dir>/proxy
 
     def refresh_owner(self) -> None:
         """Prefork children inherit the parent's context; each names itself."""

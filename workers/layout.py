@@ -14,9 +14,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rollhook.targets import Target
 from workers.compose import ComposeSpec
+
+if TYPE_CHECKING:
+    from workers.colours import Colour
 
 
 @dataclass(frozen=True)
@@ -52,19 +56,29 @@ class TargetDirs:
 
 
 def compose_spec(
-    target: Target, dirs: TargetDirs, commit: str, deployment_id: str | None
+    target: Target,
+    dirs: TargetDirs,
+    commit: str,
+    deployment_id: str | None,
+    colour: Colour | None = None,
 ) -> ComposeSpec:
-    """The compose invocation for a release, with a deployment's override when given."""
+    """The compose invocation for a release, with a deployment's override when given.
+
+    Behind the proxy, ``${ROLLHOOK_PORT}`` is ``proxy.port``; a start-first ``colour``
+    runs as its own project on its own port.
+    """
     release = dirs.release(commit)
     files = [release / target.compose_file]
     if deployment_id is not None:
         files.append(dirs.override(deployment_id))
     compose_env = release / ".env"
     env_files = ([compose_env] if compose_env.is_file() else []) + list(target.env_files)
+    port = target.proxy.port if target.proxy is not None else None
     return ComposeSpec(
-        project=target.project,
+        project=colour.project if colour is not None else target.project,
         project_dir=dirs.work,
         files=files,
         env_files=env_files,
         release_dir=release,
+        port=colour.port if colour is not None else port,
     )

@@ -124,6 +124,31 @@ def data_sources(config: dict[str, Any], service: str, volume_path: Any) -> list
     return sources
 
 
+def shared_writable_mounts(config: dict[str, Any]) -> list[str]:
+    """Mounts two running copies of the project would share and both write: every bind
+    mount and named volume that is not read-only, as ``service: source -> target``."""
+    found = []
+    for service, spec in sorted((config.get("services") or {}).items()):
+        for mount in spec.get("volumes") or []:
+            kind, source = mount.get("type"), mount.get("source")
+            if kind in {"bind", "volume"} and source and not mount.get("read_only"):
+                found.append(f"{service}: {source} -> {mount.get('target')}")
+    return found
+
+
+def check_start_first(target: Target, config: dict[str, Any]) -> None:
+    """Refuse start-first for a compose file whose services keep data of their own."""
+    if target.strategy != "start-first":
+        return
+    mounts = shared_writable_mounts(config)
+    if mounts:
+        raise OperatorError(
+            f"strategy: start-first runs two copies of the project at once and "
+            f"{mounts[0]} is mounted read-write: both would write that data (use recreate, "
+            "or keep the data outside this compose file)"
+        )
+
+
 def make_plan(
     *,
     target: Target,
@@ -139,6 +164,7 @@ def make_plan(
         raise OperatorError(
             f"the compose file has no service {target.service!r} (targets.{target.name}.service)"
         )
+    check_start_first(target, config)
     pins, notes = effective_pins(
         config, persisted_pins, hints, deployment_id, semver=target.tag_policy.kind == "semver"
     )

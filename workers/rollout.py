@@ -17,7 +17,7 @@ import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rollhook.images import parse_reference, short_digest
 from rollhook.records.deployments import DeploymentRecord
@@ -25,15 +25,22 @@ from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers import adoption
 from workers.backup import BackupStore, Source
+from workers.backup.prepared import PreparedRestore
+from workers.colours import Colour, gate_url
 from workers.compose import Compose, ComposeSpec, write_override
 from workers.drift import snapshot
 from workers.engine import DockerEngine
 from workers.errors import DeployError, InfrastructureError, LeaseLost, OperatorError
 from workers.gitsync import GitRepo
+from workers.grace import Stopped, stop_service
 from workers.health import GateResult, gate
 from workers.journal import Journal
 from workers.layout import TargetDirs, compose_spec
 from workers.plan import Plan, make_plan
+from workers.traffic import Traffic
+
+if TYPE_CHECKING:
+    from workers.start_first import StartFirst
 
 MIN_FREE_IMAGE_BYTES = 1 << 30
 BACKUP_MARGIN_BYTES = 256 << 20
@@ -46,6 +53,8 @@ class Tools:
     compose: Compose
     engine: DockerEngine
     backups: BackupStore
+    # The front proxy (workers/traffic.py); None: the target has none.
+    traffic: Traffic | None = None
 
 
 @dataclass
@@ -72,6 +81,7 @@ class Previous:
     deployment_id: str | None
     commit: str | None
     images: dict[str, str]  # service -> image as the containers run it
+    colour: Colour | None = None  # start-first: the colour that serves (workers/colours.py)
 
 
 @dataclass
@@ -90,6 +100,9 @@ class Rollout:
 
     def __post_init__(self) -> None:
         self.deadline = time.monotonic() + self.target.deploy_timeout
+        if self.tools.traffic is None:
+            self.tools.traffic = Traffic(self.target, None, self.journal.log)
+        self.traffic: Traffic = self.tools.traffic
 
     # -- the two kinds of deployment ---------------------------------------------------
 
@@ -238,9 +251,8 @@ class Rollout:
 
     def _runs_already(self, plan: Plan) -> bool:
         """The gated service carries the plan's hash and every service is running."""
-        running = {
-            c.service: c for c in self.tools.engine.containers(self.target.project) if c.running
-        }
+        project = self.previous.colour.project if self.previous.colour else self.target.project
+        running = {c.service: c for c in self.tools.engine.containers(project) if c.running}
         gated = running.get(self.target.service)
         return (
             gated is not None
@@ -307,6 +319,12 @@ class Rollout:
             pulled = self._pull(plan)
             step["detail"] = f"pulled {pulled}, {len(plan.images) - pulled} already present"
 
+        if target.strategy == "start-first":
+            return self._start_first().roll_out(plan)
+        if restore_from is not None:
+            # The app still runs: copy the data to restore now, so the restore only swaps.
+            self._stage_restore(restore_from)
+
         running_backup = None
         if backing_up:
             # One backup per attempt: a run resumed after a worker died takes a fresh one.
@@ -320,13 +338,11 @@ class Rollout:
         try:
             with journal.step("stop") as step:
                 self._check_time()
-                tools.compose.stop(
-                    spec,
-                    [target.service],
-                    timeout=target.stop_timeout + 30,
-                    grace=target.stop_timeout,
+                self.traffic.hold()  # before the app stops: no request may meet it gone
+                stopped = self._stop(spec, step)
+                step["detail"] = f"{target.service} stopped in {stopped.seconds:.1f} s" + (
+                    f"; {stopped.note}" if stopped.note else ""
                 )
-                step["detail"] = f"{target.service} stopped"
             if running_backup is not None:
                 with journal.step("snapshot") as step:
                     info = running_backup.finish()
@@ -358,6 +374,8 @@ class Rollout:
         again (compose is idempotent) and gated; if the dead worker was already rolling
         back, the rollback is done again.
         """
+        if self.target.strategy == "start-first":
+            return self._start_first().resume()
         plan = self._recorded_plan()
         self.journal.log(f"recovery: resuming {self.record.id} (attempt {self.record.attempt})")
         if self.journal.reached("rollback"):
@@ -421,6 +439,8 @@ class Rollout:
         If the new version may have started, this is a rollback (data restored); if the
         old one was only stopped, it is started again on its untouched data.
         """
+        if self.target.strategy == "start-first" and self.journal.reached("start"):
+            return self._start_first().abandon(why)
         if self.journal.reached("start", "gate", "rollback"):
             self._recorded_plan()
             self._roll_back_after_start(InfrastructureError(why))
@@ -468,6 +488,10 @@ class Rollout:
 
     def _start_and_gate(self, spec: ComposeSpec) -> RolloutResult:
         journal, tools = self.journal, self.tools
+        # While the new version boots and is gated, the rollback's copy of the data is
+        # made from the sealed snapshot: a rollback then only swaps it in by rename.
+        backup_id = self.outcome.backup_id
+        ahead = PreparedRestore(tools.backups, backup_id).start() if backup_id else None
         try:
             with journal.step("start") as step:
                 self._check_time()
@@ -484,34 +508,40 @@ class Rollout:
             # What drift is compared with later: each service's compose config hash.
             journal.update(containers=snapshot(tools.engine.containers(self.target.project)))
         except LeaseLost:
+            if ahead is not None:
+                ahead.cancel()  # what it staged is reused by whoever restores next
             raise
         except BaseException as exc:
-            self._roll_back_after_start(exc)
+            self._roll_back_after_start(exc, ahead)
             if self.outcome.reason is None:
                 self.outcome.reason = str(exc)
             raise
+        self.traffic.serve()
+        if ahead is not None:
+            ahead.discard()
         self.outcome.status = "succeeded"
         self.outcome.reason = None
         return self.outcome
 
     # -- health ------------------------------------------------------------------------
 
-    def _gate(self, *, forward: bool) -> GateResult:
+    def _gate(self, *, forward: bool, colour: Colour | None = None) -> GateResult:
         """The health gate. Going forward it fits in the deployment's deadline; going
         back (a rollback, a restart of the old version) it always gets the full timeout:
-        the deadline stops progress, never a recovery."""
+        the deadline stops progress, never a recovery. A start-first ``colour`` is gated
+        on its own project and port."""
         target = self.target
         engine = self.tools.engine
+        project = colour.project if colour is not None else target.project
+        url = gate_url(target.health.url, colour.port) if colour else target.health.url
 
         def watch() -> Any:
-            containers = [
-                c for c in engine.containers(target.project) if c.service == target.service
-            ]
+            containers = [c for c in engine.containers(project) if c.service == target.service]
             return containers[0].state if containers else None
 
         timeout = target.health.timeout
         result = gate(
-            target.health.url,
+            url,
             timeout=self._remaining(timeout) if forward else timeout,
             settle=target.health.settle,
             interval=target.health.interval,
@@ -547,6 +577,7 @@ class Rollout:
             result = self._gate(forward=False)
         if not result.ok:
             raise InfrastructureError(f"the previous version is unhealthy too: {result.reason}")
+        self.traffic.serve()
         journal.log(f"rollback: {previous.deployment_id} serving again")
 
     def _gated_service_down(self) -> bool:
@@ -559,7 +590,9 @@ class Rollout:
         ]
         return not any(state.running or state.restarting for state in states)
 
-    def _roll_back_after_start(self, cause: BaseException) -> None:
+    def _roll_back_after_start(
+        self, cause: BaseException, ahead: PreparedRestore | None = None
+    ) -> None:
         journal, tools, target = self.journal, self.tools, self.target
         journal.log(f"rolling back: {cause}")
         commit = self.outcome.plan.commit if self.outcome.plan else self.record.commit
@@ -569,15 +602,18 @@ class Rollout:
                     raise InfrastructureError(f"{self.record.id}: no release to stop")
                 self._await_engine()
                 spec = compose_spec(target, self.dirs, commit, self.record.id)
-                tools.compose.stop(
-                    spec,
-                    [target.service],
-                    timeout=target.stop_timeout + 30,
-                    grace=target.stop_timeout,
-                )
+                # Held already, unless a proxy restart reset it; never fails the rollback.
+                self.traffic.hold(required=False)
+                self._stop(spec, step)
                 if self.outcome.backup_id is not None:
-                    tools.backups.restore(self.outcome.backup_id)
-                    journal.log(f"rollback: data restored from backup {self.outcome.backup_id}")
+                    if ahead is not None:
+                        ahead.wait()
+                    restored = tools.backups.restore(self.outcome.backup_id)
+                    journal.log(
+                        f"rollback: data restored from backup {self.outcome.backup_id} in "
+                        f"{restored.seconds:.1f} s"
+                        + (" (copied while the new version was gated)" if ahead else "")
+                    )
                 self._restart_previous()
                 step["detail"] = (
                     "previous version serving"
@@ -612,6 +648,43 @@ class Rollout:
         self.journal.log(
             f"ROLLBACK FAILED: {exc}; the app may be down, act now", level=logging.CRITICAL
         )
+
+    # -- stopping and restoring ----------------------------------------------------------
+
+    def _start_first(self) -> StartFirst:
+        from workers.start_first import StartFirst  # noqa: PLC0415 (it builds on Rollout)
+
+        return StartFirst(self)
+
+    def _stop(
+        self, spec: ComposeSpec, step: dict[str, Any], services: list[str] | None = None
+    ) -> Stopped:
+        """Stop ``services`` (default: the gated one) of ``spec``'s project; a stop that
+        waited out its grace period (SIGTERM ignored) is noted on the step and in the log."""
+        target = self.target
+        stopped = stop_service(
+            self.tools.compose,
+            self.tools.engine,
+            spec,
+            services or [target.service],
+            target.stop_timeout,
+        )
+        if stopped.note:
+            step["note"] = stopped.note
+            self.journal.log(f"{step['name']}: {stopped.note}", level=logging.WARNING)
+        return stopped
+
+    def _stage_restore(self, backup_id: str) -> None:
+        """Copy a backup's data next to the live data before the app stops (a failure
+        only means the restore copies it itself, app stopped)."""
+        ahead = PreparedRestore(self.tools.backups, backup_id).start()
+        ahead.wait()
+        if ahead.error:
+            self.journal.log(f"restore: could not stage {backup_id} ahead: {ahead.error}")
+        else:
+            self.journal.log(
+                f"restore: {backup_id} staged while the app runs ({ahead.seconds:.1f} s)"
+            )
 
     # -- guards ------------------------------------------------------------------------
 

@@ -11,7 +11,7 @@ gets the lease, or this loop sees it.
 from __future__ import annotations
 
 import logging
-from contextlib import ExitStack
+from contextlib import ExitStack, suppress
 from typing import Any
 
 from rollhook.broker import NOTIFY
@@ -20,7 +20,7 @@ from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
-from workers import healing, logs, reconcile
+from workers import colours, healing, logs, reconcile
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
@@ -36,6 +36,7 @@ from workers.notify import schedule_announcement, schedule_report, schedule_targ
 from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
+from workers.traffic import Traffic
 from workers.writeback import IMAGE_SOURCES, write_back
 
 logger = logging.getLogger("rollhook.runner")
@@ -170,14 +171,18 @@ def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> Deploym
 def _previous(
     ctx: WorkerContext, state: TargetState, engine: DockerEngine, target: Target
 ) -> Previous:
-    running = {c.service: c.image for c in engine.containers(target.project)}
     current_id = state.current_deployment_id
+    current = None
     if current_id:
         with ctx.records.begin() as conn:
             current = deployments.get(conn, current_id)
-        if current is not None and current.commit:
-            return Previous(current_id, current.commit, running)
-    return Previous(None, None, running)
+    # start-first: what runs is the colour the current deployment left serving.
+    colour = colours.serving(target, current) if target.strategy == "start-first" else None
+    project = colour.project if colour is not None else target.project
+    running = {c.service: c.image for c in engine.containers(project)}
+    if current is not None and current.commit:
+        return Previous(current_id, current.commit, running, colour)
+    return Previous(None, None, running, colour)
 
 
 def _execute(
@@ -194,6 +199,7 @@ def _execute(
     outcome = RolloutResult(status="failed")
     operator_error = False
     engine: DockerEngine | None = None
+    traffic: Traffic | None = None
     with ExitStack() as stack:
         stack.enter_context(logs.about(target.name, record.id, journal.delivery_id))
         # Everything that can fail is inside the try, so a record never stays "running"
@@ -202,6 +208,17 @@ def _execute(
             engine = stack.enter_context(DockerEngine(ctx.docker_host))
             with ctx.records.begin() as conn:
                 state = target_records.get(conn, target.name) or TargetState(target.name)
+            previous = _previous(ctx, state, engine, target)
+            # The front proxy (when the target has one); settled below, however this ends.
+            traffic = stack.enter_context(
+                Traffic.open(
+                    target,
+                    ctx.proxy_dir or ctx.data_dir / "proxy",
+                    journal.log,
+                    beat.cancelled,
+                    previous.colour.port if previous.colour else None,
+                )
+            )
             tools = Tools(
                 git=GitRepo(
                     target.repo,
@@ -218,12 +235,13 @@ def _execute(
                 ),
                 engine=engine,
                 backups=BackupStore(dirs.backups),
+                traffic=traffic,
             )
             rollout = Rollout(
                 target=target,
                 record=record,
                 state=state,
-                previous=_previous(ctx, state, engine, target),
+                previous=previous,
                 journal=journal,
                 tools=tools,
                 dirs=dirs,
@@ -246,6 +264,9 @@ def _execute(
         except Exception as exc:  # a bug: record it instead of leaving the record running
             logger.exception("%s: unexpected error in %s", target.name, record.id)
             outcome = _failed(outcome, f"internal error: {type(exc).__name__}: {exc}")
+        if traffic is not None:
+            with suppress(LeaseLost):  # lost meanwhile: the new holder settles it
+                traffic.settle()  # the route points at what serves, never left holding
         try:
             _record(
                 ctx,

@@ -52,6 +52,8 @@ class DeploymentRecord:
     started_at: datetime | None
     finished_at: datetime | None
     containers: dict[str, Any] | None = None  # service -> compose config hash, gate passed
+    # start-first only (workers.colours): which colour serves and each one's containers
+    colours: dict[str, Any] | None = None
 
     @classmethod
     def from_row(cls, row: Any) -> DeploymentRecord:

@@ -139,6 +139,8 @@ deployments = Table(
     Column("finished_at", UTCDateTime),
     # service -> compose's config hash, once the gate passed: what drift is compared with.
     Column("containers", JSON),
+    # start-first: which colour serves, which is new, each one's project, port, containers
+    Column("colours", JSON),
     Index("ix_deployments_target_created", "target", "created_at"),
     Index("ix_deployments_status", "status"),
 )

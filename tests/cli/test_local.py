@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from pathlib import Path
 
 import yaml
@@ -34,3 +36,38 @@ def test_write_back_needs_push_credentials(tmp_path: Path) -> None:
     assert result.stdout.splitlines() == [
         "targets.llm.sync.write_back: pushing needs ROLLHOOK_GIT_TOKEN or ROLLHOOK_GIT_SSH_KEY"
     ]
+
+
+def _check_config_with(tmp_path: Path, **env: str) -> tuple[int, list[str]]:
+    (tmp_path / "rollhook.yml").write_text(yaml.safe_dump({"targets": {"llm": GOOD}}))
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "check-config"],
+        env={"PATH": "/usr/bin:/bin", "ROLLHOOK_CONFIG": str(tmp_path / "rollhook.yml"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode, result.stdout.splitlines()
+
+
+def test_check_config_explains_a_public_host_it_cannot_serve(tmp_path: Path) -> None:
+    code, lines = _check_config_with(tmp_path, ROLLHOOK_PUBLIC_HOST="10.0.0.1")
+    assert (code, lines) == (1, ["ROLLHOOK_PUBLIC_HOST: 10.0.0.1: a DNS name, not an address"])
+    code, lines = _check_config_with(
+        tmp_path, ROLLHOOK_PUBLIC_HOST="hooks.example.com", ROLLHOOK_PUBLIC_LISTEN="443"
+    )
+    assert (code, lines) == (
+        1,
+        ["ROLLHOOK_PUBLIC_LISTEN: use host:port, e.g. 127.0.0.1:8080 or :443"],
+    )
+    code, lines = _check_config_with(tmp_path, ROLLHOOK_PUBLIC_HOST="hooks.example.com")
+    assert code == 0
+    assert lines[0].startswith("warning: ROLLHOOK_PUBLIC_HOST: the proxy reaches the web")
+    code, lines = _check_config_with(
+        tmp_path,
+        ROLLHOOK_PUBLIC_HOST="hooks.example.com",
+        ROLLHOOK_TRUSTED_PROXIES="127.0.0.1",
+    )
+    assert code == 0
+    assert not any(line.startswith("warning: ROLLHOOK_PUBLIC_HOST") for line in lines)

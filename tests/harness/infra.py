@@ -21,11 +21,15 @@ def compose_file(
     restart: str = "unless-stopped",
     healthcheck: bool = False,
     environment: dict[str, str] | None = None,
+    volumes: bool = True,
+    init: bool = False,
 ) -> str:
     """docker-compose.yml text for the stand-in: host network, loopback port from .env.
 
     ``healthcheck`` adds a fast compose healthcheck (wget of /api/ping), which makes
     ``compose up --wait`` wait for the app rather than for the container start.
+    ``volumes=False`` keeps the storage inside the container (a service whose data lives
+    elsewhere, as start-first needs); ``init`` puts Docker's init in front as PID 1.
     """
     spec: dict[str, object] = {
         "image": image,
@@ -39,6 +43,10 @@ def compose_file(
         "volumes": ["./storage:/app/server/storage", "./.env:/app/server/.env"],
         "stop_grace_period": "10s",
     }
+    if not volumes:
+        del spec["volumes"]
+    if init:
+        spec["init"] = True
     if healthcheck:
         spec["healthcheck"] = {
             "test": [
@@ -65,9 +73,17 @@ def infra_files(
     restart: str = "unless-stopped",
     healthcheck: bool = False,
     environment: dict[str, str] | None = None,
+    volumes: bool = True,
+    init: bool = False,
 ) -> dict[str, str | None]:
     """Files for ``InfraRepo.commit``: the compose file and its compose .env under ``path``."""
     compose = compose_file(
-        image, service=service, restart=restart, healthcheck=healthcheck, environment=environment
+        image,
+        service=service,
+        restart=restart,
+        healthcheck=healthcheck,
+        environment=environment,
+        volumes=volumes,
+        init=init,
     )
     return {f"{path}/docker-compose.yml": compose, f"{path}/.env": f"SERVER_PORT={port}\n"}

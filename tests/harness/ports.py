@@ -27,6 +27,23 @@ def free_port() -> int:
     raise RuntimeError("no free port on 127.0.0.1")
 
 
+def free_port_pair() -> int:
+    """A port ``p`` such that ``p`` and ``p + 1`` are both free (start-first's pair)."""
+    for _ in range(100):
+        port = free_port()
+        with _lock:
+            if port + 1 in _given:
+                continue
+            with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port + 1))
+                except OSError:
+                    continue
+            _given.add(port + 1)
+            return port
+    raise RuntimeError("no free pair of ports on 127.0.0.1")
+
+
 def port_open(port: int, host: str = "127.0.0.1") -> bool:
     """Whether something accepts TCP connections on host:port."""
     try:

@@ -12,6 +12,7 @@ import json
 import secrets
 import subprocess
 import tarfile
+import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import closing
@@ -22,6 +23,7 @@ import docker
 
 BUSYBOX = Path("/usr/bin/busybox")
 ENTRYPOINT = Path(__file__).parent / "standin_files" / "entrypoint.sh"
+ACCEPTOR = Path(__file__).parent / "standin_files" / "acceptor.c"
 REPOSITORY = "acme/anythingllm"
 VARIANTS = ("good", "slow", "never-healthy", "crash")
 # Boot delays baked into the images: "good" is quick, "slow" is clearly slower than
@@ -110,8 +112,29 @@ def _rootfs_base() -> bytes:
         _add_file(tar, "etc/passwd", b"root:x:0:0:root:/root:/bin/sh\n", 0o644)
         _add_file(tar, "etc/group", b"root:x:0:\n", 0o644)
         _add_file(tar, "standin/entrypoint.sh", ENTRYPOINT.read_bytes(), 0o755)
+        _add_file(tar, "bin/acceptor", _acceptor(), 0o755)
     # Without the end-of-archive blocks, so that more members can follow.
     return buffer.getvalue()
+
+
+def _acceptor() -> bytes:
+    """The stand-in's listener (``standin_files/acceptor.c``), built static with gcc."""
+    with tempfile.TemporaryDirectory() as folder:
+        binary = Path(folder) / "acceptor"
+        try:
+            subprocess.run(
+                ["gcc", "-static", "-O2", "-o", str(binary), str(ACCEPTOR)],
+                capture_output=True,
+                check=True,
+                timeout=120,
+            )
+        except (OSError, subprocess.CalledProcessError) as exc:
+            detail = getattr(exc, "stderr", b"") or b""
+            raise RuntimeError(
+                f"cannot build the stand-in's acceptor (gcc and libc6-dev): {exc} "
+                f"{detail.decode(errors='replace')[-300:]}"
+            ) from exc
+        return binary.read_bytes()
 
 
 def _add_file(tar: tarfile.TarFile, name: str, data: bytes, mode: int) -> None:

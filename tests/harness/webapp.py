@@ -10,6 +10,7 @@ one ``Sent`` per request: what came back, or the error.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import threading
 import time
 from dataclasses import dataclass
@@ -144,22 +145,45 @@ class SteadyClient:
             n += 1
             self._stop.wait(self.interval)
 
+    def body(self, n: int) -> bytes:
+        """Every other request is a POST with a body of its own."""
+        return f"{n:08d}".encode() * (self.body_size // 8) if n % 2 else b""
+
+    def send(self, client: httpx.Client, n: int, body: bytes) -> tuple[httpx.Response, str]:
+        """Send request ``n``; return the answer and what its text must contain."""
+        if body:
+            return client.post(self.url, content=body), digest(body)
+        return client.get(f"{self.url}/steady/{n}"), f" /steady/{n}"
+
     def _one(self, client: httpx.Client, n: int) -> None:
-        body = f"{n:08d}".encode() * (self.body_size // 8) if n % 2 else b""
+        body = self.body(n)
         method = "POST" if body else "GET"
-        expected = digest(body) if body else f" /steady/{n}"
         sent = time.monotonic()
+        expected = digest(body) if body else ""
         try:
-            if body:
-                response = client.post(self.url, content=body)
-            else:
-                response = client.get(f"{self.url}/steady/{n}")
+            response, expected = self.send(client, n, body)
             result = Sent(
                 method, sent, time.monotonic(), response.status_code, response.text, expected
             )
         except httpx.HTTPError as exc:
             result = Sent(method, sent, time.monotonic(), None, "", expected, repr(exc))
         self.sent.append(result)
+
+    @property
+    def failed(self) -> list[Sent]:
+        return [s for s in list(self.sent) if not s.ok]
+
+    def versions(self) -> list[str]:
+        """Who answered each request (the first word of its answer), in the order sent."""
+        return [s.text.split(" ", 1)[0] for s in sorted(self.sent, key=lambda s: s.sent) if s.ok]
+
+    def changes(self) -> list[tuple[str, str]]:
+        """Each time the version the client saw changed, in the order requests were sent."""
+        seen = self.versions()
+        return [(a, b) for a, b in itertools.pairwise(seen) if a != b]
+
+    def latencies(self) -> list[float]:
+        return sorted(s.done - s.sent for s in list(self.sent))
 
     def wait_for(self, count: int, after: float = 0.0, timeout: float = 60.0) -> None:
         """Wait until ``count`` requests sent after ``after`` have their answer."""
@@ -168,3 +192,14 @@ class SteadyClient:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"fewer than {count} answers after {timeout:.0f}s")
             time.sleep(0.05)
+
+
+class StandInClient(SteadyClient):
+    """A steady client for the anything-llm stand-in: its ``/cgi-bin/echo`` answers
+    ``"<appVersion> <length> <sha256>"`` for GET and POST alike."""
+
+    def send(self, client: httpx.Client, n: int, body: bytes) -> tuple[httpx.Response, str]:
+        url = f"{self.url}/cgi-bin/echo"
+        if body:
+            return client.post(url, content=body), digest(body)
+        return client.get(f"{url}?n={n}"), digest(b"")

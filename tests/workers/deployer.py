@@ -27,9 +27,12 @@ from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from tests.harness import INFRA_PATH, SERVICE, free_port, infra_files
+from tests.harness.caddy import CaddyProxy
+from tests.harness.ports import free_port_pair
 from workers.compose import find_compose
 from workers.context import WorkerContext
 from workers.layout import TargetDirs
+from workers.proxy.config import loopback
 from workers.runner import run_target
 
 
@@ -47,11 +50,22 @@ class Deployer:
         backup: dict[str, Any] | None = None,
         lease_seconds: float = 30.0,
         images: list[str] | None = None,
+        proxy: CaddyProxy | None = None,
+        hold: float = 60.0,
+        compose: dict[str, Any] | None = None,
         **target: Any,
     ) -> None:
         self.root, self.repo, self.standin = root, repo, standin
-        self.port = free_port()
-        self.name = "llm"
+        start_first = target.get("strategy") == "start-first"
+        self.port = free_port_pair() if start_first else free_port()
+        # Behind the proxy, each deployer routes a target of its own on the session's proxy.
+        self.name = f"llm{uuid.uuid4().hex[:6]}" if proxy is not None else "llm"
+        self.caddy, self.listen = proxy, None
+        if proxy is not None:
+            self.listen = f"127.0.0.1:{free_port()}"
+            target["proxy"] = {"listen": self.listen, "port": self.port, "hold": hold}
+        # Options of the committed compose file (tests.harness.infra.compose_file).
+        self.compose = compose or {}
         self.target = Target(
             name=self.name,
             repo=repo.url,
@@ -67,7 +81,7 @@ class Deployer:
                 "interval": 0.2,
                 **(health or {}),
             },
-            backup=backup or {"keep": 3},
+            **({} if start_first else {"backup": backup or {"keep": 3}}),
             **target,
         )
         self.records = records
@@ -83,7 +97,12 @@ class Deployer:
             lease_seconds=lease_seconds,
             send=lambda task, args: self.sent.append((task, args)),
             compose_argv=find_compose(),
+            proxy_dir=proxy.layout.root if proxy is not None else None,
         )
+        if proxy is not None and self.listen is not None:
+            # What `rollhook proxy` does for every target with proxy when it starts.
+            with proxy.driver() as driver:
+                driver.route(self.name, self.listen, [], loopback(self.port), hold)
         self.dirs = TargetDirs(self.ctx.data_dir, self.name)
         self.docker_host = docker_host
 
@@ -93,7 +112,7 @@ class Deployer:
         self, tag: str, message: str = "deploy", *, image: str | None = None, **files: str | None
     ) -> str:
         """Commit the stand-in at ``tag`` (or any ``image`` reference) and ``files``."""
-        content = infra_files(image or self.standin.ref(tag), self.port)
+        content = infra_files(image or self.standin.ref(tag), self.port, **self.compose)
         content.update(files)
         sha: str = self.repo.commit(content, message=message)
         return sha
@@ -182,11 +201,23 @@ class Deployer:
     def schema(self) -> int:
         return int((self.storage / "schema_version").read_text())
 
+    @property
+    def url(self) -> str:
+        """Where users reach the app: through the proxy when it has one."""
+        return f"http://{self.listen or f'127.0.0.1:{self.port}'}"
+
     def down(self) -> None:
-        subprocess.run(
-            [*find_compose(), "-p", self.target.project, "down", "--timeout", "2"],
-            env={"DOCKER_HOST": self.docker_host, "PATH": "/usr/bin:/bin"},
-            capture_output=True,
-            check=False,
-            timeout=120,
-        )
+        projects = [self.target.project]
+        if self.target.strategy == "start-first":
+            projects.append(f"{self.target.project}-green")
+        for project in projects:
+            subprocess.run(
+                [*find_compose(), "-p", project, "down", "--timeout", "2"],
+                env={"DOCKER_HOST": self.docker_host, "PATH": "/usr/bin:/bin"},
+                capture_output=True,
+                check=False,
+                timeout=120,
+            )
+        if self.caddy is not None:
+            with self.caddy.driver() as driver:
+                driver.remove(self.name)

@@ -330,3 +330,72 @@ targets:
             os.killpg(process.pid, signal.SIGKILL)
         output = process.communicate(timeout=30)[0].decode()
     assert "rollhook proxy: web on 127.0.0.1:" in output
+
+
+def test_rollhook_proxy_fronts_rollhook_itself_on_its_public_host(tmp_path: Path) -> None:
+    """ROLLHOOK_PUBLIC_HOST: HTTPS for the webhooks, to the web process on PORT (a WebApp
+    stands in for it), with no target at all; tls internal, as tests cannot reach ACME."""
+    web = WebApp("rollhook-web")
+    listen = free_port()
+    (tmp_path / "rollhook.yml").write_text("targets: {}\n")
+    env = {
+        "PATH": os.environ["PATH"],
+        "ROLLHOOK_CONFIG": str(tmp_path / "rollhook.yml"),
+        "ROLLHOOK_DATA_DIR": str(tmp_path / "d"),
+        "PORT": str(web.port),
+        "ROLLHOOK_PUBLIC_HOST": "hooks.rollhook.test",
+        "ROLLHOOK_PUBLIC_LISTEN": f"127.0.0.1:{listen}",
+        "ROLLHOOK_PUBLIC_TLS": "internal",
+    }
+    process = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "proxy"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    ca_root = tmp_path / "d/proxy/caddy/data/pki/authorities/local/root.crt"
+    answers: list[httpx.Response] = []
+
+    def fetch() -> bool:
+        if not ca_root.exists():
+            return False
+        context = ssl.create_default_context(cafile=str(ca_root))
+        with (
+            httpx.Client(verify=context, timeout=30) as client,
+            contextlib.suppress(httpx.ConnectError),
+        ):
+            answers.append(
+                client.post(
+                    f"https://127.0.0.1:{listen}/hooks/github",
+                    content=b"{}",
+                    headers={"Host": "hooks.rollhook.test"},
+                    extensions={"sni_hostname": "hooks.rollhook.test"},
+                )
+            )
+        return bool(answers)
+
+    try:
+        with running(web):
+            wait_until(lambda: port_open(listen) or process.poll() is not None)
+            assert process.poll() is None
+            wait_until(fetch)
+            assert answers[0].status_code == 200
+            assert answers[0].text == f"rollhook-web {digest(b'{}')}"  # the body went through
+            assert web.headers[-1]["X-Forwarded-Proto"] == "https"
+            # Another name on the same listener is not rollhook's.
+            with contextlib.suppress(httpx.HTTPError):
+                other = httpx.get(
+                    f"https://127.0.0.1:{listen}/hooks/github",
+                    verify=False,  # noqa: S501 (whatever Caddy presents for an unknown name)
+                    headers={"Host": "other.test"},
+                    timeout=10,
+                )
+                assert other.text != "rollhook-web /hooks/github"
+            process.send_signal(signal.SIGTERM)
+            assert process.wait(60) == 0
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGKILL)
+        output = process.communicate(timeout=30)[0].decode()
+    assert f"rollhook proxy: rollhook on 127.0.0.1:{listen}" in output

@@ -83,14 +83,7 @@ class Restorer:
         with ExitStack() as held:
             plans = self._plans(held)  # every check, before anything changes
             todo = [p for p in plans if not p.nested]
-            self._check_space([p for p in todo if p.origin and not self._is_staged(p)])
-            for plan in todo:
-                # A staged copy left by an interrupted run is complete (it is renamed into
-                # that name only once synced) and the backup never changes: reuse it.
-                if plan.origin is not None and not self._is_staged(plan):
-                    parent = self._make_parent(plan, held)
-                    staged = self._staged(plan)
-                    self._io(join(plan.parent, staged), _stage, plan.origin, parent, staged)
+            self._stage_all(todo, held, lambda: False)
             swapped = {p.source.name: self._swap(p) for p in todo}
         results = tuple(
             swapped[p.source.name] if p.source.name in swapped else self._included(p) for p in plans
@@ -98,6 +91,37 @@ class Restorer:
         seconds = time.monotonic() - began
         log.info("restored backup %s in %.1fs", self.info.id, seconds)
         return RestoreResult(backup_id=self.info.id, sources=results, seconds=round(seconds, 3))
+
+    def stage(self, cancelled: Callable[[], bool]) -> int:
+        """Only stage the copies (same checks as ``run``), for a later ``run`` that then
+        only swaps them in. Returns how many were copied now (the rest were staged).
+        """
+        with ExitStack() as held:
+            plans = self._plans(held)
+            return self._stage_all([p for p in plans if not p.nested], held, cancelled)
+
+    def _stage_all(self, todo: list[_Plan], held: ExitStack, cancelled: Callable[[], bool]) -> int:
+        self._check_space([p for p in todo if p.origin and not self._is_staged(p)])
+        copied = 0
+        for plan in todo:
+            # A staged copy left by an interrupted run, or staged ahead of a rollback, is
+            # complete (it is renamed into that name only once synced) and the backup never
+            # changes: reuse it.
+            if plan.origin is not None and not self._is_staged(plan):
+                parent = self._make_parent(plan, held)
+                staged = self._staged(plan)
+                self._io(join(plan.parent, staged), _stage, plan.origin, parent, staged, cancelled)
+                copied += 1
+        return copied
+
+    def discard_staged(self) -> list[str]:
+        """Remove the copies staged for this backup (and half-built ones); return them."""
+        removed = []
+        for path, owner in find_leftovers(restored_places(self.info)):
+            if owner == self.info.id and STAGED in os.path.basename(path):
+                self._io(path, files.remove, path)
+                removed.append(path)
+        return removed
 
     @staticmethod
     def _included(plan: _Plan) -> RestoredSource:
@@ -235,7 +259,13 @@ def put_in_place(dir_fd: int, staged: str, name: str) -> None:
     os.rename(staged, name, src_dir_fd=dir_fd, dst_dir_fd=dir_fd)
 
 
-def _stage(origin: str, parent_fd: int, staged: str) -> None:
+class StagingCancelled(Exception):
+    """Staging ahead of a rollback was called off (the gate passed)."""
+
+
+def _stage(
+    origin: str, parent_fd: int, staged: str, cancelled: Callable[[], bool] = lambda: False
+) -> None:
     """A full, synced copy of a backed-up source, renamed to ``staged`` once complete.
 
     ``parent_fd`` was opened before the copy, so that syncfs on it reports write-back
@@ -247,13 +277,19 @@ def _stage(origin: str, parent_fd: int, staged: str) -> None:
     if stat.S_ISREG(top.st_mode):
         files.copy_file(origin, tmp, dst_dir_fd=parent_fd)
     else:
-        _copy_tree(origin, parent_fd, tmp, top)
+        _copy_tree(origin, parent_fd, tmp, top, cancelled)
         files.syncfs(parent_fd)
     os.rename(tmp, staged, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     os.fsync(parent_fd)
 
 
-def _copy_tree(origin: str, parent_fd: int, tmp: str, top: os.stat_result) -> None:
+def _copy_tree(
+    origin: str,
+    parent_fd: int,
+    tmp: str,
+    top: os.stat_result,
+    cancelled: Callable[[], bool] = lambda: False,
+) -> None:
     """Copy the backup's tree ``origin`` to ``tmp`` under ``parent_fd``, all by fd."""
     os.mkdir(tmp, 0o700, dir_fd=parent_fd)
     root = files.open_dir(tmp, dir_fd=parent_fd)
@@ -262,6 +298,8 @@ def _copy_tree(origin: str, parent_fd: int, tmp: str, top: os.stat_result) -> No
         here, fd = "", os.dup(root)  # the copy's directory the entries being copied go to
         try:
             for entry in files.scan(origin):
+                if cancelled():
+                    raise StagingCancelled(origin)
                 parent = parent_of(entry.rel) or ""
                 if parent != here:  # scan yields a directory's entries one after another
                     os.close(fd)

@@ -29,7 +29,7 @@ import logging
 import os
 import re
 import stat
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from collections.abc import Set as AbstractSet
 from contextlib import contextmanager
 from pathlib import Path
@@ -174,6 +174,20 @@ class BackupStore:
         info = self.get(backup_id)
         with self._locked():
             return Restorer(self.root / backup_id, info).run()
+
+    def stage_restore(self, backup_id: str, cancelled: Callable[[], bool] = lambda: False) -> int:
+        """Stage a restore's copies now (the app may run), so that ``restore`` later only
+        swaps them in by rename. The same checks as ``restore``; nothing live changes.
+        Returns how many sources were copied (0: all were staged already)."""
+        info = self.get(backup_id)
+        with self._locked():
+            return Restorer(self.root / backup_id, info).stage(cancelled)
+
+    def discard_staged(self, backup_id: str) -> builtins.list[str]:
+        """Remove copies staged for a restore of this backup that is not going to happen."""
+        info = self.get(backup_id)
+        with self._locked():
+            return Restorer(self.root / backup_id, info).discard_staged()
 
     def prune(self, keep: int, protect: AbstractSet[str] = frozenset()) -> builtins.list[str]:
         """Keep the newest ``keep`` complete backups and the protected ones; remove the rest.

@@ -119,6 +119,8 @@ def message(report: Report, view: View) -> tuple[str, list[Block]]:
             for c in changes
         ]
         blocks.append(_section("*Images*\n" + "\n".join(lines)))
+    if view.phase == "final":
+        blocks += [_section(f"*Note:* {escape(note)}") for note in report.notes]
     if view.phase == "final" and report.failed:
         step = report.failed_step
         if step is not None:

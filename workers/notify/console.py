@@ -36,11 +36,13 @@ class ConsoleNotifier:
         logged = list(delivery.sent.get("logged") or [])
         if phase in logged:
             return "already logged"
+        notes = "".join(f"; {note}" for note in report.notes) if phase == "final" else ""
         logger.info(
-            "notification: %s (deployment %s, %s)",
+            "notification: %s (deployment %s, %s)%s",
             wording.headline(report, notice.view),
             report.deployment_id,
             wording.trigger(report),
+            notes,
         )
         delivery.keep({"logged": [*logged, phase]})
         return "logged"

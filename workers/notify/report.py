@@ -71,6 +71,7 @@ class Step:
     outcome: str
     seconds: float | None
     detail: str
+    note: str = ""  # something people should fix, e.g. a stop that waited out its grace
 
 
 @dataclass(frozen=True)
@@ -134,6 +135,11 @@ class Report:
         return version_of(change.old) if change is not None and change.old else None
 
     @property
+    def notes(self) -> tuple[str, ...]:
+        """What the steps noted for people to act on, each once, in step order."""
+        return tuple(dict.fromkeys(s.note for s in self.steps if s.note))
+
+    @property
     def failed_step(self) -> Step | None:
         return next((s for s in self.steps if s.outcome == "failed"), None)
 
@@ -189,6 +195,7 @@ def build_report(record: DeploymentRecord, service: str) -> Report:
             outcome=str(raw.get("outcome", "?")),
             seconds=_seconds(raw.get("started_at"), raw.get("finished_at")),
             detail=scrub(str(raw.get("detail") or "")),
+            note=scrub(str(raw.get("note") or "")),
         )
         for raw in record.steps or []
         if isinstance(raw, Mapping)

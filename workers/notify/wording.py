@@ -134,4 +134,5 @@ def facts(report: Report, view: View) -> list[tuple[str, str]]:
         ("Duration", duration(report.duration)),
         ("Deployment", report.deployment_id),
     ]
+    rows += [("Note", note) for note in report.notes]
     return rows

@@ -19,9 +19,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO, Any
 
+from pydantic import ValidationError
+from sqlalchemy import Engine
+from sqlalchemy.exc import SQLAlchemyError
+
 from rollhook.datadir import prepare_data_dir
+from rollhook.records.db import make_engine
 from rollhook.settings import ConfigError, Settings
+from rollhook.targets import Proxy as ProxySpec
 from rollhook.targets import Target, load_targets
+from workers import colours
 from workers.proxy.config import (
     Layout,
     Route,
@@ -33,6 +40,9 @@ from workers.proxy.config import (
 )
 
 STOP_TIMEOUT = 30.0
+# The web process's route: no target can be named so (target names start with [a-z0-9]).
+WEB = "_rollhook"
+WEB_HOLD = 30.0  # a request may wait this long for a web process that restarts
 
 
 def caddy_binary() -> str:
@@ -73,6 +83,56 @@ def plan(
         upstream = (upstreams or {}).get(target.name) or loopback(target.proxy.port)
         switches[target.name] = Switch(upstream, ready=True, hold=route.hold)
     return routes, switches
+
+
+def web_route(settings: Settings) -> Route | None:
+    """rollhook's own web process on ``ROLLHOOK_PUBLIC_HOST`` (None when it is unset)."""
+    if not settings.public_host:
+        return None
+    try:
+        spec = ProxySpec(
+            listen=settings.public_listen,
+            hosts=[settings.public_host],
+            port=settings.port,
+            hold=WEB_HOLD,
+            tls=settings.public_tls,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        key = (
+            "ROLLHOOK_PUBLIC_LISTEN" if error["loc"][:1] == ("listen",) else "ROLLHOOK_PUBLIC_HOST"
+        )
+        raise ConfigError(f"{key}: {error['msg'].removeprefix('Value error, ')}") from None
+    return Route(WEB, spec.listen, tuple(spec.hosts), spec.hold, spec.tls)
+
+
+def recorded_upstreams(records: Engine, targets: Mapping[str, Target]) -> dict[str, str]:
+    """Per start-first target, the serving colour's upstream as the records say it.
+
+    A recreate target always serves ``proxy.port``; a start-first one serves whichever
+    colour its current deployment left serving, which may be ``proxy.port + 1``.
+    """
+    if not any(t.strategy == "start-first" and t.proxy for t in targets.values()):
+        return {}
+    with records.begin() as conn:
+        ports = colours.serving_ports(conn, targets)
+    return {name: loopback(port) for name, port in ports.items()}
+
+
+def _upstreams_from_records(settings: Settings, targets: Mapping[str, Target]) -> dict[str, str]:
+    engine = make_engine(settings.records_url())
+    try:
+        return recorded_upstreams(engine, targets)
+    except SQLAlchemyError as exc:  # no records yet, or the database is down
+        # The type only: a driver's message may carry the database URL.
+        print(
+            f"rollhook proxy: could not read which colour serves ({type(exc).__name__}); "
+            "serving proxy.port until a deployment says otherwise",
+            flush=True,
+        )
+        return {}
+    finally:
+        engine.dispose()
 
 
 def write_configs(
@@ -117,11 +177,20 @@ def _pipe(name: str, stream: IO[bytes]) -> None:
 
 
 def run_proxy(settings: Settings, upstreams: Mapping[str, str] | None = None) -> int:
-    """Render both configurations and run the switch and the front until signalled."""
+    """Render both configurations and run the switch and the front until signalled.
+
+    Without ``upstreams``, start-first targets serve the colour the records say serves.
+    """
     targets = load_targets(settings.config)
     prepare_data_dir(settings.data_dir)
+    if upstreams is None:
+        upstreams = _upstreams_from_records(settings, targets)
     layout = Layout(settings.data_dir / "proxy")
     routes, switches = plan(targets, upstreams)
+    web = web_route(settings)
+    if web is not None:
+        routes.append(web)
+        switches[WEB] = Switch(loopback(settings.port), ready=True, hold=web.hold)
     front, switch = write_configs(layout, routes, switches)
     clear_stale_sockets(layout)
     env = caddy_env(layout)
@@ -145,7 +214,10 @@ def run_proxy(settings: Settings, upstreams: Mapping[str, str] | None = None) ->
     done = threading.Event()
     signal.signal(signal.SIGINT, lambda *_: done.set())
     signal.signal(signal.SIGTERM, lambda *_: done.set())
-    names = ", ".join(f"{r.target} on {r.listen}" for r in routes) or "no target has proxy yet"
+    names = ", ".join(
+        f"{'rollhook' if r.target == WEB else r.target} on {r.listen}" for r in routes
+    )
+    names = names or "no target has proxy yet"
     print(f"rollhook proxy: {names}", flush=True)
     while not done.wait(0.5):
         if any(child.poll() is not None for child in children.values()):

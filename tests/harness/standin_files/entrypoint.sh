@@ -13,10 +13,16 @@
 # a stop signal takes to finish, as a draining app's does; once done, a line goes to
 # $storage/shutdown.log, so a container killed before it finished leaves none),
 # STOP_WRITE_MB (MiB a stop writes to $storage/checkpoint.bin before exiting, as a database
-# checkpoints at shutdown), and IGNORE_SIGTERM=1 (PID 1 ignores stop signals, as an app
-# without a handler does: `docker stop` then waits out its grace period and kills it). A
-# stop signal that is ignored, or that starts a STOP_DELAY or a checkpoint, adds a line to
-# $storage/stop-signals.log first, which a test can watch from the host.
+# checkpoints at shutdown), and IGNORE_SIGTERM=1 (PID 1 installs no TERM handler, as
+# anything-llm's bash entrypoint: `docker stop` then waits out the grace period and kills
+# it; with `init: true` Docker's init is PID 1 and passes SIGTERM on, and this shell, no
+# longer PID 1, dies of it). A stop signal that is ignored, or that starts a STOP_DELAY or
+# a checkpoint, adds a line to $storage/stop-signals.log first, which a test can watch
+# from the host.
+#
+# /cgi-bin/echo answers any method with "<appVersion> <body length> <sha256 of the body>":
+# what a client behind the proxy checks to know who answered, and that a body held during
+# a switch arrived whole.
 
 port="${SERVER_PORT:-3001}"
 storage="${STORAGE_DIR:-/app/server/storage}"
@@ -51,7 +57,12 @@ ignore() {
     echo "$app ignored a stop signal" >> "$storage/stop-signals.log"
 }
 if [ "${IGNORE_SIGTERM:-0}" = 1 ]; then
-    trap ignore TERM INT
+    # The kernel drops a TERM that PID 1 does not handle; the trap only notes it. Not PID 1
+    # (under `init: true`), the shell keeps TERM's default and dies of it.
+    if [ "$$" = 1 ]; then
+        trap ignore TERM
+    fi
+    trap stop INT
 else
     trap stop TERM INT
 fi
@@ -110,13 +121,20 @@ booting=$!
 children="$children $booting"
 while kill -0 "$booting" 2>/dev/null; do wait "$booting"; done  # an ignored signal ends a wait
 
-mkdir -p /tmp/www/api/utils
+mkdir -p /tmp/www/api/utils /tmp/www/cgi-bin
+# The CGI script is written with this image's version in it ($app expands here).
+printf '%s\n' '#!/bin/sh' \
+    'sum=$(head -c "${CONTENT_LENGTH:-0}" | sha256sum | cut -d" " -f1)' \
+    'printf "Content-Type: text/plain\r\n\r\n"' \
+    "echo \"$app \${CONTENT_LENGTH:-0} \$sum\"" > /tmp/www/cgi-bin/echo
+chmod 755 /tmp/www/cgi-bin/echo
 echo "{\"online\":true,\"appVersion\":\"$app\",\"schemaVersion\":$version}" \
     > /tmp/www/api/utils/metrics
 if [ "$variant" != never-healthy ]; then
     echo '{"online":true}' > /tmp/www/api/ping
 fi
-httpd -f -p "127.0.0.1:$port" -h /tmp/www &
+# busybox httpd per connection behind a listener with a real backlog (acceptor.c).
+acceptor "$port" /bin/busybox httpd -i -h /tmp/www &
 httpd_pid=$!
 children="$children $httpd_pid"
 log "Primary server in HTTP mode listening on port $port"

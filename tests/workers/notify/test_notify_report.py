@@ -159,3 +159,33 @@ def test_the_email_has_text_and_html_with_the_same_story() -> None:
         assert "probe answered 502" in part
         assert "Rolled back to 1.16.1" in part
     assert composed.html.startswith("<!DOCTYPE html>")
+
+
+def test_a_stop_that_waited_out_its_grace_period_is_told_in_every_channel() -> None:
+    note = (
+        "stop took 10.0 s: the container ignored SIGTERM; "
+        "`init: true` in the compose file would save it"
+    )
+    stop = {
+        "name": "stop",
+        "outcome": "ok",
+        "started_at": "2026-08-21T12:00:02.500+00:00",
+        "finished_at": "2026-08-21T12:00:12.500+00:00",
+        "detail": f"anything-llm stopped in 10.0 s; {note}",
+        "note": note,
+    }
+    plain = build_report(_record("succeeded"), "anything-llm")
+    assert plain.notes == ()
+    report = build_report(_record("succeeded", steps=[stop]), "anything-llm")
+    assert report.notes == (note,)
+    final = View()
+    assert ("Note", note) in wording.facts(report, final)
+    mail = letter.compose(report, final)
+    assert note in mail.text and "init: true" in mail.html
+    text, message = blocks.message(report, final)
+    assert note in text
+    assert any(note in str(block) for block in message)
+    assert check_message(text, message) is None
+    # Not while it runs: the note belongs to the result.
+    _, running = blocks.message(report, View(phase="running"))
+    assert not any(note in str(block) for block in running)
