@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 
 from cli.output import print_end, print_steps
+from rollhook.offsite import remote_problems, restic_environment
 from rollhook.settings import ConfigError, load_settings
 from rollhook.targets import Target, parse_targets
 
@@ -23,6 +25,8 @@ def _warnings(target: Target) -> list[str]:
         )
     if not target.images:
         notes.append(f"targets.{target.name}.images: empty; registry pushes will not trigger it")
+    if target.backup.remote is not None:
+        notes += remote_problems(target.name, target.backup.remote, os.environ)
     return notes
 
 
@@ -43,6 +47,11 @@ def check_config() -> int:
         print(problem)
     if problems:
         return 1
+    try:
+        restic_environment(os.environ)
+    except ConfigError as exc:
+        print(exc)
+        return 1
     for target in targets.values():
         for note in _warnings(target):
             print(f"warning: {note}")
@@ -51,6 +60,10 @@ def check_config() -> int:
 
 
 def backups(args: argparse.Namespace) -> int:
+    if getattr(args, "remote", False):
+        from cli.offsite import remote_backups
+
+        return remote_backups(args)
     from workers.backup import BackupStore
     from workers.layout import TargetDirs
 
@@ -68,6 +81,9 @@ def backups(args: argparse.Namespace) -> int:
 
 
 def restore(args: argparse.Namespace) -> int:
+    if (args.backup is None) == (getattr(args, "from_remote", None) is None):
+        print("restore takes a backup id, or --from-remote SNAPSHOT|latest", file=sys.stderr)
+        return 2
     if not args.yes:
         print(
             "restore stops the service, replaces its data and starts it again; "
@@ -75,6 +91,10 @@ def restore(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
+    if args.from_remote is not None:
+        from cli import offsite
+
+        return offsite.restore(args)
     from rollhook import broker
     from rollhook.records import deployments
     from rollhook.records.schema import TERMINAL_STATUSES

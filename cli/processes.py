@@ -15,7 +15,7 @@ from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings, load_settings
 from rollhook.targets import load_targets
 
-QUEUES = "deploy,notify,housekeeping"
+QUEUES = "deploy,notify,housekeeping,backup"
 
 
 def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:

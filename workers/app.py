@@ -20,6 +20,7 @@ from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
+from workers.offsite import tasks as offsite_tasks
 from workers.runner import run_target
 
 logger = logging.getLogger("rollhook.worker")
@@ -31,6 +32,8 @@ app = broker.make_celery(
     beat_schedule={
         "dispatch-outbox": {"task": broker.DISPATCH_OUTBOX, "schedule": 2.0},
         "housekeeping": {"task": broker.HOUSEKEEPING, "schedule": 300.0},
+        # Off-host snapshots and drills that are due (the work runs on a worker).
+        "offsite-tick": {"task": broker.OFFSITE_TICK, "schedule": 60.0},
     },
     worker_concurrency=settings.worker_concurrency,
 )
@@ -99,3 +102,26 @@ def dispatch() -> None:
 @app.task(name=broker.HOUSEKEEPING, ignore_result=True)
 def tidy() -> None:
     housekeeping.run(ctx)
+
+
+@app.task(name=broker.OFFSITE_TICK, ignore_result=True)
+def offsite_tick() -> None:
+    offsite_tasks.tick(ctx)
+
+
+@app.task(name=broker.OFFSITE_SNAPSHOT, ignore_result=True)
+def offsite_snapshot(target: str, why: str = "schedule") -> None:
+    offsite_tasks.snapshot(ctx, target, scheduled=why == "schedule")
+
+
+# A deployment's backup waits while the target is busy (the deployment that took it may
+# still hold it): tried again every minute for half an hour.
+@app.task(name=broker.OFFSITE_SHIP, bind=True, ignore_result=True, max_retries=30)
+def offsite_ship(self: Any, target: str, backup_id: str) -> None:
+    if offsite_tasks.ship(ctx, target, backup_id) == "busy":
+        raise self.retry(countdown=60)
+
+
+@app.task(name=broker.DRILL, ignore_result=True)
+def drill(target: str) -> None:
+    offsite_tasks.drill(ctx, target)

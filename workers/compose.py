@@ -95,9 +95,21 @@ class Compose:
             raise InfrastructureError("compose config printed no mapping")
         return config
 
-    def up(self, spec: ComposeSpec, timeout: float) -> None:
-        """Create or recreate what changed; images must be present (pulled by digest)."""
+    def up(self, spec: ComposeSpec, timeout: float, services: Sequence[str] = ()) -> None:
+        """Create or recreate what changed; images must be present (pulled by digest).
+
+        ``services``: only these, without their dependencies (the restore drill's copy).
+        """
         args = ["up", "--detach", "--no-build", "--pull", "never", "--remove-orphans"]
+        if services:
+            args += ["--no-deps", "--", *services]
+        self._run(spec, args, timeout, operator=False)
+
+    def down(self, spec: ComposeSpec, timeout: float, *, grace: float = 10.0) -> None:
+        """Remove the project's containers and networks (the restore drill's). Never its
+        volumes: a volume with an explicit ``name:`` is the live app's whatever the
+        project, and ``down --volumes`` would remove it."""
+        args = ["down", "--remove-orphans", "--timeout", str(math.ceil(grace))]
         self._run(spec, args, timeout, operator=False)
 
     def stop(

@@ -11,7 +11,12 @@ told.
 from workers.notify.channels import Notifiers
 from workers.notify.delivery import DeliveryResult, deliver
 from workers.notify.errors import RetryLater
-from workers.notify.scheduling import pending, schedule_announcement, schedule_report
+from workers.notify.scheduling import (
+    pending,
+    schedule_announcement,
+    schedule_backup_notice,
+    schedule_report,
+)
 from workers.notify.setup import build_notifiers
 
 __all__ = [
@@ -22,5 +27,6 @@ __all__ = [
     "deliver",
     "pending",
     "schedule_announcement",
+    "schedule_backup_notice",
     "schedule_report",
 ]

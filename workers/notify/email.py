@@ -17,7 +17,8 @@ from email.utils import formatdate
 from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
-from workers.notify import letter, wording
+from workers.notify import backup_notice, letter, wording
+from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
 from workers.notify.letter import Letter
@@ -156,7 +157,10 @@ class EmailNotifier:
     def send(self, notice: Notice, delivery: Delivery) -> str:
         if delivery.sent.get("sent"):
             return "already sent"
-        mail = letter.compose(notice.report, notice.view)
+        if isinstance(notice, BackupNotice):
+            mail = backup_notice.letter(notice)
+        else:
+            mail = letter.compose(notice.report, notice.view)
         refused = self.mailer.send(mail, f"<{delivery.notification_id}@rollhook>")
         delivery.keep({"sent": True, "refused": refused})
         to = wording.plural(len(self.mailer.recipients) - len(refused), "recipient")

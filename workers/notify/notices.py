@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import Connection
 
 from rollhook.records import deployments
+from workers.notify import backup_notice
+from workers.notify.backup_notice import BackupNotice
 from workers.notify.report import Report, View, build_report
 
 
@@ -32,7 +34,7 @@ class DeploymentNotice:
     view: View
 
 
-Notice = DeploymentNotice  # | TargetNotice | HostNotice, as they come
+Notice = DeploymentNotice | BackupNotice  # | HostNotice, as they come
 
 
 @dataclass(frozen=True)
@@ -63,5 +65,8 @@ DEPLOYMENT = "deployment"
 KINDS: dict[str, Kind] = {
     DEPLOYMENT: Kind(
         "deployment", deployments.get, _deployment_notice, "the deployment record is gone"
+    ),
+    backup_notice.BACKUP: Kind(
+        "target", backup_notice.read, backup_notice.build, "the target's backup state is gone"
     ),
 }
