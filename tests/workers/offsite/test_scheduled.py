@@ -1,0 +1,149 @@
+"""Scheduled snapshots of a deployed target, on a local repository and over SFTP: the tick
+publishes them when due, they are taken from the live data under the target's lease,
+and the retention prunes the old ones. A deployment's backup goes off-host too."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from rollhook.broker import OFFSITE_SHIP, OFFSITE_SNAPSHOT
+from rollhook.records import targets as target_records
+from tests.workers.deployer import Deployer
+from tests.workers.offsite.conftest import Clock, Remote, needs_restic, notices_of, state_of
+from workers.offsite import snapshots
+from workers.offsite.ticker import tick
+
+pytestmark = [pytest.mark.engine, *needs_restic]
+
+
+def run_tick(deployer: Deployer, clock: Clock) -> list[str]:
+    deployer.sent.clear()
+    tick(deployer.ctx, clock())
+    return [args[0] for task, args in deployer.sent if task == OFFSITE_SNAPSHOT]
+
+
+def test_scheduled_snapshots_are_taken_and_pruned_by_the_retention(
+    offsite_deployer: Callable[..., Deployer], remote: Remote, clock: Clock
+) -> None:
+    deployer = offsite_deployer(
+        remote, schedule="daily 03:00", retention={"daily": 2, "weekly": 0, "monthly": 0}
+    )
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    target = deployer.target
+    env_before = (deployer.dirs.work / ".env").read_text()
+    (deployer.storage / "models").mkdir()
+    (deployer.storage / "models" / "model.bin").write_bytes(os.urandom(2_000_000))
+
+    assert run_tick(deployer, clock) == []  # 01:00: the schedule starts, next at 03:00
+    assert state_of(deployer).next_due_at == clock.now.replace(hour=3)
+    taken = []
+    for day in range(3):
+        clock.to(datetime(2026, 5, 4 + day, 3, 0, 40, tzinfo=UTC))
+        assert run_tick(deployer, clock) == ["llm"]
+        result = snapshots.take(deployer.ctx, target, scheduled=True, clock=clock)
+        assert result.status == "taken", result.detail
+        assert result.downtime_seconds == 0.0  # final_pass: none: the app kept serving
+        assert result.snapshot is not None
+        taken.append(result.snapshot)
+        state = state_of(deployer)
+        assert state.last_snapshot_id == result.snapshot.id
+        assert state.last_success_at == clock.now
+        assert state.last_size and state.last_size > 0 and state.last_duration
+        assert state.next_due_at == datetime(2026, 5, 5 + day, 3, 0, tzinfo=UTC)
+        assert state.running_since is None and state.failures == 0
+        assert run_tick(deployer, clock) == []  # taken: not due again until tomorrow
+
+    # Daily 2: the first day's snapshot is gone, and with it data only it used.
+    kept = remote.snapshots()
+    assert [s.id for s in kept] == [taken[2].id, taken[1].id]
+    assert [s.time.astimezone(UTC).date().day for s in kept] == [6, 5]
+    assert taken[2].data_added is not None and taken[0].data_added is not None
+    # Unchanged data (the model) is not uploaded again: only what the app wrote since.
+    assert taken[0].data_added > 2_000_000 > 50 * taken[2].data_added
+    # What the snapshot holds: the manifest maps it onto the target's sources.
+    contents = remote.repo().contents(kept[0].id)
+    assert contents.target == "llm"
+    by_mount = {s.mount: s for s in contents.sources}
+    assert set(by_mount) == {"/app/server/storage", "/app/server/.env"}
+    env = remote.repo().dump(kept[0].id, by_mount["/app/server/.env"].location)
+    assert env.decode().startswith(env_before.strip())
+    assert notices_of(deployer) == []
+
+
+def test_a_snapshot_waits_for_a_running_deployment(
+    offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock
+) -> None:
+    deployer = offsite_deployer(local_remote, schedule="daily 03:00")
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    run_tick(deployer, clock)
+    clock.to(clock.now.replace(hour=3, minute=1))
+    assert run_tick(deployer, clock) == ["llm"]
+    with deployer.records.begin() as conn:  # a deployment holds the target
+        token = target_records.acquire_lease(conn, "llm", "a-deployment", 30)
+    assert token is not None
+    busy = snapshots.take(deployer.ctx, deployer.target, scheduled=True, clock=clock)
+    assert busy.status == "busy" and "being deployed" in busy.detail
+    state = state_of(deployer)
+    assert state.running_since is None and state.last_attempt_at is None
+    assert local_remote.snapshots() == []
+    assert run_tick(deployer, clock) == ["llm"]  # still due: the next tick tries again
+    with deployer.records.begin() as conn:
+        target_records.release_lease(conn, "llm", token)
+    done = snapshots.take(deployer.ctx, deployer.target, scheduled=True, clock=clock)
+    assert done.status == "taken", done.detail
+    assert run_tick(deployer, clock) == []
+
+
+def test_a_final_pass_stops_the_service_briefly_and_it_serves_again(
+    offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock
+) -> None:
+    deployer = offsite_deployer(local_remote, final_pass="stop")
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    result = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert result.status == "taken", result.detail
+    assert 0 < result.downtime_seconds < result.staging_seconds + 30
+    assert deployer.app_version() == "1.0.0"  # gated healthy again before the upload
+    # The database holds the writes up to the stop: the final pass saw them.
+    snap = result.snapshot
+    assert snap is not None
+    contents = local_remote.repo().contents(snap.id)
+    [storage] = [s for s in contents.sources if s.mount == "/app/server/storage"]
+    db = local_remote.repo().dump(snap.id, f"{storage.location}/anythingllm.db").decode()
+    live = (deployer.storage / "anythingllm.db").read_text()
+    assert "1.0.0 write" in db and live.startswith(db.split("migrated 0 -> 1")[0])
+
+
+def test_a_deployments_backup_goes_off_host_after_it(
+    offsite_deployer: Callable[..., Deployer], remote: Remote, clock: Clock
+) -> None:
+    deployer = offsite_deployer(remote)
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    deployer.commit("2.0.0")
+    deployer.sent.clear()
+    second = deployer.deploy()
+    assert second.status == "succeeded" and second.backup_id
+    # Queued once the deployment was over, as a task of its own.
+    assert (OFFSITE_SHIP, ["llm", second.backup_id]) in deployer.sent
+    shipped = snapshots.ship(deployer.ctx, deployer.target, second.backup_id, clock=clock)
+    assert shipped.status == "taken", shipped.detail
+    snap = shipped.snapshot
+    assert snap is not None and f"backup={second.backup_id}" in snap.tags
+    # It holds the data as 1.0.0 left it (schema 1), though 2.0.0 runs on schema 2 now.
+    contents = remote.repo().contents(snap.id)
+    [storage] = [s for s in contents.sources if s.mount == "/app/server/storage"]
+    schema = remote.repo().dump(snap.id, f"{storage.location}/schema_version")
+    assert schema.decode().strip() == "1" and deployer.schema() == 2
+    # Timed as the backup was sealed, not as it was shipped.
+    assert abs(snap.time - second.started_at) < timedelta(minutes=5)
+    # A live snapshot afterwards links what the shipped stage holds.
+    live = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert live.status == "taken", live.detail
+    assert live.snapshot is not None and live.snapshot.id != snap.id
