@@ -89,7 +89,9 @@ def test_a_snapshot_is_published_once_due_and_not_while_one_runs(ticker: Ticker)
     assert ticker.at(due + timedelta(hours=7, minutes=1)) == [OFFSITE_SNAPSHOT]
 
 
-def test_the_schedule_follows_the_targets_file(ticker: Ticker, records: Engine, tmp_path: Path) -> None:
+def test_the_schedule_follows_the_targets_file(
+    ticker: Ticker, records: Engine, tmp_path: Path
+) -> None:
     ticker.at(MONDAY)
     changed = Ticker(records, tmp_path, "{remote: {repository: /r, schedule: 'weekly Wed 12:00'}}")
     assert changed.at(MONDAY + timedelta(hours=5)) == []
