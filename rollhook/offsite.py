@@ -26,7 +26,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    PlainSerializer,
+    field_validator,
+    model_validator,
+)
 
 from rollhook.schedule import Schedule
 from rollhook.settings import ConfigError
@@ -67,7 +75,10 @@ def _schedule(value: Any) -> Any:
     return Schedule.parse(value)
 
 
-ScheduleText = Annotated[Schedule, BeforeValidator(_schedule)]
+# Read from text, written back as text (``model_dump``: the targets file's own words).
+ScheduleText = Annotated[
+    Schedule, BeforeValidator(_schedule), PlainSerializer(str, return_type=str)
+]
 
 
 class Retention(BaseModel):

@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
 from tests.harness.gitserver import InfraRepo
 from tests.harness.registry import Registry
@@ -71,7 +72,7 @@ def test_a_remote_snapshot_comes_back_under_the_running_version(
         restore_from_remote(deployer.ctx, deployer.target, "deadbeef", said.append)
 
 
-def test_a_new_host_restored_from_the_remote_snapshot_serves_the_same_data(
+def test_a_new_host_restored_from_the_remote_snapshot_serves_the_same_data(  # noqa: PLR0917
     offsite_deployer: Callable[..., Deployer],
     remote: Remote,
     clock: Clock,
@@ -127,7 +128,6 @@ def new_host(
     migrate(records, root)
     repo: InfraRepo = old.repo
     backup: dict[str, Any] = old.target.backup.model_dump(mode="json")
-    backup["remote"]["schedule"] = None
     new = Deployer(
         root,
         records,
@@ -144,7 +144,5 @@ def new_host(
 
 
 def new_history(deployer: Deployer) -> list[Any]:
-    from rollhook.records import deployments
-
     with deployer.records.begin() as conn:
         return deployments.history(conn, deployer.name, 10)
