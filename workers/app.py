@@ -115,10 +115,11 @@ def offsite_snapshot(target: str, why: str = "schedule") -> None:
 
 
 # A deployment's backup waits while the target is busy (the deployment that took it may
-# still hold it): tried again every minute for half an hour.
+# still hold it): tried again every minute for half an hour, then recorded as failed.
 @app.task(name=broker.OFFSITE_SHIP, bind=True, ignore_result=True, max_retries=30)
 def offsite_ship(self: Any, target: str, backup_id: str) -> None:
-    if offsite_tasks.ship(ctx, target, backup_id) == "busy":
+    last_try = self.request.retries >= self.max_retries
+    if offsite_tasks.ship(ctx, target, backup_id, last_try=last_try) == "busy":
         raise self.retry(countdown=60)
 
 

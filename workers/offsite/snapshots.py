@@ -267,6 +267,13 @@ def _snapshot(
     return result
 
 
+def give_up(
+    ctx: WorkerContext, target: Target, what: str, error: str, *, clock: Clock = utcnow
+) -> SnapshotResult:
+    """Record (and, first of a run, tell) a snapshot that will not be tried again."""
+    return _failed(ctx, target, what, error, clock)
+
+
 def _failed(
     ctx: WorkerContext, target: Target, what: str, error: str, clock: Clock
 ) -> SnapshotResult:

@@ -29,12 +29,22 @@ def snapshot(ctx: WorkerContext, name: str, *, scheduled: bool) -> str:
     return result.status
 
 
-def ship(ctx: WorkerContext, name: str, backup_id: str) -> str:
+def ship(ctx: WorkerContext, name: str, backup_id: str, *, last_try: bool = False) -> str:
+    """``last_try``: the task will not be retried, so a target still busy is a failure of
+    its own (recorded and told like any other), never a backup dropped in silence."""
     target = ctx.targets.get(name)
     if target is None or target.backup.remote is None:
         return "failed"
     result = snapshots.ship(ctx, target, backup_id)
     logger.info("%s: backup %s off-host: %s: %s", name, backup_id, result.status, result.detail)
+    if result.status == "busy" and last_try:
+        snapshots.give_up(
+            ctx,
+            target,
+            f"off-host copy of backup {backup_id}",
+            f"not sent: {result.detail} (gave up after the last retry)",
+        )
+        return "failed"
     return result.status
 
 

@@ -14,7 +14,7 @@ from rollhook.broker import OFFSITE_SHIP, OFFSITE_SNAPSHOT
 from rollhook.records import targets as target_records
 from tests.workers.deployer import Deployer
 from tests.workers.offsite.conftest import Clock, Remote, needs_restic, notices_of, state_of
-from workers.offsite import snapshots
+from workers.offsite import snapshots, tasks
 from workers.offsite.ticker import tick
 
 pytestmark = [pytest.mark.engine, *needs_restic]
@@ -81,6 +81,9 @@ def test_a_snapshot_waits_for_a_running_deployment(
     deployer = offsite_deployer(local_remote, schedule="daily 03:00")
     deployer.commit("1.0.0")
     assert deployer.deploy().status == "succeeded"
+    kept = snapshots.take_local(deployer.ctx, deployer.target, clock=clock)
+    assert kept.status == "taken", kept.detail
+    backup_id = kept.detail.removeprefix("backup ").split(":")[0]
     run_tick(deployer, clock)
     clock.to(clock.now.replace(hour=3, minute=1))
     assert run_tick(deployer, clock) == ["llm"]
@@ -93,6 +96,16 @@ def test_a_snapshot_waits_for_a_running_deployment(
     assert state.running_since is None and state.last_attempt_at is None
     assert local_remote.snapshots() == []
     assert run_tick(deployer, clock) == ["llm"]  # still due: the next tick tries again
+    # A deployment's backup waits too (its task is retried), until the last try: then it
+    # is a failure, recorded and told, never dropped in silence.
+    assert tasks.ship(deployer.ctx, "llm", backup_id) == "busy"
+    assert state_of(deployer).failures == 0 and notices_of(deployer) == []
+    assert tasks.ship(deployer.ctx, "llm", backup_id, last_try=True) == "failed"
+    state = state_of(deployer)
+    assert state.failures == 1 and state.running_since is None
+    assert state.last_error is not None and backup_id in state.last_error
+    [(event, detail)] = notices_of(deployer)
+    assert event == "failed" and "gave up" in detail and "being deployed" in detail
     with deployer.records.begin() as conn:
         target_records.release_lease(conn, "llm", token)
     done = snapshots.take(deployer.ctx, deployer.target, scheduled=True, clock=clock)
