@@ -221,4 +221,9 @@ def remote_problems(name: str, remote: RemoteBackup, environ: Mapping[str, str])
         return [f"{where}.password_file: {path} is not text"]
     if not text.strip():
         return [f"{where}.password_file: {path} is empty"]
+    if path.stat().st_mode & 0o007:
+        return [
+            f"{where}.password_file: {path} can be read by every user of this host; it is "
+            "the key to every snapshot (chmod o-rwx it)"
+        ]
     return []

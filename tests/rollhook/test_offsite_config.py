@@ -162,6 +162,10 @@ def test_the_password_file_is_checked_on_this_host(tmp_path: Path) -> None:
     ]
     good = tmp_path / "good"
     good.write_text("long-password\n")
+    good.chmod(0o640)
     assert remote_problems("llm", remote, {"RESTIC_PASSWORD_FILE": str(good)}) == []
+    good.chmod(0o644)
+    [everyone] = remote_problems("llm", remote, {"RESTIC_PASSWORD_FILE": str(good)})
+    assert f"{good} can be read by every user" in everyone
     [missing] = remote_problems("llm", remote, {"RESTIC_PASSWORD_FILE": str(tmp_path / "no")})
     assert "cannot read" in missing
