@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import socket
 import threading
 from collections.abc import Callable, Iterator
@@ -32,15 +33,22 @@ from workers.offsite.ticker import tick
 pytestmark = [pytest.mark.engine, *needs_restic]
 
 OTHER_PASSWORD = "the-repositorys-real-password-8e2d"
+ENV_SECRET = "aws-secret-key-3c9d71"
 
 
 def test_a_wrong_password_fails_loudly_is_told_once_and_never_blocks_deployments(
-    offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock, tmp_path: Path
+    offsite_deployer: Callable[..., Deployer],
+    local_remote: Remote,
+    clock: Clock,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
+    caplog.set_level(logging.DEBUG)
     real = tmp_path / "real-password"
     real.write_text(OTHER_PASSWORD)
     Repository(RemoteConfig(local_remote.repository, real)).init_if_missing()
     deployer = offsite_deployer(local_remote, schedule="daily 03:00")
+    deployer.ctx.restic_env = {"AWS_SECRET_ACCESS_KEY": ENV_SECRET}  # handed to restic only
     deployer.commit("1.0.0")
     assert deployer.deploy().status == "succeeded"
 
@@ -80,6 +88,13 @@ def test_a_wrong_password_fails_loudly_is_told_once_and_never_blocks_deployments
     assert fixed.status == "taken", fixed.detail
     state = state_of(deployer)
     assert state.failures == 0 and state.last_error is None and state.last_success_at
+
+    # Neither password nor the backend's secret reached a log line, a record or a notice.
+    with deployer.records.begin() as conn:
+        told = notifications.of_target(conn, "llm", "backup")
+    written = caplog.text + repr(state_of(deployer)) + repr(told) + repr(deployer.record(second.id))
+    for secret in (PASSWORD, OTHER_PASSWORD, ENV_SECRET):
+        assert secret not in written
 
 
 @pytest.fixture
