@@ -12,8 +12,12 @@ import pytest
 
 from rollhook.broker import OFFSITE_SHIP, OFFSITE_SNAPSHOT
 from rollhook.records import targets as target_records
+from rollhook.targets import Target
 from tests.workers.deployer import Deployer
 from tests.workers.offsite.conftest import Clock, Remote, needs_restic, notices_of, state_of
+from workers.context import WorkerContext
+from workers.dispatcher import targets_needing_a_worker
+from workers.lease import Heartbeat
 from workers.offsite import snapshots, tasks
 from workers.offsite.ticker import tick
 
@@ -160,3 +164,39 @@ def test_a_deployments_backup_goes_off_host_after_it(
     live = snapshots.take(deployer.ctx, deployer.target, clock=clock)
     assert live.status == "taken", live.detail
     assert live.snapshot is not None and live.snapshot.id != snap.id
+
+
+def test_a_deployment_waits_while_a_snapshot_stages_and_runs_once_it_is_done(
+    offsite_deployer: Callable[..., Deployer],
+    local_remote: Remote,
+    clock: Clock,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    deployer = offsite_deployer(local_remote, final_pass="stop")
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    deployer.commit("2.0.0")
+    seen: dict[str, object] = {}
+    stage_live = snapshots._stage_live
+
+    def a_deployment_arrives(ctx: WorkerContext, target: Target, beat: Heartbeat) -> object:
+        # A push while the snapshot holds the target: a worker is told to run it.
+        seen["id"] = deployer.queue()
+        deployer.run()
+        seen["status"] = deployer.record(str(seen["id"])).status
+        seen["lease"] = deployer.state().lease_owner
+        staged = stage_live(ctx, target, beat)  # both passes, the service stopped between
+        seen["version"] = deployer.app_version()
+        return staged
+
+    monkeypatch.setattr(snapshots, "_stage_live", a_deployment_arrives)
+    result = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert result.status == "taken", result.detail
+    assert seen["status"] == "queued"  # it did not run beside the snapshot's final pass
+    assert str(seen["lease"]).endswith("/offsite")
+    assert seen["version"] == "1.0.0"
+    # Once the snapshot let go of the target, beat's kick finds the queued work.
+    assert targets_needing_a_worker(deployer.ctx) == ["llm"]
+    deployer.run()
+    assert deployer.record(str(seen["id"])).status == "succeeded"
+    assert deployer.app_version() == "2.0.0"
