@@ -35,7 +35,7 @@ from rollhook.targets import Target
 from workers.backup import BackupStore, Source
 from workers.backup.adoption import link_copy
 from workers.backup.contents import target_tags
-from workers.backup.remote import Retention, Snapshot
+from workers.backup.remote import Repository, Retention, Snapshot
 from workers.backup.shipment import stage_backup
 from workers.backup.staging import Stage, Staged
 from workers.compose import Compose
@@ -215,11 +215,6 @@ def _snapshot(
                 time=time_of_data or now,
             )
             upload = time.monotonic() - uploading
-        retention = remote.retention
-        forgotten = repo.forget(
-            Retention(retention.last, retention.daily, retention.weekly, retention.monthly),
-            tags=target_tags(name),
-        )
         took = time.monotonic() - began
         with ctx.records.begin() as conn:
             remote_backups.succeeded(
@@ -231,7 +226,12 @@ def _snapshot(
                 size=snap.size,
                 added=snap.data_added,
             )
+        policy = remote.retention
+        removed, kept_all = _apply_retention(
+            name, repo, Retention(policy.last, policy.daily, policy.weekly, policy.monthly)
+        )
         note = " (some files could not be read)" if snap.incomplete else ""
+        note += kept_all
         logger.info(
             "%s: %s %s taken in %.1fs (%d MiB, %d MiB new)%s; retention removed %d",
             name,
@@ -241,7 +241,7 @@ def _snapshot(
             (snap.size or 0) >> 20,
             (snap.data_added or 0) >> 20,
             note,
-            len(forgotten.removed),
+            removed,
         )
         result = SnapshotResult(
             "taken",
@@ -250,7 +250,7 @@ def _snapshot(
             prepared.seconds,
             prepared.downtime,
             upload,
-            len(forgotten.removed),
+            removed,
         )
     except LeaseLost as exc:
         result = _failed(ctx, target, what, f"the lease was lost while staging ({exc})", clock)
@@ -265,6 +265,22 @@ def _snapshot(
                 due = remote.schedule.next_after(clock())
                 remote_backups.attempted(conn, name, now, due)
     return result
+
+
+def _apply_retention(name: str, repo: Repository, policy: Retention) -> tuple[int, str]:
+    """``restic forget --prune`` by the target's retention, after a snapshot is recorded
+    as taken: (snapshots removed, a note when the retention could not be applied).
+
+    A repository shared by several targets or hosts is locked by each upload, and the
+    prune needs it alone: then the retention waits for the next snapshot (it applies to
+    all the target's snapshots, so nothing is missed), and the snapshot stays a success.
+    """
+    try:
+        forgotten = repo.forget(policy, tags=target_tags(name))
+    except DeployError as exc:
+        logger.warning("%s: retention not applied, the next snapshot tries again: %s", name, exc)
+        return 0, f"; retention not applied this time ({exc})"
+    return len(forgotten.removed), ""
 
 
 def give_up(

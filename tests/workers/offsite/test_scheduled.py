@@ -5,6 +5,8 @@ and the retention prunes the old ones. A deployment's backup goes off-host too."
 from __future__ import annotations
 
 import os
+import subprocess
+import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 
@@ -200,3 +202,62 @@ def test_a_deployment_waits_while_a_snapshot_stages_and_runs_once_it_is_done(
     deployer.run()
     assert deployer.record(str(seen["id"])).status == "succeeded"
     assert deployer.app_version() == "2.0.0"
+
+
+def test_a_repository_locked_by_another_upload_keeps_the_snapshot_and_the_retention_waits(
+    offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock
+) -> None:
+    deployer = offsite_deployer(
+        local_remote, retention={"last": 1, "daily": 0, "weekly": 0, "monthly": 0}
+    )
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    first = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert first.status == "taken", first.detail
+    # Another host's upload into the same repository: restic holds its (shared) lock while
+    # it reads its data, here a pipe that stays open.
+    other = subprocess.Popen(
+        [
+            "restic",
+            "--repo",
+            local_remote.repository,
+            "--password-file",
+            str(local_remote.password_file),
+            "--cache-dir",
+            str(local_remote.root / "other-cache"),
+            "backup",
+            "--stdin",
+            "--stdin-filename",
+            "other-host.sql",
+            "--host",
+            "other-host",
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        locks = local_remote.where / "locks"
+        deadline = time.monotonic() + 60
+        while not any(locks.iterdir()):
+            assert time.monotonic() < deadline and other.poll() is None
+            time.sleep(0.2)
+        clock.forward(timedelta(hours=1))
+        second = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+        assert second.status == "taken", second.detail
+        assert "retention not applied this time" in second.detail and "locked" in second.detail
+        state = state_of(deployer)
+        assert state.failures == 0 and state.last_success_at == clock.now
+        assert second.snapshot is not None and state.last_snapshot_id == second.snapshot.id
+        assert notices_of(deployer) == []
+        assert len(local_remote.snapshots()) == 2  # nothing removed under the other's lock
+    finally:
+        assert other.stdin is not None
+        other.stdin.write(b"-- the other host's dump\n")
+        other.stdin.close()
+        other.wait(timeout=60)
+    clock.forward(timedelta(hours=1))
+    third = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert third.status == "taken" and "retention" not in third.detail
+    assert third.forgotten == 2 and third.snapshot is not None
+    assert [s.id for s in local_remote.snapshots()] == [third.snapshot.id]
