@@ -9,6 +9,7 @@ backups/<name>/<backup id>/       data backups
 stage/<name>/                     the data staged for off-host snapshots (workers/backup/staging.py)
 drills/<name>/                    a restore drill's scratch directory, while it runs
 locks/<name>.lock                 the host lock held while a deployment runs
+locks/restic-<hash>.lock          a restic repository's: uploads share it, a prune takes it alone
 ```
 """
 

@@ -45,7 +45,7 @@ from workers.errors import DeployError, InfrastructureError, OperatorError
 from workers.health import gate
 from workers.layout import TargetDirs, compose_spec
 from workers.lease import host_lock
-from workers.offsite.repository import repository_for
+from workers.offsite.repository import lock_path, repository_for, sharing
 from workers.offsite.service import current_deployment
 from workers.offsite.snapshots import Clock, utcnow
 from workers.offsite.telling import tell
@@ -146,16 +146,17 @@ class _Drill:
     def _drill(self) -> str:
         target = self.target
         repo = repository_for(self.ctx, target)
-        found = repo.snapshots(target_tags(target.name))
-        if not found:
-            raise OperatorError(f"{target.name} has no off-host snapshot yet")
-        snap = found[0]
-        self.snapshot_id = snap.id
-        contents = repo.contents(snap.id)
-        self.scratch = self.dirs.drills / f"{snap.short_id}-{secrets.token_hex(3)}"
-        restoring = time.monotonic()
-        tree = repo.restore(snap.id, into=self.scratch / "tree")
-        self.restore_seconds = time.monotonic() - restoring
+        with sharing(lock_path(self.ctx, repo.config.repository)):
+            found = repo.snapshots(target_tags(target.name))
+            if not found:
+                raise OperatorError(f"{target.name} has no off-host snapshot yet")
+            snap = found[0]
+            self.snapshot_id = snap.id
+            contents = repo.contents(snap.id)
+            self.scratch = self.dirs.drills / f"{snap.short_id}-{secrets.token_hex(3)}"
+            restoring = time.monotonic()
+            tree = repo.restore(snap.id, into=self.scratch / "tree")
+            self.restore_seconds = time.monotonic() - restoring
         _check_databases(contents, tree)
         record = current_deployment(self.ctx, target)
         if record is None or record.commit is None:

@@ -39,7 +39,7 @@ from workers.engine import DockerEngine
 from workers.errors import InfrastructureError, OperatorError
 from workers.intake import queue_job, queue_restore
 from workers.layout import TargetDirs
-from workers.offsite.repository import repository_for
+from workers.offsite.repository import lock_path, repository_for, sharing
 from workers.offsite.service import current_deployment, current_service
 from workers.runner import run_target
 
@@ -67,6 +67,13 @@ def import_snapshot(
 ) -> tuple[str, Snapshot]:
     """The snapshot as a complete local backup of the target's current sources: its id."""
     repo = repository_for(ctx, target)
+    with sharing(lock_path(ctx, repo.config.repository)):
+        return _import(ctx, target, repo, wanted, say)
+
+
+def _import(
+    ctx: WorkerContext, target: Target, repo: Repository, wanted: str, say: Say
+) -> tuple[str, Snapshot]:
     snap = find_snapshot(repo, target, wanted)
     contents = repo.contents(snap.id)
     compose = Compose(ctx.compose_argv, ctx.docker_host)

@@ -45,7 +45,7 @@ from workers.errors import DeployError, InfrastructureError, LeaseLost, Operator
 from workers.health import gate
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.offsite.repository import repository_for
+from workers.offsite.repository import alone, lock_path, repository_for, sharing
 from workers.offsite.service import current_service
 from workers.offsite.telling import tell
 
@@ -205,7 +205,8 @@ def _snapshot(
                 remote_backups.release(conn, name)
             result = SnapshotResult("busy", f"{name} is being deployed; the next tick tries again")
             return result
-        with prepared.staged as staged:
+        lock = lock_path(ctx, remote.repository)
+        with prepared.staged as staged, sharing(lock):
             uploading = time.monotonic()
             snap = repo.snapshot(
                 staged.paths,
@@ -228,7 +229,7 @@ def _snapshot(
             )
         policy = remote.retention
         removed, kept_all = _apply_retention(
-            name, repo, Retention(policy.last, policy.daily, policy.weekly, policy.monthly)
+            name, repo, Retention(policy.last, policy.daily, policy.weekly, policy.monthly), lock
         )
         note = " (some files could not be read)" if snap.incomplete else ""
         note += kept_all
@@ -267,7 +268,7 @@ def _snapshot(
     return result
 
 
-def _apply_retention(name: str, repo: Repository, policy: Retention) -> tuple[int, str]:
+def _apply_retention(name: str, repo: Repository, policy: Retention, lock: Path) -> tuple[int, str]:
     """``restic forget --prune`` by the target's retention, after a snapshot is recorded
     as taken: (snapshots removed, a note when the retention could not be applied).
 
@@ -276,7 +277,11 @@ def _apply_retention(name: str, repo: Repository, policy: Retention) -> tuple[in
     all the target's snapshots, so nothing is missed), and the snapshot stays a success.
     """
     try:
-        forgotten = repo.forget(policy, tags=target_tags(name))
+        with alone(lock) as taken:
+            if not taken:
+                logger.info("%s: retention waits: the repository is in use on this host", name)
+                return 0, "; retention waits for the next one (the repository is in use)"
+            forgotten = repo.forget(policy, tags=target_tags(name))
     except DeployError as exc:
         logger.warning("%s: retention not applied, the next snapshot tries again: %s", name, exc)
         return 0, f"; retention not applied this time ({exc})"

@@ -4,8 +4,10 @@ and the retention prunes the old ones. A deployment's backup goes off-host too."
 
 from __future__ import annotations
 
+import fcntl
 import os
 import subprocess
+import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
@@ -21,6 +23,8 @@ from workers.context import WorkerContext
 from workers.dispatcher import targets_needing_a_worker
 from workers.lease import Heartbeat
 from workers.offsite import snapshots, tasks
+from workers.offsite.repository import lock_path
+from workers.offsite.snapshots import SnapshotResult
 from workers.offsite.ticker import tick
 
 pytestmark = [pytest.mark.engine, *needs_restic]
@@ -204,7 +208,7 @@ def test_a_deployment_waits_while_a_snapshot_stages_and_runs_once_it_is_done(
     assert deployer.app_version() == "2.0.0"
 
 
-def test_a_repository_locked_by_another_upload_keeps_the_snapshot_and_the_retention_waits(
+def test_uploads_and_prunes_of_a_shared_repository_take_turns(
     offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock
 ) -> None:
     deployer = offsite_deployer(
@@ -214,8 +218,36 @@ def test_a_repository_locked_by_another_upload_keeps_the_snapshot_and_the_retent
     assert deployer.deploy().status == "succeeded"
     first = snapshots.take(deployer.ctx, deployer.target, clock=clock)
     assert first.status == "taken", first.detail
-    # Another host's upload into the same repository: restic holds its (shared) lock while
-    # it reads its data, here a pipe that stays open.
+    lock = lock_path(deployer.ctx, local_remote.repository)
+
+    # Another target of this host prunes the repository: the upload waits for it.
+    outcome: list[SnapshotResult] = []
+    with open(lock, "a") as prune:
+        fcntl.flock(prune, fcntl.LOCK_EX)
+        clock.forward(timedelta(hours=1))
+        waiting = threading.Thread(
+            target=lambda: outcome.append(
+                snapshots.take(deployer.ctx, deployer.target, clock=clock)
+            )
+        )
+        waiting.start()
+        time.sleep(5)
+        assert waiting.is_alive() and len(local_remote.snapshots()) == 1
+    waiting.join(timeout=120)
+    [second] = outcome
+    assert second.status == "taken", second.detail
+    assert len(local_remote.snapshots()) == 1  # taken, then the retention kept the last
+
+    # Another target of this host uploads: the retention waits for the next snapshot.
+    with open(lock, "a") as upload:
+        fcntl.flock(upload, fcntl.LOCK_SH)
+        clock.forward(timedelta(hours=1))
+        third = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert third.status == "taken" and "retention waits" in third.detail, third.detail
+    assert len(local_remote.snapshots()) == 2
+
+    # Another host uploads into the same repository: restic holds its (shared) lock while
+    # it reads its data, here a pipe that stays open; the prune is refused by restic.
     other = subprocess.Popen(
         [
             "restic",
@@ -243,21 +275,21 @@ def test_a_repository_locked_by_another_upload_keeps_the_snapshot_and_the_retent
             assert time.monotonic() < deadline and other.poll() is None
             time.sleep(0.2)
         clock.forward(timedelta(hours=1))
-        second = snapshots.take(deployer.ctx, deployer.target, clock=clock)
-        assert second.status == "taken", second.detail
-        assert "retention not applied this time" in second.detail and "locked" in second.detail
+        fourth = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+        assert fourth.status == "taken", fourth.detail
+        assert "retention not applied this time" in fourth.detail and "locked" in fourth.detail
         state = state_of(deployer)
         assert state.failures == 0 and state.last_success_at == clock.now
-        assert second.snapshot is not None and state.last_snapshot_id == second.snapshot.id
+        assert fourth.snapshot is not None and state.last_snapshot_id == fourth.snapshot.id
         assert notices_of(deployer) == []
-        assert len(local_remote.snapshots()) == 2  # nothing removed under the other's lock
+        assert len(local_remote.snapshots()) == 3  # nothing removed under the other's lock
     finally:
         assert other.stdin is not None
         other.stdin.write(b"-- the other host's dump\n")
         other.stdin.close()
         other.wait(timeout=60)
     clock.forward(timedelta(hours=1))
-    third = snapshots.take(deployer.ctx, deployer.target, clock=clock)
-    assert third.status == "taken" and "retention" not in third.detail
-    assert third.forgotten == 2 and third.snapshot is not None
-    assert [s.id for s in local_remote.snapshots()] == [third.snapshot.id]
+    fifth = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert fifth.status == "taken" and "retention" not in fifth.detail, fifth.detail
+    assert fifth.forgotten == 3 and fifth.snapshot is not None
+    assert [s.id for s in local_remote.snapshots()] == [fifth.snapshot.id]
