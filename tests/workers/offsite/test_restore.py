@@ -1,11 +1,15 @@
 """A remote snapshot restored: onto the host that took it (under the running version, the
 data it replaces backed up first), and onto a new host (a fresh data directory, empty
-records, the app gone from the engine) that then serves the same data and runtime .env."""
+records and a Docker engine of its own, the old host's app gone) that then serves the
+same data and runtime .env."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +17,9 @@ import pytest
 
 from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
+from tests.harness.engine import PrivateEngine
 from tests.harness.gitserver import InfraRepo
+from tests.harness.reaper import claim
 from tests.harness.registry import Registry
 from tests.harness.standin import StandInImages
 from tests.workers.deployer import Deployer
@@ -77,7 +83,7 @@ def test_a_new_host_restored_from_the_remote_snapshot_serves_the_same_data(  # n
     remote: Remote,
     clock: Clock,
     tmp_path: Path,
-    docker_host: str,
+    new_engine: PrivateEngine,
     standin: StandInImages,
     registry: Registry,
 ) -> None:
@@ -98,9 +104,11 @@ def test_a_new_host_restored_from_the_remote_snapshot_serves_the_same_data(  # n
     db_then = remote.repo().dump(taken.snapshot.id, f"{storage.location}/anythingllm.db")
     old.down()  # the host is lost: the app is gone from the engine
 
-    new = new_host(old, tmp_path / "new-host", docker_host, standin, registry)
+    new = new_host(old, tmp_path / "new-host", new_engine.host, standin, registry)
     try:
         assert new.dirs.work != old.dirs.work  # another data directory: other host paths
+        with closing(new_engine.client()) as client:
+            assert client.images.list() == []  # nothing cached: every image is pulled
         said: list[str] = []
         record = restore_from_remote(new.ctx, new.target, "latest", said.append)
         assert record.status == "succeeded", record.log
@@ -117,6 +125,20 @@ def test_a_new_host_restored_from_the_remote_snapshot_serves_the_same_data(  # n
         assert history == [("rollback", "succeeded"), ("deploy", "succeeded")]
     finally:
         new.down()
+
+
+@pytest.fixture
+def new_engine(tmp_path: Path) -> Iterator[PrivateEngine]:
+    """The new host's own dockerd (images pulled from the registry, volumes of its own)."""
+    root = Path(tempfile.mkdtemp(prefix="rh-", dir="/tmp"))  # short: unix socket paths
+    claim(root)  # reaped by a later session should this one die before its teardown
+    engine = PrivateEngine(root, tmp_path)
+    try:
+        engine.start()
+        yield engine
+    finally:
+        engine.stop()
+        shutil.rmtree(engine.root, ignore_errors=True)
 
 
 def new_host(
