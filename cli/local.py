@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import sys
 import time
 
@@ -27,6 +28,11 @@ def _warnings(target: Target) -> list[str]:
         notes.append(f"targets.{target.name}.images: empty; registry pushes will not trigger it")
     if target.backup.remote is not None:
         notes += remote_problems(target.name, target.backup.remote, os.environ)
+        if shutil.which("restic") is None:
+            notes.append(
+                f"targets.{target.name}.backup.remote: restic is not installed on this host "
+                "(Debian: apt install restic); no off-host snapshot can be taken"
+            )
     return notes
 
 
