@@ -198,14 +198,15 @@ def _snapshot(
     result = SnapshotResult("failed", "not attempted")
     try:
         repo = repository_for(ctx, target)
-        repo.init_if_missing()  # a wrong password or a missing server, before any staging
+        lock = lock_path(ctx, remote.repository)
+        with sharing(lock):  # a wrong password or a missing server, before any staging
+            repo.init_if_missing()
         prepared = _holding(ctx, target, prepare)
         if prepared is None:
             with ctx.records.begin() as conn:
                 remote_backups.release(conn, name)
             result = SnapshotResult("busy", f"{name} is being deployed; the next tick tries again")
             return result
-        lock = lock_path(ctx, remote.repository)
         with prepared.staged as staged, sharing(lock):
             uploading = time.monotonic()
             snap = repo.snapshot(
