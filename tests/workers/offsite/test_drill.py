@@ -1,6 +1,6 @@
 """The restore drill: the latest remote snapshot restored into scratch and started beside
-the live app on a spare port. It passes on good data, fails on a damaged repository, and
-never touches the app that serves."""
+the live app on a spare port. It passes on good data, fails on a damaged repository and on
+data the app cannot run on, and never touches the app that serves."""
 
 from __future__ import annotations
 
@@ -103,3 +103,26 @@ def test_a_drill_needs_to_know_how_to_move_a_host_network_port(
         "targets.llm.backup.drill.port_env: anything-llm is on the host"
     )
     assert drill_containers(deployer) == 0 and deployer.app_version() == "1.0.0"
+
+
+def test_a_drill_fails_on_a_sound_snapshot_the_app_cannot_run_on(
+    offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock
+) -> None:
+    deployer = offsite_deployer(local_remote, drill=DRILL)
+    deployer.commit("1.0.0")
+    assert deployer.deploy().status == "succeeded"
+    # The data as a newer version left it (the running app read its schema at start, so
+    # it goes on serving): restic reads it back intact, the image that runs refuses it.
+    (deployer.storage / "schema_version").write_text("99\n")
+    taken = snapshots.take(deployer.ctx, deployer.target, clock=clock)
+    assert taken.status == "taken", taken.detail
+    before = live_container(deployer)
+
+    result = run_drill(deployer.ctx, deployer.target, clock=clock)
+    assert not result.ok
+    assert "did not pass the health gate" in result.detail, result.detail
+    assert result.restore_seconds > 0  # restored fine: it is the app that failed on it
+    assert live_container(deployer) == before and deployer.app_version() == "1.0.0"
+    assert drill_containers(deployer) == 0
+    assert not any(deployer.dirs.drills.iterdir())
+    assert [event for event, _ in notices_of(deployer)] == ["drill_failed"]
