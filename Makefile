@@ -36,7 +36,7 @@ bench-rollout: setup
 
 bench-offsite: setup
 	@scripts/install-test-deps.sh
-	$(UV) run --frozen python bench/offsite.py
+	$(UV) run --frozen python bench/offsite.py --app
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .test-run

@@ -31,6 +31,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from bench.offsite_app import with_app
 from tests.harness.sshd import SftpServer
 from workers.backup import Source
 from workers.backup.remote import RemoteConfig, Repository
@@ -148,6 +149,9 @@ def one_size(label: str, size: int, root: Path, server: SftpServer) -> list[str]
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", default="10mb,1gb", help="of: " + ", ".join(SIZES))
+    parser.add_argument(
+        "--app", action="store_true", help="also with the app running (bench/offsite_app.py)"
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("bench/offsite.py: run as root (staging keeps owners)", file=sys.stderr)
@@ -170,6 +174,8 @@ def main() -> int:
     finally:
         server.stop()
         shutil.rmtree(root, ignore_errors=True)
+    if args.app:
+        rows += ["", *with_app([SIZES[k.strip()] for k in args.sizes.split(",")], say)]
     say("")
     for row in rows:
         say(row)
