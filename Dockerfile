@@ -21,7 +21,7 @@ RUN /opt/uv/bin/uv sync --frozen --no-dev --extra postgres --no-editable --pytho
 
 FROM ${BASE}
 RUN apt-get update \
-    && apt-get install -y --no-install-recommends git openssh-client ca-certificates \
+    && apt-get install -y --no-install-recommends git openssh-client ca-certificates restic \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH \

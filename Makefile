@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: setup run demo install test test-unit test-faults lint format bench-ingress bench-rollout bench-reconcile bench-upgrades clean
+.PHONY: setup run demo install test test-unit test-faults lint format bench-ingress bench-rollout bench-reconcile bench-upgrades bench-offsite clean
 
 setup:  ## Python and its dependencies, from the lock file
 	@scripts/bootstrap.sh
@@ -52,6 +52,10 @@ bench-reconcile: setup
 bench-upgrades: setup  ## failed requests during one upgrade: the SSH script, recreate, with the proxy, start-first
 	@scripts/install-test-deps.sh
 	$(UV) run --frozen python -m bench.upgrades
+
+bench-offsite: setup
+	@scripts/install-test-deps.sh
+	$(UV) run --frozen python bench/offsite.py --app
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .test-run

@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import os
+import shutil
 import sys
 import time
 
 from cli.output import USAGE, exit_code, print_end, print_steps
+from rollhook.offsite import remote_problems, restic_environment
 from rollhook.settings import ConfigError, Settings, load_settings
 from rollhook.targets import Target, parse_targets
 
@@ -23,6 +26,13 @@ def _warnings(target: Target) -> list[str]:
         )
     if not target.images:
         notes.append(f"targets.{target.name}.images: empty; registry pushes will not trigger it")
+    if target.backup.remote is not None:
+        notes += remote_problems(target.name, target.backup.remote, os.environ)
+        if shutil.which("restic") is None:
+            notes.append(
+                f"targets.{target.name}.backup.remote: restic is not installed on this host "
+                "(Debian: apt install restic); no off-host snapshot can be taken"
+            )
     return notes
 
 
@@ -63,6 +73,11 @@ def check_config() -> int:
         print(problem)
     if problems:
         return 1
+    try:
+        restic_environment(os.environ)
+    except ConfigError as exc:
+        print(exc)
+        return 1
     for target in targets.values():
         for note in _warnings(target):
             print(f"warning: {note}")
@@ -77,6 +92,10 @@ def check_config() -> int:
 
 
 def backups(args: argparse.Namespace) -> int:
+    if getattr(args, "remote", False):
+        from cli.offsite import remote_backups
+
+        return remote_backups(args)
     from workers.backup import BackupStore
     from workers.layout import TargetDirs
 
@@ -94,6 +113,9 @@ def backups(args: argparse.Namespace) -> int:
 
 
 def restore(args: argparse.Namespace) -> int:
+    if (args.backup is None) == (getattr(args, "from_remote", None) is None):
+        print("restore takes a backup id, or --from-remote SNAPSHOT|latest", file=sys.stderr)
+        return 2
     if not args.yes:
         print(
             "restore stops the service, replaces its data and starts it again; "
@@ -101,6 +123,10 @@ def restore(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return USAGE
+    if args.from_remote is not None:
+        from cli import offsite
+
+        return offsite.restore(args)
     from rollhook import broker
     from rollhook.records import deployments
     from rollhook.records.schema import TERMINAL_STATUSES

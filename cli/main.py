@@ -73,15 +73,26 @@ def _api_commands(sub: Any) -> None:
 def _local_commands(sub: Any) -> None:
     backups = sub.add_parser("backups", help="list a target's data backups")
     backups.add_argument("target")
+    backups.add_argument("--remote", action="store_true", help="its off-host snapshots")
+    backups.add_argument("--json", action="store_true")
     restore = sub.add_parser("restore", help="restore a target's data from a backup")
     restore.add_argument("target")
-    restore.add_argument("backup")
+    restore.add_argument("backup", nargs="?")
+    restore.add_argument(
+        "--from-remote", metavar="SNAPSHOT", help="an off-host snapshot's id, or latest"
+    )
     restore.add_argument("--yes", action="store_true", help="confirm: the service is restarted")
     diff = sub.add_parser(
         "diff",
         help="what a sync would change: commits, services, images, changed variable names",
     )
     diff.add_argument("target")
+
+    take = sub.add_parser("backup", help="back a target's data up now")
+    take.add_argument("target")
+    take.add_argument("--remote", action="store_true", help="off-host, to its repository")
+    drill = sub.add_parser("drill", help="restore the latest off-host snapshot beside the app")
+    drill.add_argument("target")
 
 
 class Parser(argparse.ArgumentParser):
@@ -180,6 +191,10 @@ def main(argv: Sequence[str] | None = None) -> int:  # noqa: PLR0911 (one return
             from cli.local import backups, restore
 
             return backups(args) if args.command == "backups" else restore(args)
+        if args.command in {"backup", "drill"}:
+            from cli import offsite
+
+            return offsite.backup(args) if args.command == "backup" else offsite.drill(args)
         from cli.api import run_api_command
 
         return run_api_command(args, load_settings())

@@ -26,7 +26,7 @@ from rollhook.settings import Settings, load_settings
 from rollhook.targets import Target, load_targets
 from workers.procs import end_group
 
-QUEUES = "deploy,notify,housekeeping"
+QUEUES = "deploy,notify,housekeeping,backup"
 # Seconds between asking the processes to stop and killing them. An idle worker on the
 # embedded broker notices a SIGTERM only between two polls (up to 2 s, more under load).
 STOP_GRACE = 7.0

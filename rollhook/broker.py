@@ -25,10 +25,17 @@ NOTIFY = "rollhook.notify"
 DISPATCH_OUTBOX = "rollhook.dispatch_outbox"
 HOUSEKEEPING = "rollhook.housekeeping"
 RECONCILE = "rollhook.reconcile"
+# Off-host backups (workers/offsite): beat's tick, a snapshot, a deployment's backup sent
+# off-host, a restore drill. Their own queue: an upload may take hours.
+OFFSITE_TICK = "rollhook.offsite_tick"
+OFFSITE_SNAPSHOT = "rollhook.offsite_snapshot"
+OFFSITE_SHIP = "rollhook.offsite_ship"
+DRILL = "rollhook.drill"
 
 DEPLOY_QUEUE = "deploy"
 NOTIFY_QUEUE = "notify"
 HOUSEKEEPING_QUEUE = "housekeeping"
+BACKUP_QUEUE = "backup"
 
 
 EMBEDDED_SCHEME = "embedded+sqlite:///"
@@ -101,7 +108,12 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_default_queue=DEPLOY_QUEUE,
-        task_queues=[Queue(DEPLOY_QUEUE), Queue(NOTIFY_QUEUE), Queue(HOUSEKEEPING_QUEUE)],
+        task_queues=[
+            Queue(DEPLOY_QUEUE),
+            Queue(NOTIFY_QUEUE),
+            Queue(HOUSEKEEPING_QUEUE),
+            Queue(BACKUP_QUEUE),
+        ],
         task_routes={
             PROCESS_JOBS: {"queue": DEPLOY_QUEUE},
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
@@ -109,6 +121,10 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},
             HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE},
             RECONCILE: {"queue": HOUSEKEEPING_QUEUE},
+            OFFSITE_TICK: {"queue": HOUSEKEEPING_QUEUE},
+            OFFSITE_SNAPSHOT: {"queue": BACKUP_QUEUE},
+            OFFSITE_SHIP: {"queue": BACKUP_QUEUE},
+            DRILL: {"queue": BACKUP_QUEUE},
         },
         **conf,
     )

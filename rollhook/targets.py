@@ -28,6 +28,7 @@ from pydantic import (
 )
 
 from rollhook.images import ImageRef, ReferenceError, parse_reference
+from rollhook.offsite import DrillSetting, RemoteBackup
 from rollhook.settings import ConfigError
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
@@ -137,6 +138,15 @@ class Backup(BaseModel):
 
     keep: int = Field(default=5, ge=1)
     enabled: bool = True
+    # Off-host snapshots in a restic repository, and the restore drill (rollhook/offsite.py).
+    remote: RemoteBackup | None = None
+    drill: DrillSetting | None = None
+
+    @model_validator(mode="after")
+    def _drill_needs_remote(self) -> Backup:
+        if self.drill is not None and self.remote is None:
+            raise ValueError("drill restores the latest remote snapshot: it needs remote")
+        return self
 
 
 class Notify(BaseModel):

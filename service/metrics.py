@@ -10,7 +10,7 @@ import threading
 import time
 from collections import Counter as Tally
 from collections import defaultdict
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -23,9 +23,10 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from sqlalchemy import Engine
 
-from rollhook.records import deployments, jobs
+from rollhook.records import deployments, jobs, remote_backups
 from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
+from rollhook.records.remote_backups import RemoteBackupState
 from rollhook.records.targets import TargetState
 from rollhook.syncstatus import STATUSES
 from rollhook.targets import Target
@@ -129,6 +130,8 @@ class _RecordsCollector(Collector):
         with self._engine.connect() as conn:
             backlog = jobs.backlog(conn)
             rows = deployments.for_metrics(conn)
+            remote = remote_backups.all_states(conn)
+        yield from _remote_backups(remote.values())
         yield GaugeMetricFamily(
             "rollhook_outbox_backlog", "Jobs stored but not yet taken by the broker", value=backlog
         )
@@ -226,3 +229,45 @@ def _histogram(durations: dict[str, list[float]]) -> HistogramMetricFamily:
         buckets.append(("+Inf", float(len(values))))
         family.add_metric([target], buckets, sum_value=sum(values))
     return family
+
+
+def _remote_backups(states: Iterable[RemoteBackupState]) -> Iterator[Metric]:
+    """Off-host snapshots and drills per target (``records/remote_backups.py``)."""
+    families = {
+        "success": GaugeMetricFamily(
+            "rollhook_remote_backup_last_success_timestamp_seconds",
+            "When the target's last successful off-host snapshot was taken",
+            labels=["target"],
+        ),
+        "duration": GaugeMetricFamily(
+            "rollhook_remote_backup_last_duration_seconds",
+            "How long the last successful off-host snapshot took (staging and upload)",
+            labels=["target"],
+        ),
+        "size": GaugeMetricFamily(
+            "rollhook_remote_backup_last_size_bytes",
+            "Bytes of data the last successful off-host snapshot holds",
+            labels=["target"],
+        ),
+        "failures": GaugeMetricFamily(
+            "rollhook_remote_backup_failures",
+            "Off-host snapshots failed in a row since the last success",
+            labels=["target"],
+        ),
+        "drill": GaugeMetricFamily(
+            "rollhook_restore_drill_ok",
+            "Whether the target's last restore drill passed (1) or failed (0)",
+            labels=["target"],
+        ),
+    }
+    for state in sorted(states, key=lambda s: s.target):
+        labels = [state.target]
+        if state.last_success_at is not None:
+            families["success"].add_metric(labels, state.last_success_at.timestamp())
+            families["duration"].add_metric(labels, state.last_duration or 0.0)
+            families["size"].add_metric(labels, float(state.last_size or 0))
+        if state.last_success_at is not None or state.failures:
+            families["failures"].add_metric(labels, float(state.failures))
+        if state.drill_ok is not None:
+            families["drill"].add_metric(labels, 1.0 if state.drill_ok else 0.0)
+    yield from families.values()

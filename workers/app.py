@@ -21,6 +21,7 @@ from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
+from workers.offsite import tasks as offsite_tasks
 from workers.runner import run_target
 from workers.watcher import DriftWatcher
 
@@ -36,6 +37,8 @@ app = broker.make_celery(
         # The reconcile loop's tick: polls the targets that are due (each has its own
         # interval); a tick with nothing due reads one table and ends.
         "reconcile": {"task": broker.RECONCILE, "schedule": reconcile.TICK},
+        # Off-host snapshots and drills that are due (the work runs on a worker).
+        "offsite-tick": {"task": broker.OFFSITE_TICK, "schedule": 60.0},
     },
     worker_concurrency=settings.worker_concurrency,
 )
@@ -128,3 +131,27 @@ def tidy() -> None:
 @app.task(name=broker.RECONCILE, ignore_result=True)
 def reconcile_tick() -> None:
     reconcile.tick(ctx)
+
+
+@app.task(name=broker.OFFSITE_TICK, ignore_result=True)
+def offsite_tick() -> None:
+    offsite_tasks.tick(ctx)
+
+
+@app.task(name=broker.OFFSITE_SNAPSHOT, ignore_result=True)
+def offsite_snapshot(target: str, why: str = "schedule") -> None:
+    offsite_tasks.snapshot(ctx, target, scheduled=why == "schedule")
+
+
+# A deployment's backup waits while the target is busy (the deployment that took it may
+# still hold it): tried again every minute for half an hour, then recorded as failed.
+@app.task(name=broker.OFFSITE_SHIP, bind=True, ignore_result=True, max_retries=30)
+def offsite_ship(self: Any, target: str, backup_id: str) -> None:
+    last_try = self.request.retries >= self.max_retries
+    if offsite_tasks.ship(ctx, target, backup_id, last_try=last_try) == "busy":
+        raise self.retry(countdown=60)
+
+
+@app.task(name=broker.DRILL, ignore_result=True)
+def drill(target: str) -> None:
+    offsite_tasks.drill(ctx, target)

@@ -96,14 +96,26 @@ class Compose:
             raise InfrastructureError("compose config printed no mapping")
         return config
 
-    def up(self, spec: ComposeSpec, timeout: float, *, remove_orphans: bool = True) -> None:
+    def up(
+        self,
+        spec: ComposeSpec,
+        timeout: float,
+        services: Sequence[str] = (),
+        *,
+        remove_orphans: bool = True,
+    ) -> None:
         """Create or recreate what changed; images must be present (pulled by digest).
+
+        ``services``: only these, without their dependencies (the restore drill's copy).
         ``remove_orphans``: also remove the project's containers of services the files no
-        longer have (the target's ``sync.prune``)."""
+        longer have (the target's ``sync.prune``).
+        """
         args = ["up", "--detach", "--no-build", "--pull", "never"]
-        self._run(
-            spec, args + (["--remove-orphans"] if remove_orphans else []), timeout, operator=False
-        )
+        if remove_orphans:
+            args.append("--remove-orphans")
+        if services:
+            args += ["--no-deps", "--", *services]
+        self._run(spec, args, timeout, operator=False)
 
     def would_change(self, spec: ComposeSpec, timeout: float) -> bool:
         """Whether ``up`` would create, recreate or remove any container (a dry run)."""
@@ -113,6 +125,13 @@ class Compose:
         containers = [line for line in said if " Container " in line]
         # "Running" is compose's word for a container it leaves as it is.
         return not containers or any(not line.rstrip().endswith("Running") for line in containers)
+
+    def down(self, spec: ComposeSpec, timeout: float, *, grace: float = 10.0) -> None:
+        """Remove the project's containers and networks (the restore drill's). Never its
+        volumes: a volume with an explicit ``name:`` is the live app's whatever the
+        project, and ``down --volumes`` would remove it."""
+        args = ["down", "--remove-orphans", "--timeout", str(math.ceil(grace))]
+        self._run(spec, args, timeout, operator=False)
 
     def stop(
         self,

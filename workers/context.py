@@ -12,6 +12,7 @@ from typing import Any
 from sqlalchemy import Engine
 
 from rollhook.datadir import prepare_data_dir
+from rollhook.offsite import restic_environment
 from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
@@ -36,6 +37,10 @@ class WorkerContext:
     notifiers: Notifiers = field(default_factory=Notifiers)
     broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
     event_retention_days: float = 30.0
+    # restic's backend variables (rollhook/offsite.py), read once; and RESTIC_PASSWORD_FILE,
+    # the repositories' password file when a target names none.
+    restic_env: dict[str, str] = field(default_factory=dict)
+    restic_password_file: Path | None = None
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     proxy_dir: Path | None = None  # the front proxy's sockets; None: <data_dir>/proxy
 
@@ -69,4 +74,8 @@ def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) ->
         if settings.embedded_broker
         else None,
         event_retention_days=settings.event_retention_days,
+        restic_env=restic_environment(os.environ),
+        restic_password_file=Path(os.environ["RESTIC_PASSWORD_FILE"])
+        if os.environ.get("RESTIC_PASSWORD_FILE")
+        else None,
     )

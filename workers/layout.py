@@ -6,7 +6,10 @@ targets/<name>/releases/<sha>/    the target's folder exported at that commit
 targets/<name>/deployments/<id>/  override.yml: digests and labels of one deployment
 targets/<name>/work/              the stable project directory (./storage, ./.env)
 backups/<name>/<backup id>/       data backups
+stage/<name>/                     the data staged for off-host snapshots (workers/backup/staging.py)
+drills/<name>/                    a restore drill's scratch directory, while it runs
 locks/<name>.lock                 the host lock held while a deployment runs
+locks/restic-<hash>.lock          a restic repository's: uploads share it, a prune takes it alone
 ```
 """
 
@@ -43,6 +46,14 @@ class TargetDirs:
     @property
     def backups(self) -> Path:
         return self.data_dir / "backups" / self.name
+
+    @property
+    def stage(self) -> Path:
+        return self.data_dir / "stage" / self.name
+
+    @property
+    def drills(self) -> Path:
+        return self.data_dir / "drills" / self.name
 
     @property
     def lock(self) -> Path:

@@ -149,6 +149,19 @@ def check_start_first(target: Target, config: dict[str, Any]) -> None:
         )
 
 
+def mount_points(config: dict[str, Any], service: str) -> dict[str, str]:
+    """Where the service sees each of its sources (named as ``data_sources`` names them)."""
+    found: dict[str, str] = {}
+    for mount in config["services"][service].get("volumes") or []:
+        kind, target = mount.get("type"), mount.get("target")
+        if kind == "bind" and target:
+            found[f"bind:{Path(mount['source'])}"] = str(target)
+        elif kind == "volume" and mount.get("source") and target:
+            declared = (config.get("volumes") or {}).get(mount["source"]) or {}
+            found[f"volume:{declared.get('name') or mount['source']}"] = str(target)
+    return found
+
+
 def make_plan(
     *,
     target: Target,

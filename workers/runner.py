@@ -14,7 +14,7 @@ import logging
 from contextlib import ExitStack, suppress
 from typing import Any
 
-from rollhook.broker import NOTIFY
+from rollhook.broker import NOTIFY, OFFSITE_SHIP
 from rollhook.records import deployments
 from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
@@ -285,6 +285,7 @@ def _execute(
     # reported like a failed deployment.
     if outcome.changed and (record.kind != "heal" or outcome.status == "failed"):
         notify(ctx, "report", record.id, target)
+    ship_backup(ctx, target, outcome.backup_id)
 
 
 def _run(
@@ -523,6 +524,19 @@ def _previous_release(conn: Any, target: Target, current_id: str | None) -> Depl
     if to is None:
         raise OperatorError(f"{target.name} has no earlier good deployment to go back to")
     return to
+
+
+def ship_backup(ctx: WorkerContext, target: Target, backup_id: str | None) -> None:
+    """Send the deployment's backup off-host (``backup.remote``), as a task of its own
+    once the deployment is over: it never lengthens the downtime, and its failure is
+    told by itself, never through the deployment."""
+    remote = target.backup.remote
+    if backup_id is None or remote is None or not remote.after_deploy:
+        return
+    try:
+        ctx.send(OFFSITE_SHIP, [target.name, backup_id])
+    except Exception:
+        logger.exception("%s: could not queue backup %s for off-host", target.name, backup_id)
 
 
 def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -> None:

@@ -105,6 +105,16 @@ def of_subject(conn: Connection, about: About) -> dict[str, Notification]:
     return {row.channel: Notification.from_row(row) for row in conn.execute(query)}
 
 
+def of_target(conn: Connection, target: str, kind: str) -> list[Notification]:
+    """A target's notices of one kind, every channel, oldest first."""
+    query = (
+        select(notifications)
+        .where(notifications.c.target == target, notifications.c.kind == kind)
+        .order_by(notifications.c.created_at, notifications.c.id)
+    )
+    return [Notification.from_row(row) for row in conn.execute(query)]
+
+
 def locked(conn: Connection, notification_id: str) -> Notification | None:
     """A row, locked for the rest of the transaction (on PostgreSQL; SQLite locks at BEGIN)."""
     query = select(notifications).where(notifications.c.id == notification_id)

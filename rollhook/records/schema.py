@@ -12,10 +12,12 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Dialect,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -224,6 +226,35 @@ sync = Table(
     Column("drift_counts", JSON, nullable=False, default=dict),  # what -> episodes
     Column("heal_count", Integer, nullable=False, default=0),
     Column("poll_error_counts", JSON, nullable=False, default=dict),  # kind -> errors
+    Column("updated_at", UTCDateTime),
+)
+
+# Off-host backups per target (rollhook/records/remote_backups.py): when the next
+# scheduled snapshot and drill are due, how the last of each went, and what was told.
+remote_backups = Table(
+    "remote_backups",
+    metadata,
+    Column("target", String(64), primary_key=True),
+    Column("schedule", String(80)),  # the schedule next_due_at was computed from
+    Column("scheduled_since", UTCDateTime),  # staleness counts from here before a success
+    Column("next_due_at", UTCDateTime),
+    Column("running_since", UTCDateTime),  # a snapshot being taken (cleared when it ends)
+    Column("last_attempt_at", UTCDateTime),
+    Column("last_success_at", UTCDateTime),
+    Column("last_snapshot_id", String(64)),
+    Column("last_duration", Float),  # seconds, staging and upload
+    Column("last_size", BigInteger),  # bytes of the files the snapshot holds
+    Column("last_added", BigInteger),  # bytes the repository grew by
+    Column("last_error", Text),
+    Column("last_error_at", UTCDateTime),
+    Column("failures", Integer, nullable=False, default=0),  # in a row, since the last success
+    Column("stale_told_at", UTCDateTime),  # "older than twice the schedule", told once
+    Column("drill_schedule", String(80)),
+    Column("drill_due_at", UTCDateTime),
+    Column("drill_at", UTCDateTime),
+    Column("drill_ok", Boolean),
+    Column("drill_snapshot_id", String(64)),
+    Column("drill_detail", Text),
     Column("updated_at", UTCDateTime),
 )
 

@@ -43,7 +43,7 @@ def test_the_web_process_never_trusts_forwarded_headers_by_itself() -> None:
 
 def test_the_worker_consumes_every_queue() -> None:
     worker = _argv("worker", Settings(worker_concurrency=3), "127.0.0.1", 8000)
-    assert worker[worker.index("-Q") + 1] == "deploy,notify,housekeeping"
+    assert worker[worker.index("-Q") + 1] == "deploy,notify,housekeeping,backup"
     assert worker[worker.index("--concurrency") + 1] == "3"
 
 

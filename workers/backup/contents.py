@@ -12,7 +12,7 @@ host), else by the configured path.
 from __future__ import annotations
 
 import posixpath
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +28,7 @@ TARGET_TAG = "target="
 PATH_TAG = "path="
 SIZE_TAG = "size="
 
-MatchedBy = Literal["name", "path"]
+MatchedBy = Literal["name", "path", "mount"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +42,7 @@ class StagedSource:
     bytes: int
     databases: tuple[str, ...]  # relative paths copied with SQLite's online backup API
     notes: tuple[str, ...] = ()
+    mount: str | None = None  # where the service saw it (its container path), if known
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StagedSource:
@@ -110,24 +111,39 @@ class Placement:
 
 
 def place(
-    contents: SnapshotContents, sources: Sequence[Source]
+    contents: SnapshotContents,
+    sources: Sequence[Source],
+    mounts: Mapping[str, str] | None = None,
 ) -> tuple[list[Placement], list[StagedSource]]:
     """Map a snapshot's sources onto the target's current ones.
 
     Returns a placement per current source (in their order) and the snapshot's sources
     that none of them took (the target no longer has them). A source is matched by name,
-    else by its configured path; each snapshot source is used once.
+    else by its configured path, else by its mount point (``mounts``: the current
+    sources' by name); each snapshot source is used once, and every source is matched
+    by name and path before any by mount point.
     """
     free = list(contents.sources)
-    placements = []
-    for source in sources:
+    found: dict[int, tuple[StagedSource, MatchedBy]] = {}
+    for n, source in enumerate(sources):
         path = posixpath.normpath(str(source.path))
-        matched: MatchedBy | None = "name"
         held = _take(free, lambda s: s.name == source.name)  # noqa: B023 - used at once
-        if held is None:
-            matched = "path"
-            held = _take(free, lambda s: posixpath.normpath(s.path) == path)  # noqa: B023
-        placements.append(Placement(source, held, matched if held is not None else None))
+        if held is not None:
+            found[n] = (held, "name")
+            continue
+        held = _take(free, lambda s: posixpath.normpath(s.path) == path)  # noqa: B023
+        if held is not None:
+            found[n] = (held, "path")
+    for n, source in enumerate(sources):
+        mount = (mounts or {}).get(source.name)
+        if n not in found and mount is not None:
+            held = _take(free, lambda s: s.mount == mount)  # noqa: B023
+            if held is not None:
+                found[n] = (held, "mount")
+    placements = [
+        Placement(s, *found[n]) if n in found else Placement(s, None, None)
+        for n, s in enumerate(sources)
+    ]
     return placements, free
 
 

@@ -34,13 +34,14 @@ a staged file). That costs one copy of the data on disk per target.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import errno
 import fcntl
 import json
 import logging
 import os
 import stat
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -89,9 +90,13 @@ class Stage:
         self.root = Path(root)
         self.sqlite_timeout = sqlite_timeout
 
-    def build(self, target: str, sources: Sequence[Source]) -> Staged:
+    def build(
+        self, target: str, sources: Sequence[Source], mounts: Mapping[str, str] | None = None
+    ) -> Staged:
         """Stage ``sources`` while the app runs; the result holds the stage's lock.
 
+        ``mounts``: where the service sees each source (by name), for the manifest: a new
+        host matches its sources to the snapshot's by it when their host paths differ.
         Raises UnsafeSymlink (a symlink inside a source's data on the way to another
         source), DeployError (another build holds the stage), InfrastructureError.
         """
@@ -105,7 +110,7 @@ class Stage:
         created_at = datetime.now(UTC).isoformat(timespec="milliseconds")
         lock_fd = self._lock()
         try:
-            staged = self._build(target, sources, roots, created_at)
+            staged = self._build(target, sources, roots, created_at, mounts or {})
             return Staged(self.root / TREE, *staged, lock_fd)
         except BaseException:
             os.close(lock_fd)
@@ -136,7 +141,12 @@ class Stage:
         return fd
 
     def _build(
-        self, target: str, sources: Sequence[Source], roots: frozenset[str], created_at: str
+        self,
+        target: str,
+        sources: Sequence[Source],
+        roots: frozenset[str],
+        created_at: str,
+        mounts: Mapping[str, str],
     ) -> tuple[tuple[str, ...], SnapshotContents]:
         root, tree, nxt = str(self.root), join(str(self.root), TREE), join(str(self.root), NEXT)
         for entry in _io("list", root, os.listdir, root):
@@ -171,6 +181,7 @@ class Stage:
                     )
                     staged.append(stager.run())
                     seen[source.name] = stager.seen
+            staged = [dataclasses.replace(s, mount=mounts.get(s.name)) for s in staged]
             contents = SnapshotContents(target, created_at, tuple(sorted(staged, key=_order)))
             _write_json(join(nxt, f"{MANIFEST_DIR}/manifest.json"), contents.to_json())
             _write_json(join(nxt, INDEX), {"format": INDEX_FORMAT, "sources": seen})

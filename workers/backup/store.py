@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import Any
 
 from workers.backup import files, paths
+from workers.backup.adoption import Fill, seal
 from workers.backup.links import Previous
 from workers.backup.mirror import Mirror
 from workers.backup.model import BackupInfo, RestoreResult, Source
@@ -106,6 +107,28 @@ class BackupStore:
             running.abort()
             raise
         return running
+
+    def adopt(self, backup_id: str, fill: Fill, note: str) -> BackupInfo:
+        """A complete backup of data ``fill`` writes here (``adoption``: a remote snapshot
+        restored into the store); ``note`` goes with each source, saying where it came from.
+        """
+        check_id(backup_id)
+        if (self.root / backup_id).exists():
+            raise DeployError(f"backup {backup_id} already exists under {self.root}")
+        self._make_root()
+        partial = self.root / f"{backup_id}{_PARTIAL}"
+        with self._locked():  # prune must never see this partial unlocked
+            lock_fd = self._claim_partial(partial)
+        try:
+            return seal(partial, self.root / backup_id, backup_id, fill, note)
+        except BaseException:
+            try:
+                files.remove(str(partial))
+            except OSError as exc:  # prune removes it later
+                log.warning("cannot remove %s: %s", partial, exc.strerror)
+            raise
+        finally:
+            os.close(lock_fd)
 
     def estimate(self, sources: Sequence[Source]) -> int:
         """Bytes a new backup of ``sources`` will need: all it cannot link from the last one.

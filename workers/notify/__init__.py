@@ -14,6 +14,7 @@ from workers.notify.errors import RetryLater
 from workers.notify.scheduling import (
     pending,
     schedule_announcement,
+    schedule_backup_notice,
     schedule_report,
     schedule_target_notice,
 )
@@ -27,6 +28,7 @@ __all__ = [
     "deliver",
     "pending",
     "schedule_announcement",
+    "schedule_backup_notice",
     "schedule_report",
     "schedule_target_notice",
 ]

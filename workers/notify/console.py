@@ -13,7 +13,8 @@ import logging
 from dataclasses import dataclass
 from typing import ClassVar
 
-from workers.notify import wording
+from workers.notify import backup_notice, wording
+from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
 from workers.notify.notices import Notice, TargetNotice
 
@@ -32,8 +33,14 @@ class ConsoleNotifier:
             logger.info("notification: %s (target %s)", notice.headline, notice.target)
             delivery.keep({"logged": ["final"]})
             return "logged"
-        report, phase = notice.report, notice.view.phase
         logged = list(delivery.sent.get("logged") or [])
+        if isinstance(notice, BackupNotice):
+            if logged:
+                return "already logged"
+            logger.warning("notification: %s", backup_notice.log_line(notice))
+            delivery.keep({"logged": ["final"]})
+            return "logged"
+        report, phase = notice.report, notice.view.phase
         if phase in logged:
             return "already logged"
         notes = "".join(f"; {note}" for note in report.notes) if phase == "final" else ""

@@ -17,7 +17,8 @@ from email.utils import formatdate
 from typing import ClassVar, Literal
 from urllib.parse import unquote, urlsplit
 
-from workers.notify import letter, wording
+from workers.notify import backup_notice, letter, wording
+from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
 from workers.notify.letter import Letter
@@ -158,6 +159,8 @@ class EmailNotifier:
             return "already sent"
         if isinstance(notice, TargetNotice):
             mail = letter.about_target(notice)
+        elif isinstance(notice, BackupNotice):
+            mail = backup_notice.letter(notice)
         else:
             mail = letter.compose(notice.report, notice.view)
         refused = self.mailer.send(mail, f"<{delivery.notification_id}@rollhook>")

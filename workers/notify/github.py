@@ -19,7 +19,7 @@ from rollhook.targets import repo_key
 from workers.notify import wording
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
-from workers.notify.notices import Notice, TargetNotice
+from workers.notify.notices import DeploymentNotice, Notice
 
 State = Literal["pending", "success", "failure", "error"]
 DESCRIPTION_CHARS = 140
@@ -113,8 +113,8 @@ class CommitStatusNotifier:
     tells_progress: ClassVar[bool] = True
 
     def send(self, notice: Notice, delivery: Delivery) -> str:
-        if isinstance(notice, TargetNotice):  # never scheduled: a status belongs to a commit
-            raise PermanentError("github status: a target notice has no commit")
+        if not isinstance(notice, DeploymentNotice):
+            raise PermanentError("commit statuses tell deployments only (no commit here)")
         report = notice.report
         state = delivery.spec.get("state")
         if state not in ("pending", "success", "failure", "error"):

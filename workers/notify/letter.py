@@ -10,10 +10,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from html import escape
+from typing import TYPE_CHECKING
 
 from workers.notify import wording
-from workers.notify.notices import TargetNotice
 from workers.notify.report import Report, View
+
+if TYPE_CHECKING:  # notices needs this module (through backup_notice) to be loaded
+    from workers.notify.notices import TargetNotice
 
 LOG_LINES = 40
 LOG_CHARS = 8000

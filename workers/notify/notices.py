@@ -19,11 +19,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 from sqlalchemy import Connection
 
 from rollhook.records import deployments
+from workers.notify import backup_notice
+from workers.notify.backup_notice import BackupNotice
 from workers.notify.report import Report, View, build_report
 
 
@@ -54,7 +56,7 @@ class TargetNotice:
 # to Git failed (the deployment itself succeeded).
 TARGET_EVENTS = ("drift", "in_sync", "degraded", "pending", "write_back")
 
-Notice = DeploymentNotice | TargetNotice  # | HostNotice, as they come
+Notice: TypeAlias = DeploymentNotice | TargetNotice | BackupNotice  # | HostNotice, as they come
 
 
 @dataclass(frozen=True)
@@ -101,4 +103,7 @@ KINDS: dict[str, Kind] = {
         "deployment", deployments.get, _deployment_notice, "the deployment record is gone"
     ),
     TARGET: Kind("target", _target_subject, _target_notice, "the target is gone"),
+    backup_notice.BACKUP: Kind(
+        "target", backup_notice.read, backup_notice.build, "the target's backup state is gone"
+    ),
 }

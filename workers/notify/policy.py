@@ -59,6 +59,18 @@ def channel_results(target: Target, channel: Channel) -> set[str]:
     return set(notify.on)
 
 
+def tells_backups(target: Target, channel: Channel) -> bool:
+    """Off-host backup trouble goes to every channel the target has not switched off;
+    commit statuses are about commits, never about backups."""
+    if channel == "github":
+        return False
+    if channel in ("slack", "slack_webhook"):
+        return target.notify.slack
+    if channel == "email":
+        return target.notify.email
+    return True
+
+
 def wants(target: Target, channel: Channel, result: str | None) -> bool:
     if result is None:
         return False

@@ -10,6 +10,7 @@ caller's transaction as it was. Calling either twice for one deployment changes 
 from __future__ import annotations
 
 import logging
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Connection
@@ -19,7 +20,7 @@ from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.notifications import About, Notification
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
-from workers.notify import policy
+from workers.notify import backup_notice, policy
 from workers.notify.channels import Channel, Notifiers
 from workers.notify.github import github_repo
 from workers.notify.notices import DEPLOYMENT, KINDS, TARGET
@@ -240,3 +241,43 @@ def pending(conn: Connection, older_than: float = 60.0) -> list[str]:
     A row waiting out its retry delay, or being sent right now, is left alone.
     """
     return notifications.owed(conn, older_than)
+
+
+def schedule_backup_notice(
+    conn: Connection,
+    target: Target,
+    *,
+    event: str,
+    detail: str,
+    at: datetime,
+    notifiers: Notifiers,
+) -> list[str]:
+    """Something about the target's off-host backups to tell (``backup_notice``): one row
+    per channel that hears about the target, never a commit status. Never raises."""
+    try:
+        with conn.begin_nested():
+            subject = backup_notice.subject_of(target.name, at)
+            about = About(backup_notice.BACKUP, "target", subject, None, target.name)
+            existing = notifications.of_subject(conn, about)
+            spec = {"event": event, "detail": detail}
+            ids = []
+            for notifier in notifiers:
+                channel = notifier.channel
+                if channel in existing or not policy.tells_backups(target, channel):
+                    continue
+                if channel == "slack_webhook" and "slack" in notifiers:
+                    continue  # the bot is configured: it tells it, the webhook would repeat it
+                ids.append(
+                    notifications.create(
+                        conn,
+                        about,
+                        channel,
+                        status="pending",
+                        external={"spec": spec, "rev": 1},
+                        history=[],
+                    )
+                )
+            return ids
+    except Exception:
+        logger.exception("notify: backup notice failed for %s", target.name)
+        return []

@@ -23,7 +23,8 @@ from slack_sdk.errors import SlackApiError, SlackClientError
 from slack_sdk.web import SlackResponse
 from slack_sdk.webhook import WebhookClient
 
-from workers.notify import blocks
+from workers.notify import backup_notice, blocks
+from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import MessageGone, PermanentError, TransientError
 from workers.notify.notices import Notice, TargetNotice
@@ -152,8 +153,14 @@ class SlackNotifier:
     def send(self, notice: Notice, delivery: Delivery) -> str:
         if isinstance(notice, TargetNotice):
             return self._about_target(notice, delivery)
-        report, view = notice.report, notice.view
         bot, key, sent, keep = self.bot, f"slack-{self.bot.channel}", delivery.sent, delivery.keep
+        if isinstance(notice, BackupNotice):  # one message, nothing to update later
+            if sent.get("slack"):
+                return "already posted"
+            posted = delivery.pace(key, lambda: bot.post(*backup_notice.slack_message(notice)))
+            keep({"slack": {"channel": posted.channel, "ts": posted.ts}, "shown": "final"})
+            return f"posted {posted.channel}/{posted.ts}"
+        report, view = notice.report, notice.view
         done: list[str] = []
         where = _where(delivery, view)
         if view.phase == "running":
@@ -229,6 +236,8 @@ class SlackWebhookNotifier:
             return "already sent"
         if isinstance(notice, TargetNotice):
             text, body = blocks.target_message(notice)
+        elif isinstance(notice, BackupNotice):
+            text, body = backup_notice.slack_message(notice)
         else:
             text, body = blocks.message(notice.report, notice.view)
         delivery.pace(self.webhook.key, lambda: self.webhook.send(text, body))
