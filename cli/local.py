@@ -26,6 +26,16 @@ def _warnings(target: Target) -> list[str]:
     return notes
 
 
+def _host_problems(target: Target) -> list[str]:
+    """What the file names but this host lacks, where a deployment could not go on without it."""
+    rule = target.verify.commits
+    if rule is None:
+        return []
+    from workers.signatures import key_problems
+
+    return [f"targets.{target.name}.{problem}" for problem in key_problems(rule)]
+
+
 def check_config() -> int:
     """Validate settings and the targets file; one line per problem. Exit 1 if any."""
     try:
@@ -39,6 +49,8 @@ def check_config() -> int:
         print(f"ROLLHOOK_CONFIG: cannot read {settings.config}: {exc.strerror}")
         return 1
     targets, problems = parse_targets(text)
+    if not problems:
+        problems = [problem for target in targets.values() for problem in _host_problems(target)]
     for problem in problems:
         print(problem)
     if problems:

@@ -192,6 +192,40 @@ class Proxy(BaseModel):
         return int(self.listen.rpartition(":")[2])
 
 
+class CommitVerification(BaseModel):
+    """Which keys may sign a deployed commit: SSH (git's allowed signers file) or GnuPG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_signers: Path | None = None  # gpg.ssh.allowedSignersFile format
+    gpg_keyring: Path | None = None  # exported public keys (binary or armoured)
+    range: bool = False  # every commit since the deployed one, not only the deployed one
+
+    @field_validator("allowed_signers", "gpg_keyring")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"{value} must be an absolute host path")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CommitVerification:
+        if (self.allowed_signers is None) == (self.gpg_keyring is None):
+            raise ValueError("set exactly one of allowed_signers (SSH) or gpg_keyring (GnuPG)")
+        return self
+
+    @property
+    def keys(self) -> Path:
+        # Exactly one of them is set (the validator); a bare Path() never reaches a check.
+        return self.allowed_signers or self.gpg_keyring or Path()
+
+
+class Verify(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    commits: CommitVerification | None = None
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -220,6 +254,7 @@ class Target(BaseModel):
     deploy_timeout: Duration = 1800.0
     stop_timeout: Duration = 30.0
     proxy: Proxy | None = None
+    verify: Verify = Verify()
 
     @field_validator("name", "project")
     @classmethod

@@ -32,6 +32,7 @@ from workers.health import GateResult, gate
 from workers.journal import Journal
 from workers.layout import TargetDirs, compose_spec
 from workers.plan import Plan, make_plan
+from workers.signatures import CommitSignatures, UnsignedCommit
 
 MIN_FREE_IMAGE_BYTES = 1 << 30
 BACKUP_MARGIN_BYTES = 256 << 20
@@ -43,6 +44,8 @@ class Tools:
     compose: Compose
     engine: DockerEngine
     backups: BackupStore
+    # The target's verify.commits check; None when it has none (runner.py builds it).
+    signatures: CommitSignatures | None = None
 
 
 @dataclass
@@ -56,6 +59,7 @@ class RolloutResult:
     backup_id: str | None = None
     changed: bool = False  # the app was touched (for notifications)
     rollback_failed: bool = False
+    refused: bool = False  # refused before anything ran, yet told (an unsigned commit)
 
 
 @dataclass
@@ -109,6 +113,7 @@ class Rollout:
             if not release.exists():  # pruned, or never exported on this host
                 self.tools.git.fetch(self.target.branch)
                 self.tools.git.export(commit, self.target.path, release)
+            self._verify_signatures(commit, since=None)
             step["detail"] = f"rolling back to {to.id} at {commit[:12]}"
         self.outcome.commit, self.outcome.commit_info = commit, to.commit_info
         self.journal.update(commit=commit, commit_info=to.commit_info)
@@ -152,8 +157,27 @@ class Rollout:
                     )
                     step["detail"] = self.outcome.reason
                     return None
+            self._verify_signatures(commit, since=self.previous.commit)
             git.export(commit, target.path, self.dirs.release(commit))
         return commit
+
+    def _verify_signatures(self, commit: str, *, since: str | None) -> None:
+        """Refuse a commit (with ``range``: any commit since ``since``) without an allowed
+        signature, before its files are exported: the app is not touched."""
+        rule = self.target.verify.commits
+        if rule is None:
+            return
+        if self.tools.signatures is None:  # never skipped silently
+            raise InfrastructureError("verify.commits is set but no signature check was given")
+        commits = [commit]
+        if rule.range:
+            commits += self.tools.git.commits_since(since, commit)
+        try:
+            self.tools.signatures.verify(commits)
+        except UnsignedCommit:
+            self.outcome.refused = True
+            raise
+        self.journal.log(f"sync: {len(commits)} commit(s) signed by an allowed key")
 
     def _plan(
         self,

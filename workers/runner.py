@@ -32,6 +32,7 @@ from workers.lease import Heartbeat, host_lock
 from workers.notify import schedule_announcement, schedule_report
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
+from workers.signatures import CommitSignatures
 
 logger = logging.getLogger("rollhook.runner")
 
@@ -194,6 +195,7 @@ def _execute(
                 ),
                 engine=engine,
                 backups=BackupStore(dirs.backups),
+                signatures=_signatures(target, dirs, journal),
             )
             rollout = Rollout(
                 target=target,
@@ -229,8 +231,18 @@ def _execute(
             )
         except LeaseLost:
             return
-    if outcome.changed:
+    # A refused commit (unsigned) touched nothing, yet people must hear of it.
+    if outcome.changed or outcome.refused:
         notify(ctx, "report", record.id, target)
+
+
+def _signatures(target: Target, dirs: TargetDirs, journal: Journal) -> CommitSignatures | None:
+    rule = target.verify.commits
+    if rule is None:
+        return None
+    return CommitSignatures(
+        rule, dirs.mirror, on_spawn=lambda group: journal.add_child(group, "git")
+    )
 
 
 def _run(

@@ -86,10 +86,16 @@ class Deployer:
 
     # -- driving --------------------------------------------------------------------
 
-    def commit(self, tag: str, message: str = "deploy", **files: str | None) -> str:
+    def commit(
+        self,
+        tag: str,
+        message: str = "deploy",
+        signing: tuple[str, ...] = (),
+        **files: str | None,
+    ) -> str:
         content = infra_files(self.standin.ref(tag), self.port)
         content.update(files)
-        sha: str = self.repo.commit(content, message=message)
+        sha: str = self.repo.commit(content, message=message, signing=signing)
         return sha
 
     def queue(
