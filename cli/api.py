@@ -93,6 +93,8 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
             body |= {
                 k: v for k, v in (("to", args.to), ("restore_data", args.restore)) if v is not None
             }
+        if args.force:
+            body["force"] = True
         answer = client.call("POST", f"/{command}", json=body)
         print(
             f"{answer['status']}: event {answer.get('id')}"

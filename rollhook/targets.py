@@ -29,6 +29,7 @@ from pydantic import (
 
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.settings import ConfigError
+from rollhook.windows import Rule, Windows, parse_rule
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
@@ -220,6 +221,28 @@ class CommitVerification(BaseModel):
         return self.allowed_signers or self.gpg_keyring or Path()
 
 
+class Window(BaseModel):
+    """One deploy-window rule: ``{deny: "Mon-Fri 08:00-18:00", tz: Europe/Berlin}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: str | None = None
+    deny: str | None = None
+    tz: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Window:
+        if (self.allow is None) == (self.deny is None):
+            raise ValueError("set exactly one of allow or deny")
+        self.rule()  # ValueError with the reason when the span or the zone is wrong
+        return self
+
+    def rule(self) -> Rule:
+        if self.allow is not None:
+            return parse_rule("allow", self.allow, self.tz)
+        return parse_rule("deny", self.deny or "", self.tz)
+
+
 class Verify(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
@@ -255,6 +278,8 @@ class Target(BaseModel):
     stop_timeout: Duration = 30.0
     proxy: Proxy | None = None
     verify: Verify = Verify()
+    # When automatic changes may start; a person's request and a heal pass at any time.
+    windows: list[Window] = []
 
     @field_validator("name", "project")
     @classmethod
@@ -335,6 +360,10 @@ class Target(BaseModel):
         return self
 
     # -- derived ----------------------------------------------------------------------
+
+    @property
+    def deploy_windows(self) -> Windows:
+        return Windows(tuple(window.rule() for window in self.windows))
 
     @property
     def tag_policy(self) -> TagPolicy:

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,8 @@ class WorkerContext:
     broker_file: Path | None = None  # the embedded broker's SQLite file, if embedded
     event_retention_days: float = 30.0
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
+    # The wall clock deploy windows are read on; tests give their own.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def refresh_owner(self) -> None:
         """Prefork children inherit the parent's context; each names itself."""

@@ -42,7 +42,10 @@ MAX_ATTEMPTS = 3
 def run_target(ctx: WorkerContext, name: str) -> None:
     while True:
         with ctx.records.begin() as conn:
-            if not has_work(conn, name):
+            window = closed_window(ctx, name)
+            if not has_work(conn, name, window=window):
+                if window is not None:
+                    _hold(conn, name, window)
                 return
             token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
@@ -63,16 +66,49 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                 target_records.release_lease(conn, name, token)
 
 
-def has_work(conn: Any, name: str) -> bool:
+def has_work(conn: Any, name: str, *, window: str | None = None) -> bool:
     """Work this worker may do now: an orphaned deployment, or queued requests that a
-    pause does not hold back (a person's request passes a pause; automatic ones wait)."""
+    pause does not hold back (a person's request passes a pause; automatic ones wait).
+    ``window``: why the target's deploy window is closed now (None: open); automatic
+    requests then wait, a person's request and a heal do not."""
     state = target_records.get(conn, name)
     if state is None:
         return False
     if deployments.running(conn, name):
         return True
     queued = deployments.queued(conn, name)
-    return bool(queued) and (not state.paused or any(r.manual for r in queued))
+    if state.paused:
+        return any(r.manual for r in queued)
+    return any(window is None or not _waits_for_window(r) for r in queued)
+
+
+# -- deploy windows ------------------------------------------------------------------------
+# Outside its windows a target's automatic requests stay queued (the record's reason says
+# "pending: ..."), untouched by coalescing; beat's kick (dispatcher.py) asks has_work every
+# 2 s, so the first tick after the window opens starts them, the newest superseding the rest.
+
+
+def closed_window(ctx: WorkerContext, name: str) -> str | None:
+    """Why automatic changes of a target must wait now, or None when they may start."""
+    target = ctx.targets.get(name)
+    if target is None or not target.windows:
+        return None
+    windows, now = target.deploy_windows, ctx.clock()
+    return None if windows.open_at(now) else windows.why_closed(now)
+
+
+def _waits_for_window(record: DeploymentRecord) -> bool:
+    """Automatic changes wait; a person's request and a heal (the reconcile loop's kind
+    "heal": the current deployment put back, never a new state) do not."""
+    return not record.manual and record.kind != "heal"
+
+
+def _hold(conn: Any, name: str, window: str) -> list[DeploymentRecord]:
+    """Mark the automatic requests that wait for the window pending; the others."""
+    queued = deployments.queued(conn, name)
+    waiting = [r.id for r in queued if _waits_for_window(r)]
+    deployments.note_pending(conn, waiting, f"pending: {window}")
+    return [r for r in queued if not _waits_for_window(r)]
 
 
 def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
@@ -91,7 +127,8 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
                 record, resume = deployments.get(conn, orphan.id), True
         else:
             with ctx.records.begin() as conn:
-                record, resume = _coalesce(conn, name, token), False
+                window = closed_window(ctx, name)
+                record, resume = _coalesce(conn, name, token, window=window), False
         if record is None:
             return
         if target is None:
@@ -103,17 +140,23 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         _execute(ctx, target, record, token, beat, resume=resume)
 
 
-def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
+def _coalesce(
+    conn: Any, name: str, token: int, *, window: str | None = None
+) -> DeploymentRecord | None:
     """Pick what runs next and record what it replaces.
 
     A person's request goes first and is never replaced by an automatic one; among the
     rest the newest wins. Older requests are superseded by it and their image pins carry
     over. While the target is held after a manual rollback, automatic requests that were
     queued before it are skipped (a new event clears the hold in the web process).
+    While the deploy window is closed (``window``), automatic requests stay queued as
+    pending unless a person's request supersedes them.
     """
     queued = deployments.queued(conn, name)
     state = target_records.get(conn, name) or TargetState(name)
     manual = [r for r in queued if r.manual]
+    if window is not None and not manual:
+        queued = _hold(conn, name, window)
     if not queued or (state.paused and not manual):
         return None  # kept queued: resume picks it up, nothing accepted is lost
     pick = manual[-1] if manual else queued[-1]
@@ -138,6 +181,8 @@ def _coalesce(conn: Any, name: str, token: int) -> DeploymentRecord | None:
         "images": list(hints.values()),
         "coalesced": [r.id for r in older],
     }
+    if window is not None:  # it passes a closed window: say so, and whether it was forced
+        requested["window"] = {"closed": window, "forced": bool(pick.requested.get("force"))}
     deployments.supersede(conn, [r.id for r in older], pick.id, token)
     deployments.start(
         conn, pick.id, token, requested,
@@ -256,6 +301,11 @@ def _run(
 ) -> RolloutResult:
     """Start, resume or give up a deployment, from what its journal says."""
     journal = rollout.journal
+    window = record.requested.get("window")
+    if window and not resume:
+        who = "a heal" if record.kind == "heal" else "a person's request"
+        forced = f", forced by {record.trigger.get('actor') or 'a person'}"
+        journal.log(f"{window['closed']}: {who} is not held{forced if window['forced'] else ''}")
     if resume and record.attempt > MAX_ATTEMPTS:
         return rollout.abandon(f"gave up after {MAX_ATTEMPTS} worker deaths")
     if resume and journal.reached("start", "gate", "rollback"):

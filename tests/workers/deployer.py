@@ -108,6 +108,7 @@ class Deployer:
         rollback_to: str | None = None,
         restore_data: bool | None = None,
         manual: bool = False,
+        force: bool = False,
     ) -> str:
         hint = None
         if image is not None:
@@ -126,6 +127,7 @@ class Deployer:
             rollback_to=rollback_to,
             restore_data=restore_data,
             manual=manual,
+            force=force,
         )
         with self.records.begin() as conn:
             events.store_batch(
