@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 from rollhook.records import notifications
-from rollhook.targets import CommitVerification
+from rollhook.targets import CommitVerification, Verify
 from tests.harness.gitserver import git_env
 from tests.workers.deployer import Deployer
 from workers.errors import OperatorError
@@ -210,4 +210,24 @@ def test_with_range_every_commit_since_the_deployed_one_must_be_signed(
     deployer.target.verify.commits.range = False  # type: ignore[union-attr]
     deployed = deployer.deploy(manual=True)
     assert deployed.status == "succeeded", deployed.log
+    assert deployer.app_version() == "2.0.0"
+
+
+@pytest.mark.engine
+def test_a_rollback_to_an_unsigned_commit_is_refused_too(
+    make_deployer: Callable[..., Deployer], ssh_keys: Keys
+) -> None:
+    deployer = make_deployer()
+    unsigned = deployer.commit("1.0.0")
+    old = deployer.deploy()
+    assert old.status == "succeeded", old.log
+    deployer.commit("2.0.0", signing=ssh_keys.allowed)
+    assert deployer.deploy().status == "succeeded"
+
+    # Signing is required from now on: going back to the unsigned release is deploying it.
+    deployer.target.verify = Verify(commits=CommitVerification(**ssh_keys.rule))
+    refused = deployer.deploy(action="rollback", rollback_to=old.id, manual=True)
+    assert refused.status == "failed"
+    assert refused.reason is not None
+    assert refused.reason.startswith(f"commit {unsigned[:7]} is not signed by an allowed key")
     assert deployer.app_version() == "2.0.0"
