@@ -98,7 +98,7 @@ def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
         return exc.code
 
 
-def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911 (per command)
+def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 (per command)
     command = args.command
     if command in {"deploy", "rollback", "sync"}:
         body: dict[str, Any] = {"target": args.target}
@@ -111,6 +111,8 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911
             }
         else:  # recorded as approved by whoever runs it
             body, path = {"actor": _who()}, f"/targets/{args.target}/sync"
+        if getattr(args, "force", False):
+            body["force"] = True
         answer = client.call("POST", path, json=body)
         print(
             f"{answer['status']}: event {answer.get('id')}"

@@ -48,6 +48,16 @@ def _public_problems(settings: Settings) -> list[str]:
     return []
 
 
+def _host_problems(target: Target) -> list[str]:
+    """What the file names but this host lacks, where a deployment could not go on without it."""
+    rule = target.verify.commits
+    if rule is None:
+        return []
+    from workers.signatures import key_problems
+
+    return [f"targets.{target.name}.{problem}" for problem in key_problems(rule)]
+
+
 def check_config() -> int:
     """Validate settings and the targets file; one line per problem. Exit 1 if any."""
     try:
@@ -69,6 +79,8 @@ def check_config() -> int:
             if t.sync.write_back is not None
         ]
     problems += _public_problems(settings)
+    if not problems:
+        problems = [problem for target in targets.values() for problem in _host_problems(target)]
     for problem in problems:
         print(problem)
     if problems:

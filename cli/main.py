@@ -33,6 +33,9 @@ def _process_commands(sub: Any) -> None:
     sub.add_parser("check-config", help="validate the settings and the targets file")
 
 
+_FORCE = "deploy outside the target's deploy window on purpose (noted on the record)"
+
+
 def _api_commands(sub: Any) -> None:
     deploy = sub.add_parser("deploy", help="deploy a target now")
     deploy.add_argument("target")
@@ -41,6 +44,7 @@ def _api_commands(sub: Any) -> None:
         "--image", help="an image reference or digest of one of the target's images"
     )
     deploy.add_argument("--wait", action="store_true", help="follow the deployment to its end")
+    deploy.add_argument("--force", action="store_true", help=_FORCE)
     rollback = sub.add_parser("rollback", help="roll a target back (default: the last good one)")
     rollback.add_argument("target")
     rollback.add_argument("--to", help="a deployment id")
@@ -48,6 +52,7 @@ def _api_commands(sub: Any) -> None:
     data.add_argument("--restore-data", dest="restore", action="store_true", default=None)
     data.add_argument("--keep-data", dest="restore", action="store_false")
     rollback.add_argument("--wait", action="store_true")
+    rollback.add_argument("--force", action="store_true", help=_FORCE)
     sync = sub.add_parser(
         "sync",
         help="poll a target now and apply what Git and the registry want, or put back what "

@@ -29,6 +29,7 @@ class JobFields(TypedDict, total=False):
     rollback_to: str | None
     restore_data: bool | None
     restore_backup: str | None
+    force: bool
 
 
 @dataclass

@@ -63,6 +63,7 @@ class Job(BaseModel):
     restore_data: bool | None = None  # rollback only: None means "when needed"
     restore_backup: str | None = None  # rollback only: restore this backup (`rollhook restore`)
     manual: bool = False  # a person asked: a failed desired state may be retried
+    force: bool = False  # a person knowingly deploys outside the deploy window (recorded)
 
     def to_json(self) -> str:
         return self.model_dump_json()

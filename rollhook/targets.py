@@ -30,6 +30,7 @@ from pydantic import (
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.offsite import DrillSetting, RemoteBackup
 from rollhook.settings import ConfigError
+from rollhook.windows import Rule, Windows, parse_rule
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
@@ -344,6 +345,62 @@ def _url_port(url: str) -> int | None:
         return None
 
 
+class CommitVerification(BaseModel):
+    """Which keys may sign a deployed commit: SSH (git's allowed signers file) or GnuPG."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allowed_signers: Path | None = None  # gpg.ssh.allowedSignersFile format
+    gpg_keyring: Path | None = None  # exported public keys (binary or armoured)
+    range: bool = False  # every commit since the deployed one, not only the deployed one
+
+    @field_validator("allowed_signers", "gpg_keyring")
+    @classmethod
+    def _absolute(cls, value: Path | None) -> Path | None:
+        if value is not None and not value.is_absolute():
+            raise ValueError(f"{value} must be an absolute host path")
+        return value
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> CommitVerification:
+        if (self.allowed_signers is None) == (self.gpg_keyring is None):
+            raise ValueError("set exactly one of allowed_signers (SSH) or gpg_keyring (GnuPG)")
+        return self
+
+    @property
+    def keys(self) -> Path:
+        # Exactly one of them is set (the validator); a bare Path() never reaches a check.
+        return self.allowed_signers or self.gpg_keyring or Path()
+
+
+class Window(BaseModel):
+    """One deploy-window rule: ``{deny: "Mon-Fri 08:00-18:00", tz: Europe/Berlin}``."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    allow: str | None = None
+    deny: str | None = None
+    tz: str = "UTC"
+
+    @model_validator(mode="after")
+    def _one_rule(self) -> Window:
+        if (self.allow is None) == (self.deny is None):
+            raise ValueError("set exactly one of allow or deny")
+        self.rule()  # ValueError with the reason when the span or the zone is wrong
+        return self
+
+    def rule(self) -> Rule:
+        if self.allow is not None:
+            return parse_rule("allow", self.allow, self.tz)
+        return parse_rule("deny", self.deny or "", self.tz)
+
+
+class Verify(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    commits: CommitVerification | None = None
+
+
 def _is_ip(text: str) -> bool:
     try:
         ipaddress.ip_address(text)
@@ -375,6 +432,9 @@ class Target(BaseModel):
     stop_timeout: Duration = 30.0
     proxy: Proxy | None = None
     sync: Sync = Sync()
+    verify: Verify = Verify()
+    # When automatic changes may start; a person's request and a heal pass at any time.
+    windows: list[Window] = []
 
     @field_validator("name", "project")
     @classmethod
@@ -488,6 +548,10 @@ class Target(BaseModel):
         return self
 
     # -- derived ----------------------------------------------------------------------
+
+    @property
+    def deploy_windows(self) -> Windows:
+        return Windows(tuple(window.rule() for window in self.windows))
 
     @property
     def tag_policy(self) -> TagPolicy:

@@ -131,8 +131,17 @@ async def deploy(rt: Runtime, request: Request) -> Response:
             raise BadRequest("'ref' must be a branch name or a commit sha")
     image_text = _string(document, "image")
     image = None if image_text is None else _image_hint(target, image_text)
-    fields: JobFields = {"ref": ref, "image": image}
+    fields: JobFields = {"ref": ref, "image": image, **_force(document)}
     return await _submit(rt, request, target, action="deploy", fields=fields, document=document)
+
+
+def _force(document: dict[str, Any]) -> JobFields:
+    """``"force": true``: a person deploys outside the deploy window on purpose (a person's
+    request is never held by a window; the record says it was forced)."""
+    force = document.get("force", False)
+    if not isinstance(force, bool):
+        raise BadRequest("'force' must be true or false")
+    return {"force": True} if force else {}
 
 
 def _image_hint(target: Target, text: str) -> ImageHint:
@@ -169,7 +178,7 @@ async def rollback(rt: Runtime, request: Request) -> Response:
             raise BadRequest(
                 f"deployment {to} did not succeed ({record.status}); pick one that did"
             )
-    fields: JobFields = {"rollback_to": to, "restore_data": restore}
+    fields: JobFields = {"rollback_to": to, "restore_data": restore, **_force(document)}
     return await _submit(rt, request, target, action="rollback", fields=fields, document=document)
 
 

@@ -6,6 +6,7 @@ import os
 import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -43,6 +44,8 @@ class WorkerContext:
     restic_password_file: Path | None = None
     owner: str = field(default_factory=lambda: f"{socket.gethostname()}:{os.getpid()}")
     proxy_dir: Path | None = None  # the front proxy's sockets; None: <data_dir>/proxy
+    # The wall clock deploy windows are read on; tests give their own.
+    clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
 
     def refresh_owner(self) -> None:
         """Prefork children inherit the parent's context; each names itself."""

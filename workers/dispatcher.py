@@ -15,7 +15,7 @@ from rollhook.broker import PROCESS_JOBS, RUN_TARGET
 from rollhook.records import jobs
 from rollhook.records import targets as target_records
 from workers.context import WorkerContext
-from workers.runner import has_work
+from workers.runner import closed_window, has_work
 
 logger = logging.getLogger("rollhook.dispatcher")
 
@@ -52,11 +52,13 @@ def dispatch_outbox(ctx: WorkerContext) -> int:
 
 def targets_needing_a_worker(ctx: WorkerContext) -> list[str]:
     with ctx.records.begin() as conn:
-        # A paused target's automatic work waits for resume: no point waking it.
+        # A paused target's automatic work waits for resume, in manual mode for approval,
+        # and outside its deploy window for the window to open (the first tick after it
+        # opens wakes the target).
         return [
             name
             for name in target_records.unleased_with_work(conn)
-            if has_work(conn, name, auto=_auto(ctx, name))
+            if has_work(conn, name, auto=_auto(ctx, name), window=closed_window(ctx, name))
         ]
 
 

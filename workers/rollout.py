@@ -37,6 +37,7 @@ from workers.health import GateResult, gate
 from workers.journal import Journal
 from workers.layout import TargetDirs, compose_spec
 from workers.plan import Plan, make_plan
+from workers.signatures import CommitSignatures, UnsignedCommit
 from workers.traffic import Traffic
 
 if TYPE_CHECKING:
@@ -55,6 +56,8 @@ class Tools:
     backups: BackupStore
     # The front proxy (workers/traffic.py); None: the target has none.
     traffic: Traffic | None = None
+    # The target's verify.commits check; None when it has none (runner.py builds it).
+    signatures: CommitSignatures | None = None
 
 
 @dataclass
@@ -72,6 +75,7 @@ class RolloutResult:
     # A no_op because nothing is to be done (what runs matches, no watched path changed):
     # the reconcile loop counts the commit as in sync.
     in_sync: bool = False
+    refused: bool = False  # refused before anything ran, yet told (an unsigned commit)
 
 
 @dataclass
@@ -131,6 +135,7 @@ class Rollout:
             if not release.exists():  # pruned, or never exported on this host
                 self.tools.git.fetch(self.target.branch)
                 self.tools.git.export(commit, self.target.path, release)
+            self._verify_signatures(commit, since=None)
             step["detail"] = f"rolling back to {to.id} at {commit[:12]}"
         self.outcome.commit, self.outcome.commit_info = commit, to.commit_info
         self.journal.update(commit=commit, commit_info=to.commit_info)
@@ -174,8 +179,27 @@ class Rollout:
                     )
                     step["detail"] = self.outcome.reason
                     return None
+            self._verify_signatures(commit, since=self.previous.commit)
             git.export(commit, target.path, self.dirs.release(commit))
         return commit
+
+    def _verify_signatures(self, commit: str, *, since: str | None) -> None:
+        """Refuse a commit (with ``range``: any commit since ``since``) without an allowed
+        signature, before its files are exported: the app is not touched."""
+        rule = self.target.verify.commits
+        if rule is None:
+            return
+        if self.tools.signatures is None:  # never skipped silently
+            raise InfrastructureError("verify.commits is set but no signature check was given")
+        commits = [commit]
+        if rule.range:
+            commits += self.tools.git.commits_since(since, commit)
+        try:
+            self.tools.signatures.verify(commits)
+        except UnsignedCommit:
+            self.outcome.refused = True
+            raise
+        self.journal.log(f"sync: {len(commits)} commit(s) signed by an allowed key")
 
     def _plan(
         self,

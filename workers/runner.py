@@ -36,6 +36,7 @@ from workers.notify import schedule_announcement, schedule_report, schedule_targ
 from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
+from workers.signatures import CommitSignatures
 from workers.traffic import Traffic
 from workers.writeback import IMAGE_SOURCES, write_back
 
@@ -49,7 +50,10 @@ def run_target(ctx: WorkerContext, name: str) -> None:
     auto = target.sync.auto if target is not None else True
     while True:
         with ctx.records.begin() as conn:
-            if not has_work(conn, name, auto=auto):
+            window = closed_window(ctx, name)
+            if not has_work(conn, name, auto=auto, window=window):
+                if window is not None:
+                    _hold(conn, name, window)
                 return
             token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
         if token is None:
@@ -70,17 +74,52 @@ def run_target(ctx: WorkerContext, name: str) -> None:
                 target_records.release_lease(conn, name, token)
 
 
-def has_work(conn: Any, name: str, *, auto: bool = True) -> bool:
+def has_work(conn: Any, name: str, *, auto: bool = True, window: str | None = None) -> bool:
     """Work this worker may do now: an orphaned deployment, or queued requests that a
     pause does not hold back (a person's request passes a pause; automatic ones wait).
-    In manual mode (``auto`` False) automatic requests wait for approval (a sync)."""
+    In manual mode (``auto`` False) automatic requests wait for approval (a sync).
+    ``window``: why the target's deploy window is closed now (None: open); automatic
+    requests then wait, a person's request and a heal do not."""
     state = target_records.get(conn, name)
     if state is None:
         return False
     if deployments.running(conn, name):
         return True
     queued = deployments.queued(conn, name)
-    return any(r.manual for r in queued) or (bool(queued) and auto and not state.paused)
+    if any(r.manual for r in queued):
+        return True
+    if state.paused or not auto:
+        return False
+    return any(window is None or not _waits_for_window(r) for r in queued)
+
+
+# -- deploy windows ------------------------------------------------------------------------
+# Outside its windows a target's automatic requests stay queued (the record's reason says
+# "pending: ..."), untouched by coalescing; beat's kick (dispatcher.py) asks has_work every
+# 2 s, so the first tick after the window opens starts them, the newest superseding the rest.
+
+
+def closed_window(ctx: WorkerContext, name: str) -> str | None:
+    """Why automatic changes of a target must wait now, or None when they may start."""
+    target = ctx.targets.get(name)
+    if target is None or not target.windows:
+        return None
+    windows, now = target.deploy_windows, ctx.clock()
+    return None if windows.open_at(now) else windows.why_closed(now)
+
+
+def _waits_for_window(record: DeploymentRecord) -> bool:
+    """Automatic changes wait; a person's request and a heal (the reconcile loop's kind
+    "heal": the current deployment put back, never a new state) do not."""
+    return not record.manual and record.kind != "heal"
+
+
+def _hold(conn: Any, name: str, window: str) -> list[DeploymentRecord]:
+    """Mark the automatic requests that wait for the window pending; the others."""
+    queued = deployments.queued(conn, name)
+    waiting = [r.id for r in queued if _waits_for_window(r)]
+    deployments.note_pending(conn, waiting, f"pending: {window}")
+    return [r for r in queued if not _waits_for_window(r)]
 
 
 def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
@@ -100,7 +139,9 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         else:
             with ctx.records.begin() as conn:
                 auto = target.sync.auto if target is not None else True
-                record, resume = _coalesce(conn, name, token, auto=auto), False
+                window = closed_window(ctx, name)
+                record = _coalesce(conn, name, token, auto=auto, window=window)
+                resume = False
         if record is None:
             return
         if target is None:
@@ -112,7 +153,9 @@ def _drain(ctx: WorkerContext, name: str, token: int, beat: Heartbeat) -> None:
         _execute(ctx, target, record, token, beat, resume=resume)
 
 
-def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> DeploymentRecord | None:
+def _coalesce(
+    conn: Any, name: str, token: int, *, auto: bool = True, window: str | None = None
+) -> DeploymentRecord | None:
     """Pick what runs next and record what it replaces.
 
     A person's request goes first and is never replaced by an automatic one; among the
@@ -122,11 +165,15 @@ def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> Deploym
     While the target is held after a manual rollback, automatic deployments that were
     queued before it are skipped (a new event clears the hold in the web process); heals
     of what the rollback left still run. In manual mode (``auto`` False) automatic
-    requests wait for a person's sync, which supersedes them.
+    requests wait for a person's sync, which supersedes them. While the deploy window is
+    closed (``window``), automatic requests stay queued as pending (heals pass) unless a
+    person's request supersedes them.
     """
     queued = deployments.queued(conn, name)
     state = target_records.get(conn, name) or TargetState(name)
     manual = [r for r in queued if r.manual]
+    if window is not None and not manual:
+        queued = _hold(conn, name, window)
     if not manual and (not queued or state.paused or not auto):
         return None  # kept queued: resume (or approval) picks it up, nothing is lost
     if not manual and state.held:
@@ -160,6 +207,8 @@ def _coalesce(conn: Any, name: str, token: int, *, auto: bool = True) -> Deploym
     }
     if pick.kind == "sync":  # the approval of what it supersedes (manual mode)
         requested["approved_by"] = (pick.trigger or {}).get("actor")
+    if window is not None:  # it passes a closed window: say so, and whether it was forced
+        requested["window"] = {"closed": window, "forced": bool(pick.requested.get("force"))}
     deployments.supersede(conn, [r.id for r in older + needless], pick.id, token)
     deployments.start(
         conn, pick.id, token, requested,
@@ -236,6 +285,7 @@ def _execute(
                 engine=engine,
                 backups=BackupStore(dirs.backups),
                 traffic=traffic,
+                signatures=_signatures(target, dirs, journal),
             )
             rollout = Rollout(
                 target=target,
@@ -283,9 +333,20 @@ def _execute(
             settle(ctx, target, engine)  # still under the lease: what runs now is ours
     # A heal that worked is told by its drift notice ("back in sync"); one that failed is
     # reported like a failed deployment.
-    if outcome.changed and (record.kind != "heal" or outcome.status == "failed"):
+    # A refused commit (unsigned) touched nothing, yet people must hear of it.
+    told = outcome.changed and (record.kind != "heal" or outcome.status == "failed")
+    if told or outcome.refused:
         notify(ctx, "report", record.id, target)
     ship_backup(ctx, target, outcome.backup_id)
+
+
+def _signatures(target: Target, dirs: TargetDirs, journal: Journal) -> CommitSignatures | None:
+    rule = target.verify.commits
+    if rule is None:
+        return None
+    return CommitSignatures(
+        rule, dirs.mirror, on_spawn=lambda group: journal.add_child(group, "git")
+    )
 
 
 def _run(
@@ -299,6 +360,11 @@ def _run(
 ) -> RolloutResult:
     """Start, resume or give up a deployment, from what its journal says."""
     journal = rollout.journal
+    window = record.requested.get("window")
+    if window and not resume:
+        who = "a heal" if record.kind == "heal" else "a person's request"
+        forced = f", forced by {record.trigger.get('actor') or 'a person'}"
+        journal.log(f"{window['closed']}: {who} is not held{forced if window['forced'] else ''}")
     if record.kind == "heal":  # idempotent: a resumed heal inspects, applies, gates again
         return _heal(ctx, rollout, target, record, state)
     if resume and record.attempt > MAX_ATTEMPTS:

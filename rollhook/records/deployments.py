@@ -72,6 +72,8 @@ class DeploymentRecord:
 def create_queued(conn: Connection, job: Job) -> str:
     deployment_id = new_id("d")
     requested: dict[str, Any] = {"job_id": job.id, "manual": job.manual}
+    if job.force:
+        requested["force"] = True
     if job.ref:
         requested["ref"] = job.ref
     if job.image:
@@ -199,6 +201,20 @@ def finish_unstarted(conn: Connection, deployment_id: str, status: str, reason: 
         .where(deployments.c.id == deployment_id, deployments.c.status == "queued")
         .values(status=status, reason=reason, finished_at=utcnow())
     )
+
+
+def note_pending(conn: Connection, ids: list[str], reason: str) -> None:
+    """Say why queued deployments wait (a closed deploy window); they stay queued."""
+    if ids:
+        conn.execute(
+            update(deployments)
+            .where(
+                deployments.c.id.in_(ids),
+                deployments.c.status == "queued",
+                deployments.c.reason.is_distinct_from(reason),
+            )
+            .values(reason=reason)
+        )
 
 
 def get(conn: Connection, deployment_id: str) -> DeploymentRecord | None:

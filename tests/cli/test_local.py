@@ -71,3 +71,26 @@ def test_check_config_explains_a_public_host_it_cannot_serve(tmp_path: Path) -> 
     )
     assert code == 0
     assert not any(line.startswith("warning: ROLLHOOK_PUBLIC_HOST") for line in lines)
+
+
+def test_check_config_wants_the_signing_keys_on_this_host(tmp_path: Path) -> None:
+    signers = tmp_path / "allowed_signers"
+    rule = {"commits": {"allowed_signers": str(signers)}}
+    config = yaml.safe_dump({"targets": {"llm": {**GOOD, "verify": rule}}})
+    missing = run_check_config(tmp_path, config)
+    assert missing.returncode == 1
+    assert missing.stdout.splitlines() == [
+        f"targets.llm.verify.commits.allowed_signers: {signers} does not exist on this host "
+        "(or is not a file)"
+    ]
+    signers.write_text("ops@example.test ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIHh0 ops\n")
+    present = run_check_config(tmp_path, config)
+    assert present.returncode == 0, present.stdout
+    both = {"commits": {"allowed_signers": str(signers), "gpg_keyring": str(signers)}}
+    twice = run_check_config(
+        tmp_path, yaml.safe_dump({"targets": {"llm": {**GOOD, "verify": both}}})
+    )
+    assert twice.stdout.splitlines() == [
+        "targets.llm.verify.commits: set exactly one of allowed_signers (SSH) "
+        "or gpg_keyring (GnuPG)"
+    ]

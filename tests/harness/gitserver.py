@@ -71,11 +71,14 @@ class InfraRepo:
         message: str = "update",
         author: str = "Test <test@example.test>",
         branch: str = "main",
+        signing: tuple[str, ...] = (),
     ) -> str:
         """Write (or, for None, delete) files, commit on ``branch`` and push; return the sha.
 
         The commit goes on top of whatever the server holds now, so it follows force-pushes
         made by tests. An empty change still makes a commit (a push that changes nothing).
+        ``signing``: git config (``-c`` pairs, say gpg.format and user.signingKey) under
+        which the commit is signed (``-S``); none, unsigned.
         """
         with self._lock:
             self._git("fetch", "-q", "--prune", "origin")
@@ -92,7 +95,11 @@ class InfraRepo:
                     target.parent.mkdir(parents=True, exist_ok=True)
                     target.write_text(content)
             self._git("add", "-A")
-            self._git("commit", "-q", "--allow-empty", "-m", message, f"--author={author}")
+            sign = ("-S",) if signing else ()
+            self._git(
+                *signing, "commit", "-q", *sign, "--allow-empty", "-m", message,
+                f"--author={author}",
+            )  # fmt: skip
             self._git("push", "-q", "origin", f"HEAD:refs/heads/{branch}")
             return self._git("rev-parse", "HEAD")
 

@@ -89,6 +89,20 @@ def test_every_repo_form_the_message_names_is_accepted(repo: str) -> None:
         ({"branch": "main..evil"}, "targets.llm.branch: not a valid branch name"),
         ({"branch": "-upload-pack"}, "targets.llm.branch: not a valid branch name"),
         ({"compose_file": "../../etc/compose.yml"}, "targets.llm.compose_file: a file name"),
+        (
+            {"verify": {"commits": {"allowed_signers": "signers"}}},
+            "targets.llm.verify.commits.allowed_signers: signers must be an absolute host path",
+        ),
+        ({"verify": {"commits": {}}}, "targets.llm.verify.commits: set exactly one of"),
+        (
+            {"windows": [{"deny": "Mon-Fri 08:00-18:00", "allow": "Sat 01:00-02:00"}]},
+            "targets.llm.windows.0: set exactly one of allow or deny",
+        ),
+        ({"windows": [{"deny": "Mon-Fri 8-18"}]}, "targets.llm.windows.0: 'Mon-Fri 8-18': use"),
+        (
+            {"windows": [{"deny": "Mon 08:00-18:00", "tz": "CEST+2"}]},
+            "targets.llm.windows.0: unknown time zone 'CEST+2'",
+        ),
     ],
 )
 def test_each_problem_is_one_line_naming_the_key(changes: dict[str, object], expected: str) -> None:

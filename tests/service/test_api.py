@@ -73,6 +73,21 @@ def test_deploy_queues_a_manual_job(served: Served) -> None:
     assert (job.trigger.source, job.trigger.actor) == ("api", "ann")
 
 
+def test_a_person_may_force_past_the_deploy_window(served: Served) -> None:
+    """``force`` is a person's word that the window is closed on purpose: it rides on the
+    job (the record notes it); only a boolean is taken."""
+    body = {"target": "hello", "force": True}
+    assert queued_job(served, served.api("POST", "/deploy", json=body)).force is True
+    assert queued_job(served, served.api("POST", "/rollback", json=body)).force is True
+    plain = served.api("POST", "/deploy", json={"target": "hello"})
+    assert queued_job(served, plain).force is False
+    refused = served.api("POST", "/deploy", json={"target": "hello", "force": "yes"})
+    assert (refused.status_code, refused.json()["reason"]) == (
+        400,
+        "'force' must be true or false",
+    )
+
+
 @pytest.mark.parametrize(
     "ref", ["6113728", "6113728f27ae82c7b1a177c8d03f9e96e0adf246", "release/1.2", "refs/heads/main"]
 )

@@ -109,12 +109,18 @@ class Deployer:
     # -- driving --------------------------------------------------------------------
 
     def commit(
-        self, tag: str, message: str = "deploy", *, image: str | None = None, **files: str | None
+        self,
+        tag: str,
+        message: str = "deploy",
+        signing: tuple[str, ...] = (),
+        *,
+        image: str | None = None,
+        **files: str | None,
     ) -> str:
         """Commit the stand-in at ``tag`` (or any ``image`` reference) and ``files``."""
         content = infra_files(image or self.standin.ref(tag), self.port, **self.compose)
         content.update(files)
-        sha: str = self.repo.commit(content, message=message)
+        sha: str = self.repo.commit(content, message=message, signing=signing)
         return sha
 
     def queue(
@@ -128,6 +134,7 @@ class Deployer:
         restore_data: bool | None = None,
         manual: bool = False,
         actor: str | None = None,
+        force: bool = False,
     ) -> str:
         hint = None
         if image is not None:
@@ -151,6 +158,7 @@ class Deployer:
             rollback_to=rollback_to,
             restore_data=restore_data,
             manual=manual,
+            force=force,
         )
         with self.records.begin() as conn:
             events.store_batch(
