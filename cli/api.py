@@ -93,7 +93,7 @@ def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dispatch(client: Client, args: argparse.Namespace) -> int:
     command = args.command
-    if command in {"deploy", "rollback", "sync"}:
+    if command in {"deploy", "rollback", "sync", "approve", "reject"}:
         body: dict[str, Any] = {"target": args.target}
         path = f"/{command}"
         if command == "deploy":
@@ -102,15 +102,16 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:
             body |= {
                 k: v for k, v in (("to", args.to), ("restore_data", args.restore)) if v is not None
             }
-        else:  # recorded as approved by whoever runs it
-            body, path = {"actor": _who()}, f"/targets/{args.target}/sync"
+        else:  # recorded as approved (a sync) or rejected by whoever runs it
+            verb = "reject" if command == "reject" else "sync"
+            body, path = {"actor": _who()}, f"/targets/{args.target}/{verb}"
         answer = client.call("POST", path, json=body)
         print(
             f"{answer['status']}: event {answer.get('id')}"
             + (f" ({answer['reason']})" if answer.get("reason") else ""),
             flush=True,
         )
-        if args.wait and answer["status"] == "queued":
+        if getattr(args, "wait", False) and answer["status"] == "queued":
             return follow(client, answer["id"])
         return 0
     if command in {"pause", "resume"}:
