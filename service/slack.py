@@ -26,6 +26,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 from starlette.routing import Route
 
+from rollhook.buttons import DECISIONS, read_button_value
 from rollhook.records import deployments
 from rollhook.records.deployments import DeploymentRecord
 from service import answers, approvals
@@ -100,29 +101,19 @@ def parse_press(body: bytes) -> Press:
         raise Refused(400, "the payload carries no single action")
     action = cast(dict[str, Any], actions[0])
     decision = action.get("action_id")
-    if decision not in ("approve", "reject"):
+    if decision not in DECISIONS:
         raise Refused(400, "the action is neither approve nor reject")
-    try:
-        value = json.loads(action.get("value") or "")
-    except (TypeError, ValueError, RecursionError):
-        value = None
-    if not isinstance(value, dict) or not all(
-        isinstance(value.get(key), str) and value[key] for key in ("target", "deployment")
-    ):
+    named = read_button_value(action.get("value"))
+    if named is None:
         raise Refused(400, "the button's value names no target and deployment")
     name = user.get("username") or user.get("name")
     return Press(
         decision=decision,
-        target=value["target"],
-        deployment=value["deployment"],
+        target=named[0],
+        deployment=named[1],
         user=user["id"],
         user_name=name if isinstance(name, str) else None,
     )
-
-
-def button_value(target: str, deployment: str) -> str:
-    """What an Approve or Reject button carries (parse_press reads it back)."""
-    return json.dumps({"target": target, "deployment": deployment}, separators=(",", ":"))
 
 
 async def interactions(request: Request) -> Response:

@@ -17,10 +17,11 @@ from urllib.parse import urlencode
 import httpx
 import pytest
 
+from rollhook.buttons import button_value
 from rollhook.ids import new_id
 from rollhook.jobs import Job, Trigger
 from rollhook.records import deployments
-from service.slack import button_value, check_signature
+from service.slack import check_signature
 from tests.service.support import API_TOKEN, TARGETS_YAML, Served
 
 SIGNING_SECRET = "slack-signing-8f742231b10e8888"

@@ -7,16 +7,21 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
+from sqlalchemy import select
 
+from rollhook.buttons import read_button_value
 from rollhook.jobs import Job
+from rollhook.records.schema import notifications
 from rollhook.settings import Settings
 from tests.service.support import API_TOKEN, Served
 from tests.service.test_slack import APPROVER, SIGNING_SECRET, STRANGER, press_body, send
 from tests.workers.deployer import Deployer
 from tests.workers.loop import Loop
+from tests.workers.notify.flow import notifiers_for
 from workers.intake import take_job
 
 pytestmark = pytest.mark.engine
@@ -51,6 +56,15 @@ def press(deployer: Deployer, web: Served, action: str, deployment: str) -> Job:
     return Job.from_json(row["payload"])
 
 
+def pending_specs(deployer: Deployer) -> list[dict[str, Any]]:
+    query = select(notifications.c.subject, notifications.c.external).where(
+        notifications.c.kind == "target", notifications.c.channel == "console"
+    )
+    with deployer.records.connect() as conn:
+        rows = conn.execute(query).all()
+    return [external["spec"] for subject, external in rows if ":pending:" in subject]
+
+
 def waiting(loop: Loop) -> list[str]:
     return [r.id for r in loop.history() if r.status == "queued"]
 
@@ -59,14 +73,18 @@ def waiting(loop: Loop) -> list[str]:
 def test_approvers_reject_and_approve_what_waits_from_slack(
     deployer: Deployer, web: Served
 ) -> None:
+    deployer.ctx.notifiers = notifiers_for(notify_console=True)
     loop = Loop(deployer)
-    deployer.commit("1.0.0")
+    first_sha = deployer.commit("1.0.0")
     assert deployer.deploy(manual=True, source="api").status == "succeeded"
 
     deployer.commit("2.0.0-slow", "anything-llm 2.0.0-slow")
     loop.poll()
     loop.work()
     [first] = waiting(loop)
+    [spec] = pending_specs(deployer)  # the waiting message: the change and its buttons
+    assert read_button_value(spec["approval"]) == (deployer.name, first)
+    assert any(line.startswith(f"commits: {first_sha[:7]}..") for line in spec["details"])
 
     # Somebody who is not an approver: refused, nothing changes.
     refused = send(web, press_body("approve", first, target=deployer.name, user=STRANGER))
