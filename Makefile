@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: setup run test test-unit lint format bench-ingress bench-rollout clean
+.PHONY: setup run test test-unit lint format bench-ingress bench-rollout bench-reconcile clean
 
 setup:  ## Python and its dependencies, from the lock file
 	@scripts/bootstrap.sh
@@ -33,6 +33,10 @@ bench-ingress: setup
 bench-rollout: setup
 	@scripts/install-test-deps.sh
 	$(UV) run --frozen python bench/rollout.py
+
+bench-reconcile: setup
+	@scripts/install-test-deps.sh
+	$(UV) run --frozen python bench/reconcile.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .test-run

@@ -32,7 +32,7 @@ from workers.healing import settle
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.notify import schedule_announcement, schedule_report
+from workers.notify import schedule_announcement, schedule_report, schedule_target_notice
 from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
@@ -235,7 +235,7 @@ def _execute(
             outcome = rollout.outcome
             outcome = _run(ctx, rollout, target, record, state, resume=resume)
             if outcome.status == "succeeded" and record.kind == "deploy":
-                _write_back(target, record, journal, tools, outcome)
+                _write_back(ctx, target, record, journal, tools=tools, outcome=outcome)
         except LeaseLost:
             logger.warning("%s: lease lost during %s; stopping", target.name, record.id)
             return
@@ -355,10 +355,16 @@ def _heal(
 
 
 def _write_back(
-    target: Target, record: DeploymentRecord, journal: Journal, tools: Tools, outcome: RolloutResult
+    ctx: WorkerContext,
+    target: Target,
+    record: DeploymentRecord,
+    journal: Journal,
+    *,
+    tools: Tools,
+    outcome: RolloutResult,
 ) -> None:
     """Commit a tag that a registry push or a poll moved (``sync.write_back``); its
-    failure is the step's, reported with the deployment, which stays succeeded."""
+    failure is the step's and a notice of its own: the deployment stays succeeded."""
     if target.sync.write_back is None or (record.trigger or {}).get("source") not in IMAGE_SOURCES:
         return  # Git said it (a push, a person), or nothing is to be written
     try:
@@ -367,6 +373,20 @@ def _write_back(
             journal.log(f"write-back: {step['detail']}")
     except DeployError as exc:
         journal.log(f"write-back failed: {exc}")
+        with ctx.records.begin() as conn:
+            ids = schedule_target_notice(
+                conn,
+                target,
+                ctx.notifiers,
+                event="write_back",
+                since=record.id,
+                spec={
+                    "headline": f"{target.name}: write-back to Git FAILED ({record.id} deployed)",
+                    "details": [str(exc), "Git no longer says what runs: commit it by hand"],
+                },
+            )
+        for notification_id in ids:
+            ctx.send(NOTIFY, [notification_id])
 
 
 def _failed(outcome: RolloutResult, reason: str) -> RolloutResult:

@@ -17,6 +17,7 @@ import threading
 import time
 from collections.abc import Callable
 
+from rollhook.records import targets as target_records
 from rollhook.targets import Target
 from workers.context import WorkerContext
 from workers.engine import DockerEngine
@@ -26,6 +27,10 @@ from workers.healing import look
 logger = logging.getLogger("rollhook.watcher")
 
 DEBOUNCE = 0.5
+# While rollhook itself works on a target (its lease is held) nothing is compared; the
+# watcher looks again this long after, so that what a person did meanwhile (a container
+# stopped during a deployment) is not left for the next poll.
+BUSY_RETRY = 2.0
 
 
 class DriftWatcher:
@@ -110,4 +115,12 @@ class DriftWatcher:
 
     def _look(self, target: Target) -> object:
         with DockerEngine(self.ctx.docker_host) as engine:
-            return look(self.ctx, target, engine)
+            found = look(self.ctx, target, engine)
+        if found is None and self._busy(target):
+            self.mark(target, delay=BUSY_RETRY)
+        return found
+
+    def _busy(self, target: Target) -> bool:
+        with self.ctx.records.begin() as conn:
+            state = target_records.get(conn, target.name)
+        return state is not None and state.lease_owner is not None

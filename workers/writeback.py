@@ -135,10 +135,10 @@ def write_back(
     def rewrite(text: str | None) -> str | None:
         if compose:
             new = rewrite_compose(text, config.service or target.service, moved)
-            what = f"a literal image line for {config.service or target.service}"
+            what = f"literal image line for {config.service or target.service}"
         else:
             new = rewrite_env(text, variable, moved)
-            what = f"the variable {variable}"
+            what = f"variable {variable}"
         if new is None:
             raise OperatorError(f"write-back: {path} at the head of {branch} has no {what}")
         return new

@@ -16,15 +16,15 @@ from tests.service.test_slack import SIGNING_SECRET, TARGETS, waiting
 
 
 def test_sync_queues_a_manual_sync_job_as_the_person_who_ran_it(
-    serve: Callable[..., Served],
-    capsys: pytest.CaptureFixture[str],
-    request: pytest.FixtureRequest,
+    serve: Callable[..., Served], capsys: pytest.CaptureFixture[str]
 ) -> None:
     app = serve()
     args = parser().parse_args(["sync", "hello"])
     client = Client(app.url, API_TOKEN)
-    request.addfinalizer(client.http.close)
-    assert _dispatch(client, args) == 0
+    try:
+        assert _dispatch(client, args) == 0
+    finally:
+        client.http.close()
     said = capsys.readouterr().out
     assert said.startswith("queued: event ")
     [row] = app.jobs_of(said.split()[2])

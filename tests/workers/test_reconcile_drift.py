@@ -21,6 +21,7 @@ from sqlalchemy import select
 
 from rollhook.broker import PROCESS_JOBS
 from rollhook.jobs import Job
+from rollhook.records import targets as target_records
 from rollhook.records.schema import notifications
 from tests.harness import INFRA_PATH, compose_file
 from tests.workers.deployer import Deployer
@@ -129,6 +130,25 @@ def test_a_container_stopped_or_removed_by_hand_is_healed(
     assert (state.drift, state.drift_since) == ([], None)
     labels = app_container(deployed, client).labels
     assert labels["rollhook.deployment"] == good  # the good deployment's override again
+
+
+def test_a_container_stopped_while_rollhook_works_is_looked_at_once_it_is_done(
+    deployed: Deployer, client: docker.DockerClient
+) -> None:
+    """Nothing is compared while the target's lease is held (rollhook's own work is never
+    drift); the watcher looks again once it is free instead of leaving it to the poll."""
+    loop = Loop(deployed)
+    with deployed.records.begin() as conn:
+        token = target_records.acquire_lease(conn, deployed.name, "someone", 60)
+    assert token is not None
+    with watching(deployed):
+        app_container(deployed, client).stop(timeout=5)
+        time.sleep(2.0)
+        assert published(deployed) == [] and loop.sync().drift == []  # held: not compared
+        with deployed.records.begin() as conn:
+            target_records.release_lease(conn, deployed.name, token)
+        heal_queued(deployed)
+    assert [d["what"] for d in loop.sync().drift] == ["stopped"]
 
 
 def test_drift_while_the_engine_was_out_of_reach_is_seen_when_it_is_back(

@@ -10,11 +10,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+from sqlalchemy import select
 
+from rollhook.records.schema import notifications
 from tests.harness import INFRA_PATH
 from tests.harness.standin import StandInImages
 from tests.workers.deployer import Deployer
 from tests.workers.loop import Loop
+from tests.workers.notify.flow import notifiers_for
 
 pytestmark = pytest.mark.engine
 
@@ -63,3 +66,32 @@ def test_a_moved_tag_is_committed_to_git_and_the_next_poll_agrees(
     assert deployer.app_version() == "stable-2"
     assert loop.poll().raised == {}
     assert loop.sync().synced_commit == head
+
+
+def test_a_write_back_that_fails_is_told_and_the_deployment_stays_succeeded(
+    make_deployer: Callable[..., Deployer], standin: StandInImages
+) -> None:
+    repository = f"acme/wb-{uuid.uuid4().hex[:8]}"
+    deployer = make_deployer(sync={"write_back": {"file": ".env", "variable": "LLM_VERSION"}})
+    deployer.ctx.notifiers = notifiers_for(notify_console=True)
+    loop = Loop(deployer)
+    deployer.target.images = [f"{standin.registry_host}/{repository}"]
+    stable = standin.build("stable", 1, repository=repository, app_version="stable-1")
+    deployer.commit("stable", image=stable)  # its .env has no LLM_VERSION
+    assert deployer.deploy().status == "succeeded"
+    head = deployer.repo.head()
+
+    standin.build("stable", 2, repository=repository, app_version="stable-2")
+    [_] = loop.poll().raised["llm"]
+    loop.work()
+    record = loop.latest()
+    assert record.status == "succeeded", record.log
+    [step] = [s for s in record.steps if s["name"] == "write-back"]
+    assert step["outcome"] == "failed" and "has no variable LLM_VERSION" in step["detail"]
+    assert deployer.repo.head() == head  # nothing pushed
+    assert deployer.app_version() == "stable-2"
+    query = select(notifications.c.subject).where(
+        notifications.c.kind == "target", notifications.c.channel == "console"
+    )
+    with deployer.records.connect() as conn:
+        assert [s for (s,) in conn.execute(query)] == [f"llm:write_back:{record.id}"]

@@ -46,6 +46,7 @@ _TARGET_ICONS = {
     "in_sync": ":large_green_circle:",
     "degraded": ":sos:",
     "pending": ":hourglass_flowing_sand:",
+    "write_back": ":x:",
 }
 
 

@@ -48,12 +48,13 @@ class TargetNotice:
 
     @property
     def bad_news(self) -> bool:
-        return self.event in ("drift", "degraded")
+        return self.event in ("drift", "degraded", "write_back")
 
 
 # drift: found (a new episode); in_sync: the episode ended; degraded: heal_limit reached;
-# pending: a change waits for approval (manual mode).
-TARGET_EVENTS = ("drift", "in_sync", "degraded", "pending")
+# pending: a change waits for approval (manual mode); write_back: committing a moved tag
+# to Git failed (the deployment itself succeeded).
+TARGET_EVENTS = ("drift", "in_sync", "degraded", "pending", "write_back")
 
 Notice = DeploymentNotice | TargetNotice  # | HostNotice, as they come
 

@@ -176,9 +176,10 @@ def _target_about(target: str, event: str, since: str) -> About:
 
 
 def _hears(target: Target, channel: Channel, event: str, drift_told: set[str]) -> bool:
-    """Drift and degraded are bad news, told where failures are; back in sync is told
+    """Drift, degraded and a failed write-back are bad news, told where failures are; back
+    in sync is told
     where its drift was; a change waiting for approval wherever the target is heard of."""
-    if event in ("drift", "degraded"):
+    if event in ("drift", "degraded", "write_back"):
         return policy.wants(target, channel, "failed")
     if event == "in_sync":
         return channel in drift_told
