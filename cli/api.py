@@ -100,7 +100,7 @@ def run_api_command(args: argparse.Namespace, settings: Settings) -> int:
 
 def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911, PLR0912 (per command)
     command = args.command
-    if command in {"deploy", "rollback", "sync"}:
+    if command in {"deploy", "rollback", "sync", "approve", "reject"}:
         body: dict[str, Any] = {"target": args.target}
         path = f"/{command}"
         if command == "deploy":
@@ -109,8 +109,9 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911
             body |= {
                 k: v for k, v in (("to", args.to), ("restore_data", args.restore)) if v is not None
             }
-        else:  # recorded as approved by whoever runs it
-            body, path = {"actor": _who()}, f"/targets/{args.target}/sync"
+        else:  # recorded as approved (a sync) or rejected by whoever runs it
+            verb = "reject" if command == "reject" else "sync"
+            body, path = {"actor": _who()}, f"/targets/{args.target}/{verb}"
         if getattr(args, "force", False):
             body["force"] = True
         answer = client.call("POST", path, json=body)
@@ -119,7 +120,7 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911
             + (f" ({answer['reason']})" if answer.get("reason") else ""),
             flush=True,
         )
-        if args.wait and answer["status"] == "queued":
+        if getattr(args, "wait", False) and answer["status"] == "queued":
             return follow(client, answer["id"])
         return output.OK
     if command in {"pause", "resume"}:

@@ -60,6 +60,15 @@ def _api_commands(sub: Any) -> None:
     )
     sync.add_argument("target")
     sync.add_argument("--wait", action="store_true", help="follow it to its end")
+    approve = sub.add_parser(
+        "approve", help="approve what waits for approval (manual mode): the same as sync"
+    )
+    approve.add_argument("target")
+    approve.add_argument("--wait", action="store_true", help="follow it to its end")
+    reject = sub.add_parser(
+        "reject", help="reject what waits for approval: the waiting deployments end unrun"
+    )
+    reject.add_argument("target")
     pause = sub.add_parser("pause", help="freeze a target's automatic deployments")
     pause.add_argument("target")
     pause.add_argument("--reason")

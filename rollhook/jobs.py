@@ -16,7 +16,17 @@ from pydantic import BaseModel, ConfigDict
 # Where a request came from. ``poll``: the reconcile loop found a new desired state;
 # ``heal``: it puts back what drifted from the current deployment.
 Source = Literal[
-    "github", "gitea", "gitlab", "registry", "dockerhub", "harbor", "ghcr", "api", "poll", "heal"
+    "github",
+    "gitea",
+    "gitlab",
+    "registry",
+    "dockerhub",
+    "harbor",
+    "ghcr",
+    "api",
+    "poll",
+    "heal",
+    "slack",
 ]
 
 
@@ -44,7 +54,9 @@ class Trigger(BaseModel):
 # What a job asks for. ``heal``: re-apply the current deployment (same commit and digests,
 # no backup) because what runs drifted from it. ``sync`` (a person, POST
 # /targets/{name}/sync): poll now and apply what is found: the approval in manual mode.
-Action = Literal["deploy", "rollback", "heal", "sync"]
+# ``reject`` (a person, POST /targets/{name}/reject or Slack's Reject button): the automatic
+# deployments that wait for approval end unrun (workers/rejection.py).
+Action = Literal["deploy", "rollback", "heal", "sync", "reject"]
 
 
 class Job(BaseModel):

@@ -27,6 +27,7 @@ INBOUND_SECRETS = (
     "harbor_token",
     "api_token",
     "metrics_token",
+    "slack_signing_secret",
 )
 SECRET_NAMES = (
     *INBOUND_SECRETS,
@@ -94,6 +95,7 @@ class Settings(BaseSettings):
     slack_channel: str | None = None
     slack_api_url: str = "https://slack.com/api/"
     slack_webhook_url: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None  # Slack's button presses (service/slack.py)
 
     smtp_url: SecretStr | None = None
     email_from: str | None = None

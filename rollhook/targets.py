@@ -272,6 +272,26 @@ class Sync(BaseModel):
         return parse_heal_limit(self.heal_limit)
 
 
+_SLACK_USER = re.compile(r"^[UW][A-Z0-9]{2,30}$")
+
+
+class Approve(BaseModel):
+    """Who may approve a target's waiting changes from Slack (service/slack.py)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    slack: bool = False  # the waiting message carries Approve and Reject buttons
+    approvers: list[str] = []  # Slack user ids (U024BE7LH); only their presses count
+
+    @field_validator("approvers")
+    @classmethod
+    def _user_ids(cls, value: list[str]) -> list[str]:
+        for user in value:
+            if not _SLACK_USER.match(user):
+                raise ValueError(f"{user!r}: a Slack user id (U024BE7LH), not a name")
+        return value
+
+
 class Proxy(BaseModel):
     """How the front proxy (Caddy) serves a target; see workers/proxy."""
 
@@ -435,6 +455,7 @@ class Target(BaseModel):
     verify: Verify = Verify()
     # When automatic changes may start; a person's request and a heal pass at any time.
     windows: list[Window] = []
+    approve: Approve = Approve()
 
     @field_validator("name", "project")
     @classmethod

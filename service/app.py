@@ -26,7 +26,7 @@ from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.settings import INBOUND_SECRETS, ConfigError, Settings, load_settings
 from rollhook.targets import Target, load_targets
-from service import answers, api, hooks, logs, probes, views
+from service import answers, api, approvals, hooks, logs, probes, slack, views
 from service.matching import Matcher
 from service.metrics import Metrics
 from service.ratelimit import AuthFailures, ClientAddress, Network, parse_proxies
@@ -39,11 +39,13 @@ log = logging.getLogger("rollhook.app")
 
 ROUTES = [
     *hooks.ROUTES,
+    *slack.ROUTES,
     Route("/deploy", api.guarded(api.deploy), methods=["POST"]),
     Route("/rollback", api.guarded(api.rollback), methods=["POST"]),
     Route("/targets/{name}/pause", api.guarded(api.pause), methods=["POST"]),
     Route("/targets/{name}/resume", api.guarded(api.resume), methods=["POST"]),
     Route("/targets/{name}/sync", api.guarded(api.sync), methods=["POST"]),
+    Route("/targets/{name}/reject", api.guarded(approvals.reject), methods=["POST"]),
     Route("/targets", api.guarded(views.list_targets), methods=["GET"]),
     Route("/targets/{name}", api.guarded(views.show_target), methods=["GET"]),
     Route("/events/{event_id}", api.guarded(views.show_event), methods=["GET"]),

@@ -8,17 +8,21 @@ first waits adds nothing, and the next change after an approval is news again.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from sqlalchemy import Connection
 
 from rollhook.broker import NOTIFY
+from rollhook.buttons import button_value
 from rollhook.records import deployments
 from rollhook.records import sync as sync_records
+from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.schema import utcnow
 from rollhook.targets import Target
 from workers.context import WorkerContext
 from workers.notify import schedule_target_notice
+from workers.pending_change import change_lines
 
 logger = logging.getLogger("rollhook.approval")
 
@@ -39,6 +43,13 @@ def describe(target: Target, record: DeploymentRecord) -> str:
     return f"{target.branch}@{ref[:7]}" if ref else f"{target.branch} ({trigger.get('source')})"
 
 
+def _current(conn: Connection, name: str) -> DeploymentRecord | None:
+    state = target_records.get(conn, name)
+    if state is None or state.current_deployment_id is None:
+        return None
+    return deployments.get(conn, state.current_deployment_id)
+
+
 def tell_pending(ctx: WorkerContext, target: Target) -> list[str]:
     """In manual mode, tell once that automatic deployments wait; the notification ids."""
     if target.sync.auto:
@@ -53,6 +64,11 @@ def tell_pending(ctx: WorkerContext, target: Target) -> list[str]:
             f"approve with `rollhook sync {target.name}` (POST /targets/{target.name}/sync)",
         ]
         since = queued[0].id
+        spec: dict[str, Any] = {"headline": f"{target.name}: {what} waiting for approval"}
+        # The change, and Approve/Reject buttons in Slack (service/slack.py hears them).
+        details[1:1] = change_lines(target.branch, _current(conn, target.name), queued[-1])
+        if target.approve.slack:
+            spec["approval"] = button_value(target.name, since)
         row = sync_records.lock(conn, target.name)
         key = f"pending:{since}"
         if key in row.notified:
@@ -63,7 +79,7 @@ def tell_pending(ctx: WorkerContext, target: Target) -> list[str]:
             ctx.notifiers,
             event="pending",
             since=since,
-            spec={"headline": f"{target.name}: {what} waiting for approval", "details": details},
+            spec=spec | {"details": details},
         )
         notified = {**row.notified, key: utcnow().isoformat(timespec="milliseconds")}
         sync_records.change(conn, target.name, notified=dict(list(notified.items())[-20:]))

@@ -17,6 +17,7 @@ from workers.backup import BackupStore
 from workers.context import WorkerContext
 from workers.errors import InfrastructureError, OperatorError
 from workers.layout import TargetDirs
+from workers.rejection import reject_waiting
 
 logger = logging.getLogger("rollhook.intake")
 
@@ -35,6 +36,9 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
         return None
     job, deployment_id = queued
     target = ctx.targets.get(job.target)
+    if job.action == "reject":  # nothing runs: what waited ended in queue_job
+        logger.info("job %s for %s: rejected %s", job.id, job.target, deployment_id or "nothing")
+        return None
     if target is not None and not job.manual:
         try:
             tell_pending(ctx, target)  # manual mode: it waits for a person's sync
@@ -62,6 +66,9 @@ def queue_job(conn: Connection, job_id: str) -> tuple[Job, str] | None:
     job = jobs.load(conn, job_id)
     if job is None:  # claimed, so it exists; a purge in between is the only way
         return None
+    if job.action == "reject":  # a person's rejection ends what waits (workers/rejection.py)
+        rejected = reject_waiting(conn, job)
+        return job, ",".join(rejected)
     deployment_id = deployments.create_queued(conn, job)
     jobs.link_deployment(conn, job.id, deployment_id)
     return job, deployment_id

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from rollhook.buttons import DECISIONS, button_value
 from workers.notify import wording
 from workers.notify.notices import TargetNotice
 from workers.notify.report import Report, View, labelled
@@ -55,7 +56,28 @@ def target_message(notice: TargetNotice) -> tuple[str, list[Block]]:
     body: list[Block] = [_section(f"{icon} *{escape(notice.headline)}*")]
     if notice.details:
         body.append(_section("\n".join(f"• {escape(line)}" for line in notice.details)))
+    if notice.approval is not None:
+        body.append(approval_buttons(*notice.approval))
     return cut(notice.headline, SECTION_CHARS), body
+
+
+def approval_buttons(target: str, deployment: str) -> Block:
+    """Approve and Reject (service/slack.py hears the press; only approvers count)."""
+    value = button_value(target, deployment)
+    return {
+        "type": "actions",
+        "block_id": f"approval:{deployment}"[:255],
+        "elements": [
+            {
+                "type": "button",
+                "action_id": decision,
+                "text": {"type": "plain_text", "text": decision.capitalize()},
+                "style": "primary" if decision == "approve" else "danger",
+                "value": value,
+            }
+            for decision in DECISIONS
+        ],
+    }
 
 
 def _section(text: str) -> Block:

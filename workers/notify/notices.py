@@ -23,6 +23,7 @@ from typing import Any, TypeAlias
 
 from sqlalchemy import Connection
 
+from rollhook.buttons import read_button_value
 from rollhook.records import deployments
 from workers.notify import backup_notice
 from workers.notify.backup_notice import BackupNotice
@@ -45,6 +46,7 @@ class TargetNotice:
     event: str
     headline: str  # "llm: drift found (anything-llm stopped)"
     details: tuple[str, ...]  # one line each: what drifted, why it is degraded, ...
+    approval: tuple[str, str] | None = None  # (target, waiting deployment): Approve/Reject
 
     @property
     def bad_news(self) -> bool:
@@ -93,6 +95,7 @@ def _target_notice(_subject: str, spec: Mapping[str, Any]) -> Notice:
         event=str(spec.get("event") or ""),
         headline=str(spec.get("headline") or ""),
         details=tuple(str(line) for line in spec.get("details") or ()),
+        approval=read_button_value(spec.get("approval")),
     )
 
 
