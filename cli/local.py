@@ -127,7 +127,7 @@ def backups(args: argparse.Namespace) -> int:
 def restore(args: argparse.Namespace) -> int:
     if (args.backup is None) == (getattr(args, "from_remote", None) is None):
         print("restore takes a backup id, or --from-remote SNAPSHOT|latest", file=sys.stderr)
-        return 2
+        return USAGE
     if not args.yes:
         print(
             "restore stops the service, replaces its data and starts it again; "

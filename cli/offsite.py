@@ -10,6 +10,7 @@ import sys
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from cli.output import USAGE
 from rollhook.settings import load_settings
 from rollhook.targets import Target
 
@@ -69,7 +70,7 @@ def remote_backups(args: argparse.Namespace) -> int:
     ctx = _context()
     target = _target(ctx, args.target, remote=True)
     if target is None:
-        return 2
+        return USAGE
     try:
         repo = repository_for(ctx, target)
         found = repo.snapshots(target_tags(target.name))
@@ -154,7 +155,7 @@ def backup(args: argparse.Namespace) -> int:
     ctx = _context()
     target = _target(ctx, args.target, remote=args.remote)
     if target is None:
-        return 2
+        return USAGE
     take = snapshots.take if args.remote else snapshots.take_local
     result = take(ctx, target)
     print(f"{target.name}: {result.status}: {result.detail}")
@@ -176,7 +177,7 @@ def restore(args: argparse.Namespace) -> int:
     ctx = _context()
     target = _target(ctx, args.target, remote=True)
     if target is None:
-        return 2
+        return USAGE
     try:
         record = restore_from_remote(
             ctx, target, args.from_remote, lambda line: print(line, flush=True)
@@ -196,7 +197,7 @@ def drill(args: argparse.Namespace) -> int:
     ctx = _context()
     target = _target(ctx, args.target, remote=True)
     if target is None:
-        return 2
+        return USAGE
     print(f"{target.name}: restoring the latest off-host snapshot into scratch...", flush=True)
     result = run_drill(ctx, target)
     verdict = "PASSED" if result.ok else "FAILED"

@@ -161,7 +161,8 @@ def test_the_demo_deploys_then_a_signed_push_deploys_and_a_broken_release_rolls_
     assert "rollhook demo app 1.1.0" in page
     assert "migrated" not in page  # the data as 1.1.0 left it, restored
 
-    # The status table names what serves; the worker's lines name the deployment.
+    # The status table names what serves, and that Git wants another (the broken release,
+    # rolled back: out of sync until the next commit); the worker's lines name the deployment.
     table = demo.terminal("rollhook status").stdout.splitlines()
-    assert table[1].split()[:3] == ["demo", "ready", "1.1.0"], table
+    assert table[1].split()[:3] == ["demo", "out_of_sync", "1.1.0"], table
     assert re.search(r"target=demo deployment=d\w+ delivery=\d+: rolled_back", demo.text)

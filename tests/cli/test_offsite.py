@@ -62,9 +62,9 @@ def test_the_off_host_commands(make_deployer: Callable[..., Deployer], tmp_path:
 
     (deployer.storage / "documents" / "after.json").write_text("{}")
     both = cli(deployer, "restore", "llm", backup_id, "--from-remote", "latest", "--yes")
-    assert both.returncode == 2
+    assert both.returncode == 3  # usage
     unconfirmed = cli(deployer, "restore", "llm", "--from-remote", "latest")
-    assert unconfirmed.returncode == 2 and "--yes" in unconfirmed.stderr
+    assert unconfirmed.returncode == 3 and "--yes" in unconfirmed.stderr
     restored = cli(deployer, "restore", "llm", "--from-remote", short_id, "--yes")
     assert restored.returncode == 0, restored.stdout + restored.stderr
     assert "llm: succeeded" in restored.stdout

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -126,5 +127,5 @@ targets:
             os.killpg(process.pid, signal.SIGKILL)
         output = process.communicate(timeout=30)[0].decode()
     assert "worker, beat and proxy started" in output
-    assert "proxy | rollhook proxy: web on 127.0.0.1:" in output
+    assert re.search(r"^proxy +\| rollhook proxy: web on 127\.0\.0\.1:", output, re.MULTILINE)
     assert "could not read which colour serves" not in output
