@@ -26,17 +26,7 @@ import httpx
 from cli import demoapp, output
 from cli.api import ApiError, Client, follow
 from cli.demoapp import DemoError, DemoLayout
-from rollhook.settings import ConfigError, Settings, load_settings
-
-SECRET_NAMES = (
-    "github_secret",
-    "gitlab_token",
-    "registry_token",
-    "dockerhub_token",
-    "harbor_token",
-    "api_token",
-    "metrics_token",
-)
+from rollhook.settings import INBOUND_SECRETS, ConfigError, Settings, load_settings
 
 
 def say(text: str) -> None:
@@ -48,7 +38,7 @@ def ensure_secrets(data_dir: Path) -> None:
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)  # the app's data and backups
     folder = data_dir / "secrets"
     folder.mkdir(exist_ok=True, mode=0o700)
-    for name in SECRET_NAMES:
+    for name in INBOUND_SECRETS:  # each generated, as the web process checks them all
         path = folder / name
         if not path.exists() or not path.read_text().strip():
             path.touch(mode=0o600)

@@ -40,7 +40,8 @@ from rollhook.schedule import Schedule
 from rollhook.settings import ConfigError
 
 ENV_PREFIXES = ("RESTIC_", "AWS_", "B2_", "AZURE_", "GOOGLE_")
-# Given by the target's own settings (or turned into them): never passed through.
+# Given by the target's own settings (or turned into them): never passed through, so
+# the environment cannot contradict them (workers/backup/remote.py refuses them too).
 OWN = frozenset(
     {
         "RESTIC_REPOSITORY",

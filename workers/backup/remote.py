@@ -34,6 +34,7 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
+from rollhook.offsite import ENV_PREFIXES, OWN
 from workers import procs
 from workers.backup import restic_output as output
 from workers.backup.contents import MANIFEST_PATH, SnapshotContents
@@ -52,18 +53,6 @@ from workers.errors import DeployError, InfrastructureError, OperatorError, Step
 
 log = logging.getLogger(__name__)
 
-ENV_PREFIXES = ("RESTIC_", "AWS_", "B2_", "AZURE_", "GOOGLE_")
-# Set by the configuration's own fields, so the environment cannot contradict them.
-RESERVED_ENV = frozenset(
-    {
-        "RESTIC_REPOSITORY",
-        "RESTIC_REPOSITORY_FILE",
-        "RESTIC_PASSWORD",
-        "RESTIC_PASSWORD_FILE",
-        "RESTIC_PASSWORD_COMMAND",
-        "RESTIC_CACHE_DIR",
-    }
-)
 LONG = 6 * 3600.0  # backup, restore, check, prune: bounded by the data, not by us
 SHORT = 300.0  # listing, init, unlock
 INCOMPLETE = 3  # backup: some files could not be read, the snapshot exists
@@ -322,7 +311,7 @@ class Repository:
 
 def _restic_env(env: Mapping[str, str]) -> dict[str, str]:
     for key in env:
-        if key in RESERVED_ENV:
+        if key in OWN:
             raise OperatorError(
                 f"{key} cannot be set in the restic environment: the repository and its "
                 "password file are configured by their own settings"
