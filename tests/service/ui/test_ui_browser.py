@@ -127,6 +127,9 @@ def test_an_operator_in_a_real_browser(
         "health": {"url": f"http://127.0.0.1:{port}/api/ping", "timeout": "15s",
                    "settle": "2s", "interval": "0.2s"},
         "backup": {"keep": 3},
+        # Webhooks only: the test's pushes make every deployment (a first poll would
+        # deploy the branch head by itself before the test's own push).
+        "sync": {"interval": 0},
     }  # fmt: skip
     config = yaml.safe_dump({"targets": {TARGET: target}})
 
