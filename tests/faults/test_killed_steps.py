@@ -212,7 +212,7 @@ def test_a_worker_killed_while_a_rollback_restores_the_data_is_recovered(
     worker = target.worker()
     target.commit("1.0.0")
     assert target.deploy().status == "succeeded"
-    write_data(target.storage / "documents", 120)  # what 1.0.0 leaves: a restore takes a while
+    write_data(target.storage / "documents", 400)  # what 1.0.0 leaves: a restore takes a while
     target.commit("2.0.0")
     upgrade = target.deploy()
     assert upgrade.status == "succeeded" and upgrade.backup_id is not None
