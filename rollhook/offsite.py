@@ -37,7 +37,7 @@ from pydantic import (
 )
 
 from rollhook.schedule import Schedule
-from rollhook.settings import ConfigError
+from rollhook.settings import read_file_setting
 
 ENV_PREFIXES = ("RESTIC_", "AWS_", "B2_", "AZURE_", "GOOGLE_")
 # Given by the target's own settings (or turned into them): never passed through, so
@@ -184,15 +184,9 @@ def restic_environment(environ: Mapping[str, str]) -> dict[str, str]:
                 continue
             found[key] = value
     for name in SECRETS:
-        path = environ.get(f"{name}_FILE")
-        if path is None:
-            continue
-        if name in environ:
-            raise ConfigError(f"{name} and {name}_FILE are both set; set only one")
-        try:
-            found[name] = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{name}_FILE: cannot read {path}: {exc.strerror}") from exc
+        secret = read_file_setting(environ, name)
+        if secret is not None:
+            found[name] = secret
     return found
 
 

@@ -12,6 +12,7 @@ process answers, and only length makes guessing hopeless.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -47,20 +48,28 @@ class ConfigError(Exception):
     """The operator's configuration is wrong; the message is one line naming the setting."""
 
 
+def read_file_setting(environ: Mapping[str, str], env: str) -> str | None:
+    """``env`` read from the file ``<env>_FILE`` names (stripped), or None without one;
+    both set, or an unreadable file, is a ConfigError naming the setting."""
+    path = environ.get(f"{env}_FILE")
+    if path is None:
+        return None
+    if env in environ:
+        raise ConfigError(f"{env} and {env}_FILE are both set; set only one")
+    try:
+        return Path(path).read_text().strip()
+    except OSError as exc:
+        raise ConfigError(f"{env}_FILE: cannot read {path}: {exc.strerror}") from exc
+
+
 def _read_secret_files(environ: dict[str, str]) -> dict[str, str]:
     """Fill ``ROLLHOOK_X`` from ``ROLLHOOK_X_FILE`` where only the file is given."""
     values: dict[str, str] = {}
     for name in SECRET_NAMES:
         env = f"ROLLHOOK_{name.upper()}"
-        path = environ.get(f"{env}_FILE")
-        if path is None:
-            continue
-        if env in environ:
-            raise ConfigError(f"{env} and {env}_FILE are both set; set only one")
-        try:
-            values[env] = Path(path).read_text().strip()
-        except OSError as exc:
-            raise ConfigError(f"{env}_FILE: cannot read {path}: {exc.strerror}") from exc
+        value = read_file_setting(environ, env)
+        if value is not None:
+            values[env] = value
     return values
 
 
