@@ -145,6 +145,14 @@ class WorkerProcess:
         if self.proc.stdin is not None:
             self.proc.stdin.close()
 
+    def pause(self) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGSTOP)
+
+    def resume(self) -> None:
+        if self.alive():
+            os.kill(self.proc.pid, signal.SIGCONT)
+
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
@@ -166,12 +174,16 @@ def kill_when(
     *,
     step: str,
     timeout: float = 90.0,
+    paced: bool = False,
 ) -> float:
     """SIGKILL ``worker`` as soon as ``condition`` holds; it must be inside ``step`` then.
 
-    Returns the moment of the kill (monotonic)."""
+    ``paced``: once the journal shows ``step`` running, the worker runs in short slices
+    (SIGCONT, a few ms, SIGSTOP) and the condition is checked while it is stopped, so a
+    window shorter than one check on a loaded machine (a copy to a fast disk) is not
+    missed. Returns the moment of the kill (monotonic)."""
     deadline = time.monotonic() + timeout
-    while not condition():
+    while not _checked(worker, condition, paced and target.running(deployment_id, step)):
         assert worker.alive(), f"the worker ended before the kill:\n{worker.output()}"
         assert time.monotonic() < deadline, (
             f"never saw the moment to kill in {step}; journal: "
@@ -187,6 +199,23 @@ def kill_when(
         f"killed outside {step}: {[(s['name'], s['outcome']) for s in record.steps]}"
     )
     return killed_at
+
+
+def _checked(worker: WorkerProcess, condition: Callable[[], bool], paced: bool) -> bool:
+    """``condition()``; when ``paced``, asked with the worker stopped, and if it does not
+    hold yet the worker gets a few ms to run on (it stays stopped when it holds)."""
+    if not paced:
+        return condition()
+    worker.pause()
+    try:
+        if condition():
+            return True
+    except BaseException:
+        worker.resume()
+        raise
+    worker.resume()
+    time.sleep(0.003)
+    return False
 
 
 def recover(target: FaultTarget, deployment_id: str, killed_at: float) -> DeploymentRecord:

@@ -105,6 +105,7 @@ class Case:
     data_mb: int = 0  # files in the app's storage before the deployment
     slow: str | None = None  # "git" or "registry" answers slowly until the kill
     outcome: str = "succeeded"
+    paced: bool = False  # the window is a copy: checked with the worker stopped (kill_when)
 
 
 NEVER_HEALTHY = "3.0.0-never-healthy"
@@ -113,7 +114,7 @@ CASES = [
     Case("sync", "sync", _in("sync", _child("git")), slow="git"),
     Case("plan", "plan", _in("plan", _registry_busy()), slow="registry"),
     Case("preflight", "preflight", _in("preflight", _registry_busy()), slow="registry"),
-    Case("backup", "backup", _in("backup", _partial_backup), data_mb=120),
+    Case("backup", "backup", _in("backup", _partial_backup), data_mb=120, paced=True),
     Case("stop", "stop", _in("stop", _stop_signal("1.0.0")), old_env={"STOP_DELAY": "4"}),
     Case("snapshot", "snapshot", _in("snapshot", _always), old_env={"STOP_WRITE_MB": "200"}),
     Case("start", "start", _in("start", _child("compose"))),
@@ -125,7 +126,14 @@ CASES = [
         new_env={"STOP_DELAY": "4"},
         **ROLLBACK,
     ),
-    Case("rollback-restore", "rollback", _in("rollback", _staged_restore), data_mb=120, **ROLLBACK),
+    Case(
+        "rollback-restore",
+        "rollback",
+        _in("rollback", _staged_restore),
+        data_mb=120,
+        paced=True,
+        **ROLLBACK,
+    ),
     Case(
         "rollback-restart-previous", "rollback", _in("rollback", _child("compose", 2)), **ROLLBACK
     ),
@@ -185,7 +193,12 @@ def test_a_worker_killed_inside_a_step_is_recovered(
     slowed(target, case.slow)
     worker.go()
     killed_at = kill_when(
-        target, worker, deployment_id, lambda: case.moment(target, deployment_id), step=case.step
+        target,
+        worker,
+        deployment_id,
+        lambda: case.moment(target, deployment_id),
+        step=case.step,
+        paced=case.paced,
     )
     git_server.delay, target.proxy.latency = 0.0, 0.0
     record = recover(target, deployment_id, killed_at)
@@ -212,7 +225,7 @@ def test_a_worker_killed_while_a_rollback_restores_the_data_is_recovered(
     worker = target.worker()
     target.commit("1.0.0")
     assert target.deploy().status == "succeeded"
-    write_data(target.storage / "documents", 400)  # what 1.0.0 leaves: a restore takes a while
+    write_data(target.storage / "documents", 120)  # what 1.0.0 leaves: a restore takes a while
     target.commit("2.0.0")
     upgrade = target.deploy()
     assert upgrade.status == "succeeded" and upgrade.backup_id is not None
@@ -222,7 +235,12 @@ def test_a_worker_killed_while_a_rollback_restores_the_data_is_recovered(
     worker.go()
     moment = _in("restore", _staged_restore)
     killed_at = kill_when(
-        target, worker, rollback_id, lambda: moment(target, rollback_id), step="restore"
+        target,
+        worker,
+        rollback_id,
+        lambda: moment(target, rollback_id),
+        step="restore",
+        paced=True,
     )
     record = recover(target, rollback_id, killed_at)
 
