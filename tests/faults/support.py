@@ -43,6 +43,7 @@ from tests.harness.tcpproxy import TcpProxy
 from tests.workers.deployer import Deployer
 from workers.backup.restore import ASIDE, STAGED
 from workers.dispatcher import targets_needing_a_worker
+from workers.failpoints import ENV
 from workers.runner import run_target
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -71,8 +72,9 @@ class FaultTarget(Deployer):
         sha: str = self.repo.commit(infra_files(image, self.port, environment=env), message)
         return sha
 
-    def worker(self) -> WorkerProcess:
-        process = WorkerProcess(self)
+    def worker(self, *failpoints: str) -> WorkerProcess:
+        """A worker process; it stops itself at each of ``failpoints`` (workers/failpoints)."""
+        process = WorkerProcess(self, failpoints)
         self.workers.append(process)
         return process
 
@@ -113,7 +115,7 @@ class WorkerProcess:
     """``run_target`` once, in a process of its own (``python -m tests.faults.worker``),
     started at once and run by :meth:`go`."""
 
-    def __init__(self, target: FaultTarget) -> None:
+    def __init__(self, target: FaultTarget, failpoints: tuple[str, ...] = ()) -> None:
         spec = target.root / f"worker-{uuid.uuid4().hex[:8]}.json"
         write_spec(spec, target.ctx, target.target)
         self.log = spec.with_suffix(".log")
@@ -125,6 +127,7 @@ class WorkerProcess:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 start_new_session=True,
+                env=os.environ | {ENV: ",".join(failpoints)},
             )
 
     def go(self) -> None:
@@ -136,6 +139,14 @@ class WorkerProcess:
     def alive(self) -> bool:
         return self.proc.poll() is None
 
+    def stopped(self) -> bool:
+        """Stopped by a signal: it reached an armed failpoint."""
+        try:
+            stat = Path(f"/proc/{self.proc.pid}/stat").read_text()
+        except FileNotFoundError:
+            return False
+        return stat.rpartition(")")[2].split()[0] in ("T", "t")
+
     def kill(self) -> None:
         """SIGKILL the worker alone: its children (compose, git) lead groups of their own
         and live on, as they do when a real worker dies."""
@@ -144,14 +155,6 @@ class WorkerProcess:
         self.proc.wait(timeout=30)
         if self.proc.stdin is not None:
             self.proc.stdin.close()
-
-    def pause(self) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGSTOP)
-
-    def resume(self) -> None:
-        if self.alive():
-            os.kill(self.proc.pid, signal.SIGCONT)
 
     def output(self) -> str:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
@@ -174,16 +177,12 @@ def kill_when(
     *,
     step: str,
     timeout: float = 90.0,
-    paced: bool = False,
 ) -> float:
     """SIGKILL ``worker`` as soon as ``condition`` holds; it must be inside ``step`` then.
 
-    ``paced``: once the journal shows ``step`` running, the worker runs in short slices
-    (SIGCONT, a few ms, SIGSTOP) and the condition is checked while it is stopped, so a
-    window shorter than one check on a loaded machine (a copy to a fast disk) is not
-    missed. Returns the moment of the kill (monotonic)."""
+    Returns the moment of the kill (monotonic)."""
     deadline = time.monotonic() + timeout
-    while not _checked(worker, condition, paced and target.running(deployment_id, step)):
+    while not condition():
         assert worker.alive(), f"the worker ended before the kill:\n{worker.output()}"
         assert time.monotonic() < deadline, (
             f"never saw the moment to kill in {step}; journal: "
@@ -199,23 +198,6 @@ def kill_when(
         f"killed outside {step}: {[(s['name'], s['outcome']) for s in record.steps]}"
     )
     return killed_at
-
-
-def _checked(worker: WorkerProcess, condition: Callable[[], bool], paced: bool) -> bool:
-    """``condition()``; when ``paced``, asked with the worker stopped, and if it does not
-    hold yet the worker gets a few ms to run on (it stays stopped when it holds)."""
-    if not paced:
-        return condition()
-    worker.pause()
-    try:
-        if condition():
-            return True
-    except BaseException:
-        worker.resume()
-        raise
-    worker.resume()
-    time.sleep(0.003)
-    return False
 
 
 def recover(target: FaultTarget, deployment_id: str, killed_at: float) -> DeploymentRecord:

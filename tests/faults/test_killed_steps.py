@@ -23,12 +23,14 @@ import pytest
 
 from tests.faults.support import (
     FaultTarget,
+    WorkerProcess,
     check_recovered,
     kill_when,
     recover,
     wait_until,
 )
 from tests.harness.gitserver import GitServer
+from workers import failpoints
 from workers.backup.restore import STAGED
 from workers.dispatcher import targets_needing_a_worker
 
@@ -85,6 +87,11 @@ def _staged_restore(target: FaultTarget, _id: str, _step: dict[str, Any]) -> boo
     return any(STAGED in p.name for p in target.dirs.work.iterdir())
 
 
+def _at_failpoint(worker: WorkerProcess, sign: Sign) -> Sign:
+    """``worker`` stopped itself at its armed failpoint, and ``sign`` holds there."""
+    return lambda target, _id, step: worker.stopped() and sign(target, _id, step)
+
+
 def _answers(version: str) -> Sign:
     return lambda target, _id, _step: target.app_version() == version
 
@@ -105,7 +112,6 @@ class Case:
     data_mb: int = 0  # files in the app's storage before the deployment
     slow: str | None = None  # "git" or "registry" answers slowly until the kill
     outcome: str = "succeeded"
-    paced: bool = False  # the window is a copy: checked with the worker stopped (kill_when)
 
 
 NEVER_HEALTHY = "3.0.0-never-healthy"
@@ -114,7 +120,7 @@ CASES = [
     Case("sync", "sync", _in("sync", _child("git")), slow="git"),
     Case("plan", "plan", _in("plan", _registry_busy()), slow="registry"),
     Case("preflight", "preflight", _in("preflight", _registry_busy()), slow="registry"),
-    Case("backup", "backup", _in("backup", _partial_backup), data_mb=120, paced=True),
+    Case("backup", "backup", _in("backup", _partial_backup), data_mb=120),
     Case("stop", "stop", _in("stop", _stop_signal("1.0.0")), old_env={"STOP_DELAY": "4"}),
     Case("snapshot", "snapshot", _in("snapshot", _always), old_env={"STOP_WRITE_MB": "200"}),
     Case("start", "start", _in("start", _child("compose"))),
@@ -126,14 +132,7 @@ CASES = [
         new_env={"STOP_DELAY": "4"},
         **ROLLBACK,
     ),
-    Case(
-        "rollback-restore",
-        "rollback",
-        _in("rollback", _staged_restore),
-        data_mb=120,
-        paced=True,
-        **ROLLBACK,
-    ),
+    Case("rollback-restore", "rollback", _in("rollback", _staged_restore), data_mb=120, **ROLLBACK),
     Case(
         "rollback-restart-previous", "rollback", _in("rollback", _child("compose", 2)), **ROLLBACK
     ),
@@ -193,12 +192,7 @@ def test_a_worker_killed_inside_a_step_is_recovered(
     slowed(target, case.slow)
     worker.go()
     killed_at = kill_when(
-        target,
-        worker,
-        deployment_id,
-        lambda: case.moment(target, deployment_id),
-        step=case.step,
-        paced=case.paced,
+        target, worker, deployment_id, lambda: case.moment(target, deployment_id), step=case.step
     )
     git_server.delay, target.proxy.latency = 0.0, 0.0
     record = recover(target, deployment_id, killed_at)
@@ -218,14 +212,14 @@ def test_a_worker_killed_inside_a_step_is_recovered(
 def test_a_worker_killed_while_a_rollback_restores_the_data_is_recovered(
     make_target: Callable[..., FaultTarget],
 ) -> None:
-    """A person's rollback to 1.0.0 with its data: killed while the restore stages its
-    copy. Recovery puts back the snapshot of the data as 2.0.0 left it, starts 2.0.0, and
-    runs the rollback again."""
+    """A person's rollback to 1.0.0 with its data: killed inside its restore, the copies
+    staged and none swapped in yet. Recovery puts back the snapshot of the data as 2.0.0
+    left it, starts 2.0.0, and runs the rollback again."""
     target = make_target()
-    worker = target.worker()
+    worker = target.worker(failpoints.RESTORE_SWAP)  # the swap is a rename: too quick to see
     target.commit("1.0.0")
     assert target.deploy().status == "succeeded"
-    write_data(target.storage / "documents", 120)  # what 1.0.0 leaves: a restore takes a while
+    write_data(target.storage / "documents", 120)  # what 1.0.0 leaves
     target.commit("2.0.0")
     upgrade = target.deploy()
     assert upgrade.status == "succeeded" and upgrade.backup_id is not None
@@ -233,14 +227,9 @@ def test_a_worker_killed_while_a_rollback_restores_the_data_is_recovered(
 
     rollback_id = target.queue(action="rollback", manual=True)
     worker.go()
-    moment = _in("restore", _staged_restore)
+    moment = _in("restore", _at_failpoint(worker, _staged_restore))
     killed_at = kill_when(
-        target,
-        worker,
-        rollback_id,
-        lambda: moment(target, rollback_id),
-        step="restore",
-        paced=True,
+        target, worker, rollback_id, lambda: moment(target, rollback_id), step="restore"
     )
     record = recover(target, rollback_id, killed_at)
 

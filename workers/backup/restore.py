@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import ParamSpec, TypeVar
 
+from workers import failpoints
 from workers.backup import files, paths
 from workers.backup.files import join, parent_of
 from workers.backup.model import (
@@ -84,6 +85,7 @@ class Restorer:
             plans = self._plans(held)  # every check, before anything changes
             todo = [p for p in plans if not p.nested]
             self._stage_all(todo, held, lambda: False)
+            failpoints.reach(failpoints.RESTORE_SWAP)
             swapped = {p.source.name: self._swap(p) for p in todo}
         results = tuple(
             swapped[p.source.name] if p.source.name in swapped else self._included(p) for p in plans
