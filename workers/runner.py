@@ -32,7 +32,12 @@ from workers.healing import settle
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.notify import schedule_announcement, schedule_report, schedule_target_notice
+from workers.notify import (
+    schedule_announcement,
+    schedule_approval_progress,
+    schedule_report,
+    schedule_target_notice,
+)
 from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
@@ -614,6 +619,8 @@ def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -
                 return
             schedule = schedule_announcement if phase == "announce" else schedule_report
             ids = schedule(conn, record, target, ctx.notifiers)
+            if "slack" in ctx.notifiers:  # an approved change: on the message with the buttons
+                ids += schedule_approval_progress(conn, record)
         for notification_id in ids:
             ctx.send(NOTIFY, [notification_id])
     except Exception:

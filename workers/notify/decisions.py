@@ -1,0 +1,104 @@
+"""A change that waited for approval, decided on: its Slack message is told again.
+
+The "pending" target notice (workers/approval.py) posts one Slack message with Approve and
+Reject. When a person decides (a press, ``rollhook approve``/``reject``, a sync) the
+worker re-arms that message's Slack row with who decided and when
+(:func:`schedule_decision`), and again as the approved deployment starts and ends
+(:func:`schedule_approval_progress`); the Slack notifier then updates the message in
+place (``chat.update`` on the same channel and ts), through the same pacing and 429
+handling as every other Slack call. Only the Slack row is re-armed: an email or a console
+line about the wait is not sent again. Like the rest of scheduling these write rows only
+(no network) and never raise.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from sqlalchemy import Connection
+
+from rollhook.records import notifications
+from rollhook.records.deployments import DeploymentRecord
+from rollhook.records.schema import TERMINAL_STATUSES, utcnow
+from workers.notify.notices import read_decided
+from workers.notify.scheduling import target_about
+
+logger = logging.getLogger("rollhook.notify")
+
+_ENDED = frozenset({"rejected", *TERMINAL_STATUSES})
+
+
+def schedule_decision(
+    conn: Connection,
+    target: str,
+    waited: list[str],
+    *,
+    decision: str,
+    by: str,
+    deployment: str | None = None,
+) -> list[str]:
+    """``waited``: the automatic deployments the decision ends or approves (oldest
+    first); the Slack row of the wait's notice is re-armed. Its id, when there is one."""
+    decided = {
+        "decision": decision,
+        "by": by,
+        "at": utcnow().isoformat(timespec="seconds"),
+        "progress": "approved" if decision == "approve" else "rejected",
+        "deployment": deployment,
+    }
+    return _rearm(conn, target, waited, decided, replace=True)
+
+
+def schedule_approval_progress(conn: Connection, record: DeploymentRecord) -> list[str]:
+    """The approved deployment ``record`` started or ended: tell it on the message of the
+    wait it approved (the automatic deployments it superseded are that wait)."""
+    if record.kind != "sync":
+        return []
+    progress = "deploying" if record.status == "running" else record.status
+    if progress not in _ENDED and progress != "deploying":
+        return []
+    waited = [str(i) for i in record.requested.get("coalesced") or []]
+    return _rearm(conn, record.target, waited, {"progress": progress}, deployment=record.id)
+
+
+def _rearm(
+    conn: Connection,
+    target: str,
+    waited: list[str],
+    decided: dict[str, Any],
+    *,
+    replace: bool = False,
+    deployment: str | None = None,
+) -> list[str]:
+    try:
+        with conn.begin_nested():
+            for since in waited:
+                row = notifications.of_subject(conn, target_about(target, "pending", since)).get(
+                    "slack"
+                )
+                if row is None or row.status == "skipped":
+                    continue
+                external = dict(row.external)
+                spec = dict(external.get("spec") or {})
+                before = read_decided(spec.get("decided"))
+                if not replace:
+                    # Progress belongs to the deployment that was approved, and an end
+                    # is never followed by "deploying" (deliveries may run late).
+                    if before is None or before.decision != "approve":
+                        continue
+                    if before.deployment not in (None, deployment):
+                        continue
+                    if before.progress in _ENDED:
+                        continue
+                    decided = {**spec["decided"], **decided, "deployment": deployment}
+                elif before is not None:
+                    continue  # decided once: a second decision on it changes nothing
+                spec["decided"] = decided
+                external.update(spec=spec, rev=int(external.get("rev", 0)) + 1)
+                notifications.change(conn, row.id, status="pending", attempts=0, external=external)
+                return [row.id]
+            return []
+    except Exception:
+        logger.exception("notify: telling the decision on %s's wait failed", target)
+        return []
