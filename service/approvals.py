@@ -15,13 +15,14 @@ buttons come in through service/slack.py.
 from __future__ import annotations
 
 import logging
-from typing import Any, Literal
+from typing import Literal
 
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
 from rollhook import events
+from rollhook.events import JobFields
 from rollhook.jobs import Source
 from rollhook.records import deployments
 from rollhook.records.deployments import DeploymentRecord
@@ -55,7 +56,7 @@ async def submit(
 ) -> Recorded:
     """Store the decision as an event with its job (the outbox); raises StoreFailed."""
     action = ACTIONS[decision]
-    job: dict[str, Any] = {"action": action}
+    job: JobFields = {"action": action}
     if decision == "approve":
         # Approving a change the deploy window holds deploys it now: the record says the
         # window was passed on purpose, by whom (``force`` changes nothing else).
