@@ -124,3 +124,43 @@ def test_a_change_held_by_the_window_is_told_once_and_approving_deploys_it_now(
         # Besides the deployment's own message (its story and thread), nothing new.
         [_, own] = slack.messages
         assert pick.id in json.dumps(own.blocks) and own is not message
+
+
+def test_when_the_window_opens_the_message_says_the_change_went_ahead(
+    records: Engine, tmp_path: Path
+) -> None:
+    sent: list[str] = []
+    now = [WEDNESDAY_NOON]
+    with SlackStandIn(token="xoxb-1234-rollhook-test") as slack:
+        notifiers = notifiers_for(
+            slack_token=slack.token, slack_channel="deploys", slack_api_url=slack.api_url
+        )
+        found, _ = parse_targets(TARGETS)
+        ctx = WorkerContext(
+            records=records, data_dir=tmp_path, targets=found, docker_host=None,
+            lease_seconds=30, send=lambda _task, args: sent.extend(args),
+            notifiers=notifiers, clock=lambda: now[0],
+        )  # fmt: skip
+        flow = Flow(records, notifiers, found["llm"])
+        with records.begin() as conn:
+            target_records.ensure(conn, ["llm"])
+        arrive(ctx, ref="a" * 40)
+        arrive(ctx, ref="b" * 40)
+        run_target(ctx, "llm")
+        flow.deliver(sent)
+        [message] = slack.messages
+
+        now[0] = WEDNESDAY_NOON.replace(hour=17)  # 18:00 in Berlin: the window opens
+        assert closed_window(ctx, "llm") is None
+        with records.begin() as conn:
+            token = target_records.acquire_lease(conn, "llm", "test", 30)
+            assert token is not None
+            pick = _coalesce(conn, "llm", token, window=None)
+        assert pick is not None and pick.requested["ref"] == "b" * 40  # the newest
+        sent.clear()
+        notify(ctx, "announce", pick.id, found["llm"])
+        flow.deliver(sent)
+        said = message.current_text
+        assert "Went ahead without a press" in said and "the deploy window opened" in said
+        assert f"deploying (deployment `{pick.id}`)" in said
+        assert not [b for b in message.current_blocks or [] if b["type"] == "actions"]

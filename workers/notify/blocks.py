@@ -98,11 +98,13 @@ def decision_lines(decided: Decided) -> list[str]:
         when = datetime.fromisoformat(decided.at).strftime("%Y-%m-%d %H:%M UTC")
     except ValueError:
         when = escape(decided.at) or "an unknown time"
-    verb = "Approved" if decided.decision == "approve" else "Rejected"
     icon, said = _PROGRESS.get(decided.progress, (":information_source:", decided.progress))
     said = escape(said)
-    if decided.deployment and decided.decision == "approve":
+    if decided.deployment and decided.decision != "reject":
         said += f" (deployment `{escape(decided.deployment)}`)"
+    if decided.decision == "started":
+        return [f"*Went ahead without a press at {when}: {who}*", f"{icon} {said}"]
+    verb = "Approved" if decided.decision == "approve" else "Rejected"
     return [f"*{verb} by {who} at {when}*", f"{icon} {said}"]
 
 

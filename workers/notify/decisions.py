@@ -51,15 +51,34 @@ def schedule_decision(
 
 
 def schedule_approval_progress(conn: Connection, record: DeploymentRecord) -> list[str]:
-    """The approved deployment ``record`` started or ended: tell it on the message of the
-    wait it approved (the automatic deployments it superseded are that wait)."""
-    if record.kind != "sync":
+    """``record`` started or ended: tell it on the message of the wait it ends. An
+    approval (a sync) tells its progress there; any other deployment that takes over a
+    wait nobody decided on (the deploy window opened and the change started by itself, or
+    a person deployed) says so there, so its buttons do not stay as if it still waited."""
+    if record.kind == "heal":
         return []
     progress = "deploying" if record.status == "running" else record.status
     if progress not in _ENDED and progress != "deploying":
         return []
     waited = [str(i) for i in record.requested.get("coalesced") or []]
-    return _rearm(conn, record.target, waited, {"progress": progress}, deployment=record.id)
+    if record.kind != "sync":
+        waited.append(record.id)  # an automatic change that waited starts by itself
+    manual = bool(record.requested.get("manual"))
+    started = {
+        "decision": "started",
+        "by": str((record.trigger or {}).get("actor") or "a person")
+        if manual
+        else "the deploy window opened",
+        "at": utcnow().isoformat(timespec="seconds"),
+    }
+    return _rearm(
+        conn,
+        record.target,
+        waited,
+        {"progress": progress},
+        deployment=record.id,
+        started=started,
+    )
 
 
 def _rearm(
@@ -70,6 +89,7 @@ def _rearm(
     *,
     replace: bool = False,
     deployment: str | None = None,
+    started: dict[str, Any] | None = None,
 ) -> list[str]:
     try:
         with conn.begin_nested():
@@ -82,10 +102,15 @@ def _rearm(
                 external = dict(row.external)
                 spec = dict(external.get("spec") or {})
                 before = read_decided(spec.get("decided"))
-                if not replace:
+                if not replace and before is None:
+                    if started is None:
+                        continue
+                    # Nobody decided: the change went ahead without a press.
+                    decided = {**started, **decided, "deployment": deployment}
+                elif not replace:
                     # Progress belongs to the deployment that was approved, and an end
                     # is never followed by "deploying" (deliveries may run late).
-                    if before is None or before.decision != "approve":
+                    if before.decision not in ("approve", "started"):
                         continue
                     if before.deployment not in (None, deployment):
                         continue

@@ -42,7 +42,7 @@ class DeploymentNotice:
 class Decided:
     """A person's decision on a change that waited, and where the change is now."""
 
-    decision: str  # approve | reject
+    decision: str  # approve | reject | started (went ahead without a press)
     by: str  # the event's actor: "slack:U024BE7LH", "rollhook approve (cli)", ...
     at: str  # ISO 8601, UTC
     progress: str  # approved | deploying | rejected | a deployment's final status
@@ -54,8 +54,11 @@ class Decided:
         return f"{self.decision}:{self.progress}"
 
 
+DECISIONS = ("approve", "reject", "started")
+
+
 def read_decided(value: Any) -> Decided | None:
-    if not isinstance(value, Mapping) or value.get("decision") not in ("approve", "reject"):
+    if not isinstance(value, Mapping) or value.get("decision") not in DECISIONS:
         return None
     return Decided(
         decision=str(value["decision"]),

@@ -4,6 +4,7 @@ decided and when, then how the approved deployment goes, through Slack's rate li
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any
 
@@ -140,9 +141,32 @@ def test_progress_of_another_deployment_is_not_told_on_the_message(
 ) -> None:
     flow = make_flow(records, notifiers, target, slack)
     ask(records, target, notifiers, flow)
-    assert progress(records, "running") == [], "nobody decided: the buttons stay"
     decide(records, target, "approve", deployment="d-someone-else")
     assert progress(records, "running") == []
+
+
+def test_a_wait_that_goes_ahead_without_a_press_says_so(
+    records: Engine, slack: SlackStandIn, target: Target, notifiers: Notifiers
+) -> None:
+    """The deploy window opened: the change that waited starts by itself (it is the wait's
+    own deployment); its message loses the buttons and tells how it goes."""
+    flow = make_flow(records, notifiers, target, slack)
+    message = ask(records, target, notifiers, flow)
+    started = rec.record(id=WAITING, kind="deploy", status="running",
+                         requested={"manual": False, "coalesced": []})  # fmt: skip
+    with records.begin() as conn:  # a heal never speaks for the wait
+        assert schedule_approval_progress(conn, dataclasses.replace(started, kind="heal")) == []
+        [row] = schedule_approval_progress(conn, started)
+    assert flow.statuses([row]) == ["delivered"]
+    [update] = message.updates
+    assert "Went ahead without a press at " in update["text"]
+    assert "the deploy window opened" in update["text"] and "deploying" in update["text"]
+    assert not _actions(update["blocks"])
+    with records.begin() as conn:
+        ended = dataclasses.replace(started, status="succeeded")
+        assert schedule_approval_progress(conn, ended) == [row]
+    flow.statuses([row])
+    assert ":white_check_mark: deployed" in message.updates[-1]["text"]
 
 
 def test_a_rejection_removes_the_buttons_and_says_who(
