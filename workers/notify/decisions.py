@@ -101,25 +101,10 @@ def _rearm(
                     continue
                 external = dict(row.external)
                 spec = dict(external.get("spec") or {})
-                before = read_decided(spec.get("decided"))
-                if not replace and before is None:
-                    if started is None:
-                        continue
-                    # Nobody decided: the change went ahead without a press.
-                    decided = {**started, **decided, "deployment": deployment}
-                elif not replace:
-                    # Progress belongs to the deployment that was approved, and an end
-                    # is never followed by "deploying" (deliveries may run late).
-                    if before.decision not in ("approve", "started"):
-                        continue
-                    if before.deployment not in (None, deployment):
-                        continue
-                    if before.progress in _ENDED:
-                        continue
-                    decided = {**spec["decided"], **decided, "deployment": deployment}
-                elif before is not None:
-                    continue  # decided once: a second decision on it changes nothing
-                spec["decided"] = decided
+                told = _next(spec, decided, replace, deployment, started)
+                if told is None:
+                    continue
+                spec["decided"] = told
                 external.update(spec=spec, rev=int(external.get("rev", 0)) + 1)
                 notifications.change(conn, row.id, status="pending", attempts=0, external=external)
                 return [row.id]
@@ -127,3 +112,25 @@ def _rearm(
     except Exception:
         logger.exception("notify: telling the decision on %s's wait failed", target)
         return []
+
+
+def _next(
+    spec: dict[str, Any],
+    decided: dict[str, Any],
+    replace: bool,
+    deployment: str | None,
+    started: dict[str, Any] | None,
+) -> dict[str, Any] | None:
+    """What the message of a wait says next; None when this news is not for it."""
+    before = read_decided(spec.get("decided"))
+    if replace:  # a decision: the first one counts, a second changes nothing
+        return decided if before is None else None
+    if before is None:  # nobody decided: the change went ahead without a press
+        return None if started is None else {**started, **decided, "deployment": deployment}
+    # Progress belongs to the deployment that was approved (or went ahead), and an end is
+    # never followed by "deploying" (deliveries may run late).
+    if before.decision not in ("approve", "started") or before.progress in _ENDED:
+        return None
+    if before.deployment not in (None, deployment):
+        return None
+    return {**spec["decided"], **decided, "deployment": deployment}
