@@ -173,7 +173,12 @@ def _state(target: dict[str, Any]) -> str:
         words.append("deploying")
     sync = target.get("sync")
     if isinstance(sync, dict) and sync.get("status"):
-        words.append(str(sync["status"]))
+        pending = sync.get("pending")
+        reason = pending.get("reason") if isinstance(pending, dict) else None
+        if sync["status"] == "pending" and reason:
+            words.append(f"pending ({reason})")
+        else:
+            words.append(str(sync["status"]))
     return ", ".join(words) or "ready"
 
 

@@ -3,7 +3,8 @@ the metrics and the dashboard.
 
 The order is what an operator should look at first: ``paused`` (someone froze it) >
 ``progressing`` (a deployment runs, or queued work is about to) > ``degraded`` (healing
-gave up) > ``pending`` (manual mode: something waits for approval) > ``drifted`` (what
+gave up) > ``pending`` (manual mode: something waits for approval; or a closed deploy
+window holds automatic changes) > ``drifted`` (what
 runs differs from the last good deployment) > ``unknown`` (never polled, never deployed) >
 ``out_of_sync`` (Git or the registry moved on) > ``synced``.
 """
@@ -33,6 +34,7 @@ class Facts:
     running: bool = False  # a deployment of the target runs
     runnable: bool = False  # queued deployments that will run (automatic ones in auto mode)
     waiting: bool = False  # queued automatic deployments held for approval (manual mode)
+    held: bool = False  # queued automatic deployments held by a closed deploy window
     auto: bool = True
     degraded: bool = False
     drifted: bool = False
@@ -45,7 +47,7 @@ def sync_status(facts: Facts) -> Status:
         (facts.paused, "paused"),
         (facts.running or facts.runnable, "progressing"),
         (facts.degraded, "degraded"),
-        (not facts.auto and (facts.waiting or facts.drifted), "pending"),
+        ((not facts.auto and (facts.waiting or facts.drifted)) or facts.held, "pending"),
         (facts.drifted, "drifted"),
         (not facts.known, "unknown"),
         (facts.behind, "out_of_sync"),

@@ -136,6 +136,10 @@ class Windows:
         edges = sorted({edge for rule in self.rules for edge in rule.edges(moment)})
         return next((edge for edge in edges if self.open_at(edge)), None)
 
+    def holds(self, moment: datetime) -> str | None:
+        """Why automatic changes wait at ``moment`` (:meth:`why_closed`); None when open."""
+        return None if self.open_at(moment) else self.why_closed(moment)
+
     def why_closed(self, moment: datetime) -> str:
         """Why automatic changes wait now, and until when (for the record)."""
         covering = [r.describe() for r in self.rules if r.kind == "deny" and r.covers(moment)]

@@ -32,6 +32,7 @@ from service.metrics import Metrics
 from service.ratelimit import AuthFailures, ClientAddress, Network, parse_proxies
 from service.recorder import Recorder
 from service.runtime import Runtime
+from service.slack_replies import SlackReplies, allowed_base
 from service.ui.routes import ROUTES as UI_ROUTES
 from service.writer import WriterSettings
 
@@ -116,6 +117,11 @@ def _lifespan(
             auth_failures=AuthFailures(
                 settings.auth_failures_allowed, settings.auth_failure_window
             ),
+            slack_replies=(
+                SlackReplies(allowed_base(settings.slack_api_url))
+                if settings.slack_signing_secret is not None
+                else None
+            ),
         )
         log.info(
             "rollhook web ready: %d target(s), broker %s", len(targets), _broker_kind(settings)
@@ -128,6 +134,8 @@ def _lifespan(
             yield {"rollhook": rt}
         finally:
             await recorder.stop()
+            if rt.slack_replies is not None:
+                await rt.slack_replies.close()
             engine.dispose()
 
     return lifespan

@@ -1,11 +1,12 @@
 """Approving and rejecting what waits for approval (manual mode), by whoever may.
 
 An approval is a sync (what ``POST /targets/{name}/sync`` queues): the worker applies what
-Git and the registry want and records who approved it (``approved_by``). A rejection is a
-job of its own: the worker ends the automatic deployments that wait, unrun, recorded as
-superseded with who rejected them (workers/rejection.py). Both are stored as an event with
-its job before anybody is answered, so a press or a command is never lost and never done
-twice; who asked is the event's actor.
+Git and the registry want and records who approved it (``approved_by``); a change held by
+a closed deploy window is deployed at once, noted on the record as forced by the approver.
+A rejection is a job of its own: the worker ends the automatic deployments that wait,
+unrun, recorded as superseded with who rejected them (workers/rejection.py). Both are
+stored as an event with its job before anybody is answered, so a press or a command is
+never lost and never done twice; who asked is the event's actor.
 
 ``POST /targets/{name}/reject`` is the API's (and ``rollhook reject``'s) way; Slack's
 buttons come in through service/slack.py.
@@ -21,6 +22,7 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from rollhook import events
+from rollhook.events import JobFields
 from rollhook.jobs import Source
 from rollhook.records import deployments
 from rollhook.records.deployments import DeploymentRecord
@@ -54,6 +56,11 @@ async def submit(
 ) -> Recorded:
     """Store the decision as an event with its job (the outbox); raises StoreFailed."""
     action = ACTIONS[decision]
+    job: JobFields = {"action": action}
+    if decision == "approve":
+        # Approving a change the deploy window holds deploys it now: the record says the
+        # window was passed on purpose, by whom (``force`` changes nothing else).
+        job["force"] = True
     event = events.new_event(
         source,
         action,
@@ -61,7 +68,7 @@ async def submit(
         delivery_id=None,
         actor=actor,
         summary={"targets": [target.name], "action": action, "decision": decision},
-        jobs={target.name: {"action": action}},
+        jobs={target.name: job},
         manual=True,
         body_key=body_key,
     )

@@ -16,6 +16,7 @@ from service.matching import Matcher
 from service.metrics import Metrics
 from service.ratelimit import UNKNOWN_FORWARDED, AuthFailures, ClientAddress
 from service.recorder import Recorder
+from service.slack_replies import SlackReplies
 
 log = logging.getLogger("rollhook.app")
 
@@ -30,6 +31,7 @@ class Runtime:
     metrics: Metrics
     addresses: ClientAddress
     auth_failures: AuthFailures
+    slack_replies: SlackReplies | None = None  # with a Slack signing secret (service/slack.py)
     _warned: bool = False
 
     def client(self, request: Request) -> str:

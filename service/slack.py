@@ -8,6 +8,8 @@ dedup key, kept far longer than five minutes), so a captured request replayed is
 Only ``approve.approvers`` (Slack user ids) count, and only while the deployment the
 button names still waits. The press is stored with its job and answered at once: Slack
 wants an answer within 3 seconds, and the work is the worker's (service/approvals.py).
+A refused press is also told to the presser alone, through the payload's ``response_url``
+once the answer has left (service/slack_replies.py: only Slack's own URLs are followed).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any, cast
 from urllib.parse import parse_qs
 
+from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -59,6 +62,7 @@ class Press:
     deployment: str  # the waiting deployment the message was about
     user: str  # Slack user id
     user_name: str | None = None
+    response_url: str | None = None  # where to tell the presser alone (service/slack_replies.py)
 
 
 def signature(secret: bytes, timestamp: str, body: bytes) -> str:
@@ -107,12 +111,14 @@ def parse_press(body: bytes) -> Press:
     if named is None:
         raise Refused(400, "the button's value names no target and deployment")
     name = user.get("username") or user.get("name")
+    response_url = payload.get("response_url")
     return Press(
         decision=decision,
         target=named[0],
         deployment=named[1],
         user=user["id"],
         user_name=name if isinstance(name, str) else None,
+        response_url=response_url if isinstance(response_url, str) else None,
     )
 
 
@@ -127,6 +133,7 @@ async def _interactions(rt: Runtime, request: Request) -> Response:
     body = await _signed_body(rt, request)
     if isinstance(body, Response):
         return body
+    press: Press | None = None
     try:
         press = parse_press(body)
         await _admit(rt, press)
@@ -140,15 +147,26 @@ async def _interactions(rt: Runtime, request: Request) -> Response:
         )
     except Refused as exc:
         log.warning("[slack] press refused (%d): %s", exc.code, exc)
-        return answers.answer(exc.code, "refused", str(exc))
+        return _told(rt, press, answers.answer(exc.code, "refused", str(exc)), str(exc))
     except StoreFailed as exc:
         log.warning("[slack] 503: %s", exc)
         return answers.unavailable("the press could not be stored; try again")
     if not isinstance(outcome, Queued):
         log.warning("[slack] a replayed request was refused")
-        return answers.answer(409, "refused", "this request was acted on already")
+        why = "this request was acted on already"
+        return _told(rt, press, answers.answer(409, "refused", why), why)
     # Slack wants a 200 within 3 seconds; the deployment is the worker's.
     return answers.reply(200, {"status": "queued", "id": outcome.event_id})
+
+
+def _told(rt: Runtime, press: Press | None, response: Response, why: str) -> Response:
+    """The refusal, told to the presser alone once the answer has left (an ephemeral
+    message through the payload's response_url, when it is Slack's)."""
+    replies = rt.slack_replies
+    if replies is not None and press is not None and press.response_url:
+        text = f"rollhook did not act on your {press.decision} press: {why}."
+        response.background = BackgroundTask(replies.tell, press.response_url, text)
+    return response
 
 
 async def _signed_body(rt: Runtime, request: Request) -> bytes | Response:

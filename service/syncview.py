@@ -46,8 +46,10 @@ def sync_view(
     target: Target,
     state: TargetState,
     observed: SyncState | None = None,
+    now: datetime | None = None,
 ) -> dict[str, Any]:
-    """The target's ``sync`` object, read from the records now."""
+    """The target's ``sync`` object, read from the records now (``now``: the clock the
+    deploy windows are read at)."""
     seen = observed or sync_records.get(conn, target.name)
     current_id = state.current_deployment_id
     current = deployments.get(conn, current_id) if current_id else None
@@ -55,7 +57,10 @@ def sync_view(
     running = bool(deployments.running(conn, target.name))
     auto = target.sync.auto
     waiting = [r for r in queued if not r.manual and not auto]
-    runnable = [r for r in queued if r.manual or auto]
+    # A closed deploy window holds automatic changes (heals pass), as the runner does.
+    closed = target.deploy_windows.holds(now or utcnow()) if target.windows else None
+    held = [r for r in queued if auto and closed and not r.manual and r.kind != "heal"]
+    runnable = [r for r in queued if r.manual or (auto and r not in held)]
     in_use = images_in_use(target, current.images) if current is not None else {}
     differences = behind(
         head=seen.observed_commit,
@@ -71,6 +76,7 @@ def sync_view(
             running=running,
             runnable=bool(runnable) and not state.paused,
             waiting=bool(waiting),
+            held=bool(held),
             auto=auto,
             degraded=seen.degraded,
             drifted=bool(seen.drift),
@@ -78,9 +84,13 @@ def sync_view(
             behind=bool(differences),
         )
     )
-    pending = None
+    pending: dict[str, Any] | None = None
     if not auto and (waiting or seen.drift):
         pending = {"deployments": [_pending_item(r) for r in waiting], "drift": seen.drift}
+        pending["reason"] = "waiting for approval (manual mode)" if waiting else "drift"
+    elif held:
+        pending = {"deployments": [_pending_item(r) for r in held], "drift": seen.drift}
+        pending["reason"] = closed
     limit, window = target.sync.heals_allowed
     return {
         "status": status,

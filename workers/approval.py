@@ -1,8 +1,10 @@
-"""Manual mode (``sync.auto: false``): automatic deployments wait for a person's sync.
+"""Manual mode (``sync.auto: false``): automatic deployments wait for a person's sync;
+deploy windows: they wait for the window to open (workers/runner.py holds them).
 
-:func:`tell_pending` tells that something waits for approval, once per wait: the key is
-the oldest automatic deployment still waiting, so a second webhook or poll while the
-first waits adds nothing, and the next change after an approval is news again.
+:func:`tell_pending` tells that something waits, once per wait: the key is the oldest
+automatic deployment still waiting, so a second webhook or poll while the first waits
+adds nothing, and the next change after an approval (or the window's opening) is news
+again.
 """
 
 from __future__ import annotations
@@ -50,21 +52,35 @@ def _current(conn: Connection, name: str) -> DeploymentRecord | None:
     return deployments.get(conn, state.current_deployment_id)
 
 
-def tell_pending(ctx: WorkerContext, target: Target) -> list[str]:
-    """In manual mode, tell once that automatic deployments wait; the notification ids."""
-    if target.sync.auto:
+def tell_pending(ctx: WorkerContext, target: Target, *, window: str | None = None) -> list[str]:
+    """Tell once that automatic deployments wait: in manual mode for approval, or (with
+    ``window``: why the deploy window is closed) for the window to open; the notification
+    ids. Both carry Approve and Reject in Slack: approving a change held by the window
+    deploys it now, recorded as forced by whoever approved."""
+    if target.sync.auto and window is None:
         return []
     with ctx.records.begin() as conn:
         queued = waiting(conn, target.name)
+        if target.sync.auto:  # a heal passes a closed window: it does not wait
+            queued = [r for r in queued if r.kind != "heal"]
         if not queued:
             return []
         what = ", ".join(describe(target, r) for r in queued[-3:])
-        details = [
-            f"{len(queued)} automatic deployment(s) wait: {what}",
-            f"approve with `rollhook sync {target.name}` (POST /targets/{target.name}/sync)",
-        ]
+        if target.sync.auto:
+            headline = f"{target.name}: {what} waiting for its deploy window"
+            details = [
+                f"{len(queued)} automatic deployment(s) wait: {what}",
+                f"pending: {window}",
+                "approve to deploy it now, outside the window (recorded as forced), or wait",
+            ]
+        else:
+            headline = f"{target.name}: {what} waiting for approval"
+            details = [
+                f"{len(queued)} automatic deployment(s) wait: {what}",
+                f"approve with `rollhook sync {target.name}` (POST /targets/{target.name}/sync)",
+            ]
         since = queued[0].id
-        spec: dict[str, Any] = {"headline": f"{target.name}: {what} waiting for approval"}
+        spec: dict[str, Any] = {"headline": headline}
         # The change, and Approve/Reject buttons in Slack (service/slack.py hears them).
         details[1:1] = change_lines(target.branch, _current(conn, target.name), queued[-1])
         if target.approve.slack:
@@ -83,7 +99,7 @@ def tell_pending(ctx: WorkerContext, target: Target) -> list[str]:
         )
         notified = {**row.notified, key: utcnow().isoformat(timespec="milliseconds")}
         sync_records.change(conn, target.name, notified=dict(list(notified.items())[-20:]))
-    logger.info("%s: %s waiting for approval", target.name, what)
+    logger.info("%s: %s", target.name, headline)
     for notification_id in ids:
         try:
             ctx.send(NOTIFY, [notification_id])

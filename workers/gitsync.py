@@ -187,15 +187,17 @@ class GitRepo:
         out = self._git(*names, strip=False)
         return [path for path in out.split("\x00") if path]
 
-    def commits_since(self, old: str | None, new: str) -> list[str]:
-        """The commits ``new`` brings that ``old`` lacks; empty when ``old`` is unknown here."""
+    def commits_since(self, old: str | None, new: str, limit: int | None = None) -> list[str]:
+        """The commits ``new`` brings that ``old`` lacks (the newest ``limit`` of them at
+        most); empty when ``old`` is unknown here."""
         if (
             not old
             or not _SHA.match(old)
             or self._ask("cat-file", "-e", f"{old}^{{commit}}") is None
         ):
             return []
-        return self._git("rev-list", f"{old}..{_sha(new)}", "--").split()
+        most = [f"--max-count={limit}"] if limit is not None else []
+        return self._git("rev-list", *most, f"{old}..{_sha(new)}", "--").split()
 
     def heads(self, branches: Iterable[str]) -> dict[str, str]:
         """The remote's head commit of each branch, all in one ``git ls-remote``.

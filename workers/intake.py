@@ -8,15 +8,17 @@ import logging
 from sqlalchemy import Connection
 
 from rollhook import events
+from rollhook.broker import NOTIFY
 from rollhook.jobs import Job
 from rollhook.records import deployments, jobs
 from rollhook.records import events as event_records
 from rollhook.records import targets as target_records
-from workers.approval import tell_pending
+from workers.approval import tell_pending, waiting
 from workers.backup import BackupStore
 from workers.context import WorkerContext
 from workers.errors import InfrastructureError, OperatorError
 from workers.layout import TargetDirs
+from workers.notify import schedule_decision
 from workers.rejection import reject_waiting
 
 logger = logging.getLogger("rollhook.intake")
@@ -36,6 +38,8 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
         return None
     job, deployment_id = queued
     target = ctx.targets.get(job.target)
+    if job.manual and job.action in ("sync", "reject"):
+        _tell_decision(ctx, job, deployment_id)
     if job.action == "reject":  # nothing runs: what waited ended in queue_job
         logger.info("job %s for %s: rejected %s", job.id, job.target, deployment_id or "nothing")
         return None
@@ -52,6 +56,28 @@ def take_job(ctx: WorkerContext, job_json: str) -> str | None:
         job.trigger.delivery_id or "-",
     )
     return job.target
+
+
+def _tell_decision(ctx: WorkerContext, job: Job, deployment_id: str) -> None:
+    """A person decided on what waited for approval (a press, ``rollhook approve``,
+    ``reject`` or ``sync``): the Slack message that asked is updated to say so."""
+    if "slack" not in ctx.notifiers:
+        return
+    who = job.trigger.actor or job.trigger.source
+    try:
+        with ctx.records.begin() as conn:
+            if job.action == "reject":
+                ended = [i for i in deployment_id.split(",") if i]
+                ids = schedule_decision(conn, job.target, ended, decision="reject", by=who)
+            else:
+                waited = [r.id for r in waiting(conn, job.target)]
+                ids = schedule_decision(
+                    conn, job.target, waited, decision="approve", by=who, deployment=deployment_id
+                )
+        for notification_id in ids:
+            ctx.send(NOTIFY, [notification_id])
+    except Exception:
+        logger.warning("%s: telling the decision on what waited failed", job.target, exc_info=True)
 
 
 def queue_job(conn: Connection, job_id: str) -> tuple[Job, str] | None:

@@ -37,7 +37,12 @@ from workers.health import GateResult, gate
 from workers.journal import Journal
 from workers.layout import TargetDirs, compose_spec
 from workers.plan import Plan, make_plan
-from workers.signatures import CommitSignatures, UnsignedCommit
+from workers.signatures import (
+    MAX_RANGE_COMMITS,
+    CommitSignatures,
+    UnsignedCommit,
+    range_to_check,
+)
 from workers.traffic import Traffic
 
 if TYPE_CHECKING:
@@ -192,9 +197,10 @@ class Rollout:
         if self.tools.signatures is None:  # never skipped silently
             raise InfrastructureError("verify.commits is set but no signature check was given")
         commits = [commit]
-        if rule.range:
-            commits += self.tools.git.commits_since(since, commit)
         try:
+            if rule.range:
+                listed = self.tools.git.commits_since(since, commit, MAX_RANGE_COMMITS + 1)
+                commits += range_to_check(since, commit, listed)
             self.tools.signatures.verify(commits)
         except UnsignedCommit:
             self.outcome.refused = True

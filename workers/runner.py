@@ -21,6 +21,7 @@ from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers import colours, healing, logs, reconcile
+from workers.approval import tell_pending
 from workers.backup import BackupStore
 from workers.compose import Compose
 from workers.context import WorkerContext
@@ -32,7 +33,12 @@ from workers.healing import settle
 from workers.journal import Journal
 from workers.layout import TargetDirs
 from workers.lease import Heartbeat, host_lock
-from workers.notify import schedule_announcement, schedule_report, schedule_target_notice
+from workers.notify import (
+    schedule_announcement,
+    schedule_approval_progress,
+    schedule_report,
+    schedule_target_notice,
+)
 from workers.outcomes import note_outcome
 from workers.procs import end_group
 from workers.rollout import Previous, Rollout, RolloutResult, Tools
@@ -51,11 +57,15 @@ def run_target(ctx: WorkerContext, name: str) -> None:
     while True:
         with ctx.records.begin() as conn:
             window = closed_window(ctx, name)
-            if not has_work(conn, name, auto=auto, window=window):
-                if window is not None:
-                    _hold(conn, name, window)
-                return
-            token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
+            held = not has_work(conn, name, auto=auto, window=window)
+            if held and window is not None:
+                _hold(conn, name, window)
+            if not held:
+                token = target_records.acquire_lease(conn, name, ctx.owner, ctx.lease_seconds)
+        if held:
+            if window is not None and target is not None:
+                _tell_held(ctx, target, window)
+            return
         if token is None:
             return  # another worker holds it and will see our queued record
         try:
@@ -104,8 +114,16 @@ def closed_window(ctx: WorkerContext, name: str) -> str | None:
     target = ctx.targets.get(name)
     if target is None or not target.windows:
         return None
-    windows, now = target.deploy_windows, ctx.clock()
-    return None if windows.open_at(now) else windows.why_closed(now)
+    return target.deploy_windows.holds(ctx.clock())
+
+
+def _tell_held(ctx: WorkerContext, target: Target, window: str) -> None:
+    """Tell once per wait that automatic changes wait for the window (with Approve to
+    deploy now, in Slack); a notification problem never stops the runner."""
+    try:
+        tell_pending(ctx, target, window=window)
+    except Exception:
+        logger.exception("%s: telling what waits for the deploy window failed", target.name)
 
 
 def _waits_for_window(record: DeploymentRecord) -> bool:
@@ -614,6 +632,8 @@ def notify(ctx: WorkerContext, phase: str, deployment_id: str, target: Target) -
                 return
             schedule = schedule_announcement if phase == "announce" else schedule_report
             ids = schedule(conn, record, target, ctx.notifiers)
+            if "slack" in ctx.notifiers:  # an approved change: on the message with the buttons
+                ids += schedule_approval_progress(conn, record)
         for notification_id in ids:
             ctx.send(NOTIFY, [notification_id])
     except Exception:

@@ -22,9 +22,32 @@ from rollhook.targets import CommitVerification
 from workers import procs
 from workers.errors import InfrastructureError, OperatorError
 
+# ``range: true`` checks every commit since the deployed one, one ``git verify-commit``
+# each: a long-lived branch merged at once could mean thousands. Past this many the
+# deployment is refused, never checked in part.
+MAX_RANGE_COMMITS = 200
+
 
 class UnsignedCommit(OperatorError):
     """A commit is unsigned, or not signed by an allowed key: it is never deployed."""
+
+
+class RangeTooLong(UnsignedCommit):
+    """``range: true`` and more commits since the deployed one than are checked."""
+
+
+def range_to_check(since: str | None, commit: str, commits: Sequence[str]) -> list[str]:
+    """``commits`` (``commit``'s since ``since``, as the mirror listed them, up to one more
+    than :data:`MAX_RANGE_COMMITS`) when that many may be checked; else RangeTooLong."""
+    if len(commits) > MAX_RANGE_COMMITS:
+        raise RangeTooLong(
+            f"verify.commits.range: more than {MAX_RANGE_COMMITS} commits from "
+            f"{(since or '?')[:7]} to {commit[:7]}, and rollhook checks at most "
+            f"{MAX_RANGE_COMMITS}: deploy a commit in between first "
+            "(rollhook deploy NAME --ref SHA), or turn range off for this change; "
+            "nothing was deployed"
+        )
+    return list(commits)
 
 
 class CommitSignatures:

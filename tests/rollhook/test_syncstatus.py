@@ -23,6 +23,9 @@ from tests.rollhook.test_config import GOOD
         (Facts(known=True, drifted=True, auto=False), "pending"),
         (Facts(known=True, waiting=True, auto=False), "pending"),
         (Facts(known=True, waiting=True), "synced"),  # auto: queued work counts as runnable
+        (Facts(known=True, held=True), "pending"),  # a closed deploy window holds changes
+        (Facts(known=True, held=True, runnable=True), "progressing"),  # a person's request
+        (Facts(known=True, held=True, degraded=True), "degraded"),
         (Facts(known=True, degraded=True, drifted=True, auto=False), "degraded"),
         (Facts(known=True, degraded=True, running=True), "progressing"),
         (Facts(runnable=True), "progressing"),

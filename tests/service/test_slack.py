@@ -57,15 +57,22 @@ def waiting(app: Served, target: str = "gated", *, manual: bool = False) -> str:
 
 
 def press_body(
-    action: str, deployment: str, *, target: str = "gated", user: str = APPROVER
+    action: str,
+    deployment: str,
+    *,
+    target: str = "gated",
+    user: str = APPROVER,
+    response_url: str | None = None,
 ) -> bytes:
-    payload = {
+    payload: dict[str, object] = {
         "type": "block_actions",
         "user": {"id": user, "username": "alice"},
         "actions": [
             {"action_id": action, "type": "button", "value": button_value(target, deployment)}
         ],
     }
+    if response_url is not None:
+        payload["response_url"] = response_url
     return urlencode({"payload": json.dumps(payload)}).encode()
 
 

@@ -372,3 +372,14 @@ def test_the_repository_root_is_exported(git_server: Any, tmp_path: Path) -> Non
         dest = git.export(sha, path, tmp_path / f"releases-{path or 'empty'}" / sha)
         assert (dest / "docker-compose.yml").read_text() == COMPOSE
         assert (dest / "conf" / "app.ini").read_text() == "a=1\n"
+
+
+def test_commits_since_lists_at_most_the_newest_limit(git_server: Any, tmp_path: Path) -> None:
+    repo = git_server.create_repo(_name("range"))
+    base = repo.commit({"prod/a.yml": "0"}, "base")
+    made = [repo.commit({"prod/a.yml": str(n)}, f"change {n}") for n in range(1, 6)]
+    git = _mirror(tmp_path, repo.url)
+    git.fetch("main")
+    assert git.commits_since(base, made[-1]) == made[::-1]
+    assert git.commits_since(base, made[-1], limit=3) == made[:-4:-1]
+    assert git.commits_since(None, made[-1], limit=3) == []

@@ -231,3 +231,26 @@ def test_a_rollback_to_an_unsigned_commit_is_refused_too(
     assert refused.reason is not None
     assert refused.reason.startswith(f"commit {unsigned[:7]} is not signed by an allowed key")
     assert deployer.app_version() == "2.0.0"
+
+
+@pytest.mark.engine
+def test_a_range_longer_than_the_cap_is_refused_not_checked_in_part(
+    make_deployer: Callable[..., Deployer], gpg_keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("workers.rollout.MAX_RANGE_COMMITS", 2)
+    monkeypatch.setattr("workers.signatures.MAX_RANGE_COMMITS", 2)
+    deployer = make_deployer(verify={"commits": {**gpg_keys.rule, "range": True}})
+    deployed = deployer.commit("1.0.0", signing=gpg_keys.allowed)
+    assert deployer.deploy().status == "succeeded"
+
+    # Three signed commits since the deployed one: every one signed, still one too many.
+    for note in ("a", "b"):
+        deployer.commit("1.0.0", f"signed {note}", compose_note=note, signing=gpg_keys.allowed)
+    head = deployer.commit("2.0.0", signing=gpg_keys.allowed)
+    refused = deployer.deploy()
+    assert refused.status == "failed"
+    assert refused.reason is not None
+    assert refused.reason.startswith(
+        f"verify.commits.range: more than 2 commits from {deployed[:7]} to {head[:7]}"
+    ), refused.reason
+    assert deployer.app_version() == "1.0.0"

@@ -22,7 +22,9 @@ from tests.service.test_slack import APPROVER, SIGNING_SECRET, STRANGER, press_b
 from tests.workers.deployer import Deployer
 from tests.workers.loop import Loop
 from tests.workers.notify.flow import notifiers_for
+from tests.workers.notify.standins import SlackStandIn
 from workers.intake import take_job
+from workers.notify import Notifiers, deliver
 
 pytestmark = pytest.mark.engine
 GATED = [{"sync": {"auto": False}, "approve": {"slack": True, "approvers": [APPROVER]}}]
@@ -113,3 +115,52 @@ def test_approvers_reject_and_approve_what_waits_from_slack(
     assert approval.trigger["source"] == "slack"
     assert deployer.record(second).status == "superseded"
     assert deployer.app_version() == "2.0.0"
+
+
+def deliver_owed(deployer: Deployer, notifiers: Notifiers) -> None:
+    """Deliver every notification still owed, as the rollhook.notify tasks would."""
+    query = select(notifications.c.id).where(notifications.c.status == "pending")
+    with deployer.records.connect() as conn:
+        owed = list(conn.execute(query).scalars())
+    for notification_id in owed:
+        deliver(deployer.records, notifiers, notification_id)
+
+
+@pytest.mark.parametrize("deployer", GATED, indirect=True)
+def test_the_message_with_the_buttons_tells_who_approved_and_how_the_deployment_went(
+    deployer: Deployer, web: Served
+) -> None:
+    with SlackStandIn(token="xoxb-1234-rollhook-test") as slack:
+        notifiers = notifiers_for(
+            slack_token=slack.token, slack_channel="deploys", slack_api_url=slack.api_url
+        )
+        deployer.ctx.notifiers = notifiers
+        loop = Loop(deployer)
+        deployer.commit("1.0.0")
+        assert deployer.deploy(manual=True, source="api").status == "succeeded"
+        deployer.commit("2.0.0", "anything-llm 2.0.0")
+        loop.poll()
+        loop.work()
+        deliver_owed(deployer, notifiers)
+        [asking] = [m for m in slack.top_level() if "waiting for approval" in m.text]
+        assert any(b["type"] == "actions" for b in asking.blocks or [])
+        [first] = waiting(loop)
+
+        answer = send(web, press_body("approve", first, target=deployer.name))
+        assert answer.status_code == 200, answer.text
+        [row] = web.jobs_of(answer.json()["id"])
+        take_job(deployer.ctx, row["payload"])
+        deliver_owed(deployer, notifiers)
+        [approved] = asking.updates
+        assert approved["text"].startswith(asking.text)
+        assert f"Approved by <@{APPROVER}> at " in approved["text"]
+        assert "queued" in approved["text"]
+        assert not [b for b in approved["blocks"] if b["type"] == "actions"]
+
+        deployer.run()
+        deliver_owed(deployer, notifiers)
+        assert deployer.app_version() == "2.0.0"
+        last = asking.updates[-1]["text"]
+        assert f"Approved by <@{APPROVER}>" in last and ":white_check_mark: deployed" in last
+        # Still one message about the wait: every change to it was an update.
+        assert [m for m in slack.top_level() if "waiting for approval" in m.text] == [asking]

@@ -9,6 +9,7 @@ told.
 """
 
 from workers.notify.channels import Notifiers
+from workers.notify.decisions import schedule_approval_progress, schedule_decision
 from workers.notify.delivery import DeliveryResult, deliver
 from workers.notify.errors import RetryLater
 from workers.notify.scheduling import (
@@ -28,7 +29,9 @@ __all__ = [
     "deliver",
     "pending",
     "schedule_announcement",
+    "schedule_approval_progress",
     "schedule_backup_notice",
+    "schedule_decision",
     "schedule_report",
     "schedule_target_notice",
 ]

@@ -8,11 +8,13 @@ holds 150 characters, a section 3000, a field 2000, a message 50 blocks. The pla
 
 from __future__ import annotations
 
+import re
+from datetime import datetime
 from typing import Any
 
 from rollhook.buttons import DECISIONS, button_value
 from workers.notify import wording
-from workers.notify.notices import TargetNotice
+from workers.notify.notices import Decided, TargetNotice
 from workers.notify.report import Report, View, labelled
 
 Block = dict[str, Any]
@@ -51,14 +53,59 @@ _TARGET_ICONS = {
 
 
 def target_message(notice: TargetNotice) -> tuple[str, list[Block]]:
-    """A target notice: its headline, then its details (what drifted, why degraded)."""
+    """A target notice: its headline, then its details (what drifted, why degraded).
+
+    A change that waited and was decided on shows who decided and when, then how the
+    approved deployment goes, in place of its buttons."""
+    decided = notice.decided
     icon = _TARGET_ICONS.get(notice.event, ":information_source:")
+    if decided is not None:
+        icon = _PROGRESS.get(decided.progress, (":information_source:", ""))[0]
     body: list[Block] = [_section(f"{icon} *{escape(notice.headline)}*")]
     if notice.details:
         body.append(_section("\n".join(f"• {escape(line)}" for line in notice.details)))
-    if notice.approval is not None:
+    text = notice.headline
+    if decided is not None:
+        said = decision_lines(decided)
+        body.append(_section("\n".join(said)))
+        text += "\n" + "\n".join(said)
+    elif notice.approval is not None:
         body.append(approval_buttons(*notice.approval))
-    return cut(notice.headline, SECTION_CHARS), body
+    return cut(text, SECTION_CHARS), body
+
+
+_PROGRESS = {
+    "approved": (":hourglass:", "queued: it deploys as soon as the worker gets to it"),
+    "deploying": (":rocket:", "deploying"),
+    "succeeded": (":white_check_mark:", "deployed"),
+    "no_op": (":white_check_mark:", "nothing needed changing"),
+    "rolled_back": (
+        ":leftwards_arrow_with_hook:",
+        "failed and rolled back: the old version serves",
+    ),
+    "failed": (":x:", "failed"),
+    "superseded": (":fast_forward:", "superseded by a newer request"),
+    "rejected": (":no_entry_sign:", "what waited ended unrun"),
+}
+_SLACK_USER = re.compile(r"^slack:([UW][A-Z0-9]{2,30})$")
+
+
+def decision_lines(decided: Decided) -> list[str]:
+    """mrkdwn: "Approved by @alice at 2026-12-02 19:40 UTC", then where the change is."""
+    match = _SLACK_USER.match(decided.by)
+    who = f"<@{match[1]}>" if match else escape(decided.by)
+    try:
+        when = datetime.fromisoformat(decided.at).strftime("%Y-%m-%d %H:%M UTC")
+    except ValueError:
+        when = escape(decided.at) or "an unknown time"
+    icon, said = _PROGRESS.get(decided.progress, (":information_source:", decided.progress))
+    said = escape(said)
+    if decided.deployment and decided.decision != "reject":
+        said += f" (deployment `{escape(decided.deployment)}`)"
+    if decided.decision == "started":
+        return [f"*Went ahead without a press at {when}: {who}*", f"{icon} {said}"]
+    verb = "Approved" if decided.decision == "approve" else "Rejected"
+    return [f"*{verb} by {who} at {when}*", f"{icon} {said}"]
 
 
 def approval_buttons(target: str, deployment: str) -> Block:

@@ -39,6 +39,37 @@ class DeploymentNotice:
 
 
 @dataclass(frozen=True)
+class Decided:
+    """A person's decision on a change that waited, and where the change is now."""
+
+    decision: str  # approve | reject | started (went ahead without a press)
+    by: str  # the event's actor: "slack:U024BE7LH", "rollhook approve (cli)", ...
+    at: str  # ISO 8601, UTC
+    progress: str  # approved | deploying | rejected | a deployment's final status
+    deployment: str | None = None  # the approved deployment (the sync), once queued
+
+    @property
+    def state(self) -> str:
+        """What the message shows, as one word pair: a change of it is an update."""
+        return f"{self.decision}:{self.progress}"
+
+
+DECISIONS = ("approve", "reject", "started")
+
+
+def read_decided(value: Any) -> Decided | None:
+    if not isinstance(value, Mapping) or value.get("decision") not in DECISIONS:
+        return None
+    return Decided(
+        decision=str(value["decision"]),
+        by=str(value.get("by") or "somebody"),
+        at=str(value.get("at") or ""),
+        progress=str(value.get("progress") or "approved"),
+        deployment=str(value["deployment"]) if value.get("deployment") else None,
+    )
+
+
+@dataclass(frozen=True)
 class TargetNotice:
     """Something about a target as a whole: ``event`` is one of :data:`TARGET_EVENTS`."""
 
@@ -47,6 +78,9 @@ class TargetNotice:
     headline: str  # "llm: drift found (anything-llm stopped)"
     details: tuple[str, ...]  # one line each: what drifted, why it is degraded, ...
     approval: tuple[str, str] | None = None  # (target, waiting deployment): Approve/Reject
+    # After a press (or ``rollhook approve``/``reject``): who decided, and how the approved
+    # deployment goes; the message with the buttons is updated in place to say so.
+    decided: Decided | None = None
 
     @property
     def bad_news(self) -> bool:
@@ -96,6 +130,7 @@ def _target_notice(_subject: str, spec: Mapping[str, Any]) -> Notice:
         headline=str(spec.get("headline") or ""),
         details=tuple(str(line) for line in spec.get("details") or ()),
         approval=read_button_value(spec.get("approval")),
+        decided=read_decided(spec.get("decided")),
     )
 
 

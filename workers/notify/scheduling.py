@@ -172,7 +172,7 @@ def _schedule(
     return ids
 
 
-def _target_about(target: str, event: str, since: str) -> About:
+def target_about(target: str, event: str, since: str) -> About:
     return About(TARGET, KINDS[TARGET].subject_kind, f"{target}:{event}:{since}", None, target)
 
 
@@ -204,11 +204,11 @@ def schedule_target_notice(
     channels that told the drift. Returns the new rows' ids."""
     try:
         with conn.begin_nested():
-            about = _target_about(target.name, event, since)
+            about = target_about(target.name, event, since)
             if notifications.of_subject(conn, about):
                 return []
             drift = (
-                notifications.of_subject(conn, _target_about(target.name, "drift", episode))
+                notifications.of_subject(conn, target_about(target.name, "drift", episode))
                 if episode
                 else {}
             )

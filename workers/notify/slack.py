@@ -193,11 +193,24 @@ class SlackNotifier:
 
     def _about_target(self, notice: TargetNotice, delivery: Delivery) -> str:
         """One message; the end of a drift episode (back in sync, degraded) goes in the
-        thread of the message that told it began, when that one made it."""
-        if delivery.sent.get("slack"):
-            return "already posted"
+        thread of the message that told it began, when that one made it. A change that
+        waited for approval is told again when decided on and as the approved deployment
+        goes: its message is updated in place (buttons gone, who decided, where it is)."""
         bot, key = self.bot, f"slack-{self.bot.channel}"
+        state = notice.decided.state if notice.decided is not None else "final"
+        where = delivery.sent.get("slack")
+        if where and delivery.sent.get("shown") == state:
+            return "already posted"
         text, body = blocks.target_message(notice)
+        if where:
+            channel, ts = str(where["channel"]), str(where["ts"])
+            try:
+                delivery.pace(key, lambda: bot.update(channel, ts, text, body))
+            except MessageGone:
+                pass  # deleted or too old to edit: say it in a new message
+            else:
+                delivery.keep({"shown": state})
+                return f"updated {channel}/{ts} ({state})"
         parent: str | None = None
         if delivery.spec.get("anchor"):
             anchor = delivery.anchor()
@@ -206,7 +219,7 @@ class SlackNotifier:
             elif anchor is not None and anchor[0] == "pending":
                 raise TransientError("slack: the drift message is not posted yet", 5.0)
         posted = delivery.pace(key, lambda: bot.post(text, body, thread_ts=parent))
-        delivery.keep({"slack": {"channel": posted.channel, "ts": posted.ts}, "shown": "final"})
+        delivery.keep({"slack": {"channel": posted.channel, "ts": posted.ts}, "shown": state})
         return f"posted {posted.channel}/{posted.ts}" + (" in its thread" if parent else "")
 
 

@@ -116,7 +116,8 @@ class SlackMessage:
 
 
 class SlackStandIn(WebApiStandIn):
-    """``/api/chat.postMessage``, ``/api/chat.update`` and ``/services/...`` webhooks."""
+    """``/api/chat.postMessage``, ``/api/chat.update``, ``/services/...`` webhooks and
+    ``/actions/...`` (an interaction's response_url)."""
 
     def __init__(
         self,
@@ -128,6 +129,8 @@ class SlackStandIn(WebApiStandIn):
         self.token = token
         self.channels = channels or {"deploys": "C0DEPLOYS"}
         self.messages: list[SlackMessage] = []
+        # What was POSTed to an interaction's response_url: (path, JSON body).
+        self.responses: list[tuple[str, dict[str, Any]]] = []
         self.webhook_path = "/services/T0ROLLHOOK/B0ROLLHOOK/s3cr3tw3bh00kpath"
         self.webhook_channel = webhook_channel
         self._ts = itertools.count(1)
@@ -165,6 +168,8 @@ class SlackStandIn(WebApiStandIn):
     def handle(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
         if path == self.webhook_path:
             return self._webhook(headers, body)
+        if path.startswith("/actions/"):
+            return self._response_url(path, headers, body)
         if path.startswith("/services/"):
             return 404, {"Content-Type": "text/html"}, b"no_service"
         method = path.removeprefix("/api/").split("?")[0]
@@ -232,6 +237,24 @@ class SlackStandIn(WebApiStandIn):
                 message.updates.append(change)
                 return {"ok": True, "channel": channel, "ts": message.ts, "text": args.get("text")}
         return {"ok": False, "error": "message_not_found"}
+
+    def response_url(self, tail: str = "1234/abcd") -> str:
+        """A response_url as Slack puts one in an interaction payload."""
+        return f"{self.url}/actions/T0ROLLHOOK/{tail}"
+
+    def _response_url(self, path: str, headers: dict[str, str], body: bytes) -> Answer:
+        """Slack takes JSON with a text (or blocks) and answers ``ok``."""
+        if not headers.get("content-type", "").startswith("application/json"):
+            return 400, {"Content-Type": "text/html"}, b"invalid_payload"
+        try:
+            args = json.loads(body)
+        except ValueError:
+            return 400, {"Content-Type": "text/html"}, b"invalid_payload"
+        problem = check_message(args.get("text"), args.get("blocks"))
+        if problem or not isinstance(args, dict):
+            return 400, {"Content-Type": "text/html"}, (problem or "invalid_payload").encode()
+        self.responses.append((path, args))
+        return 200, {"Content-Type": "text/html"}, b"ok"
 
     def _webhook(self, headers: dict[str, str], body: bytes) -> Answer:
         try:
