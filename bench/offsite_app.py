@@ -1,19 +1,18 @@
 """The off-host snapshot benchmark with the app running (``bench/offsite.py --app``).
 
 A whole target on private servers (a Docker engine, a registry, a git server: the test
-harness's, as ``bench/rollout.py`` uses them) with the anything-llm stand-in, its storage
-filled, and ``final_pass: stop``: a prober asks /api/ping 20 times a second while
-``workers/offsite/snapshots.take`` runs, so the downtime is what a user would see (the
-service's stop, the final pass, its start and boot), not an estimate. Then the latest
-snapshot is restored with ``restore --from-remote``'s own code (a backup of the current
-data first, the swap with the app stopped, the health gate).
+harness's, started by ``bench/rollout_setup.start_servers`` as for ``bench/rollout.py``)
+with the anything-llm stand-in, its storage filled, and ``final_pass: stop``: a prober
+asks /api/ping 20 times a second while ``workers/offsite/snapshots.take`` runs, so the
+downtime is what a user would see (the service's stop, the final pass, its start and
+boot), not an estimate. Then the latest snapshot is restored with ``restore
+--from-remote``'s own code (a backup of the current data first, the swap with the app
+stopped, the health gate).
 """
 
 from __future__ import annotations
 
 import random
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -23,12 +22,8 @@ from pathlib import Path
 
 import httpx
 
+from bench.rollout_setup import start_servers
 from rollhook.records.db import make_engine, migrate
-from tests.harness.engine import PrivateEngine
-from tests.harness.gitserver import GitServer
-from tests.harness.ports import free_port
-from tests.harness.reaper import claim, reap_stale
-from tests.harness.registry import Registry
 from tests.harness.sshd import SftpServer
 from tests.harness.standin import StandInImages
 from tests.workers.deployer import Deployer
@@ -77,36 +72,6 @@ class Prober:
         return max(self.down, default=0.0)
 
 
-@dataclass
-class Infra:
-    root: Path
-    engine: PrivateEngine
-    registry: Registry
-    git: GitServer
-
-
-def start_infra(stack: ExitStack) -> Infra:
-    """A private engine, registry and git server; their teardown goes on ``stack``.
-
-    (``bench/rollout_setup.py`` has the same, but imports a stand-in class the harness
-    no longer has.)"""
-    reap_stale()
-    root = Path(tempfile.mkdtemp(prefix="rh-bench-", dir="/tmp"))
-    stack.callback(shutil.rmtree, root, ignore_errors=True)
-    claim(root)
-    logs = root / "logs"
-    engine = PrivateEngine(root / "engine", logs)
-    stack.callback(engine.stop)
-    engine.start()
-    registry = Registry(root / "registry", logs)
-    stack.callback(registry.stop)
-    registry.start()
-    git = GitServer(root / "git", free_port())
-    stack.callback(git.stop)
-    git.start()
-    return Infra(root, engine, registry, git)
-
-
 def seed(storage: Path, size: int, rng: random.Random) -> list[Path]:
     made = []
     written = n = 0
@@ -143,7 +108,7 @@ def with_app(sizes: list[tuple[str, int]], tell: Callable[[str], None]) -> list[
         "|---|---|---|",
     ]
     with ExitStack() as stack:
-        infra = start_infra(stack)
+        infra = start_servers(stack)
         standin = StandInImages(infra.engine.host, infra.registry.host)
         stack.callback(standin.close)
         standin.build_default_set()

@@ -46,16 +46,24 @@ class ImageSpec:
 
 
 @dataclass
-class Infra:
+class Servers:
+    """What a deployment needs: a private engine, a registry and a git server."""
+
     root: Path
     engine: PrivateEngine
     registry: Registry
     git: GitServer
+
+
+@dataclass
+class Infra(Servers):
+    """The servers and Redis, for a rollhook run as its processes (web, worker, beat)."""
+
     redis: RedisServer
 
 
-def start_infra(stack: ExitStack) -> Infra:
-    """Start the engine, registry, git server and Redis; their teardown goes on ``stack``."""
+def start_servers(stack: ExitStack) -> Servers:
+    """Start the engine, registry and git server; their teardown goes on ``stack``."""
     reap_stale()  # engines and directories of earlier runs that were killed
     root = Path(tempfile.mkdtemp(prefix="rh-bench-", dir="/tmp"))
     stack.callback(shutil.rmtree, root, ignore_errors=True)
@@ -71,10 +79,16 @@ def start_infra(stack: ExitStack) -> Infra:
     git = GitServer(root / "git", free_port())
     stack.callback(git.stop)
     git.start()
-    redis = RedisServer(root / "redis", logs)
+    return Servers(root, engine, registry, git)
+
+
+def start_infra(stack: ExitStack) -> Infra:
+    """The servers and Redis; their teardown goes on ``stack``."""
+    servers = start_servers(stack)
+    redis = RedisServer(servers.root / "redis", servers.root / "logs")
     stack.callback(redis.stop)
     redis.start()
-    return Infra(root, engine, registry, git, redis)
+    return Infra(servers.root, servers.engine, servers.registry, servers.git, redis)
 
 
 def build_images(infra: Infra, specs: list[ImageSpec], boot_delay: float) -> dict[str, Image]:

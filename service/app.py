@@ -126,13 +126,18 @@ def _lifespan(
         log.info(
             "rollhook web ready: %d target(s), broker %s", len(targets), _broker_kind(settings)
         )
-        # What start-up built (SQLAlchemy, Celery, pydantic) lives as long as the process;
+        # What start-up built (SQLAlchemy, Celery, pydantic) lives as long as the app;
         # keeping it out of the collector's full passes keeps them short under load.
         gc.collect()
         gc.freeze()
         try:
             yield {"rollhook": rt}
         finally:
+            # Given back when the app stops: a process that goes on (a test run) must see
+            # its objects again. Frozen, they were never freed, and gc.get_referrers
+            # missed them: Hypothesis, first imported at the end of a pytest run, took
+            # trio's module-level Random for a garbage one and warned (an error there).
+            gc.unfreeze()
             await recorder.stop()
             if rt.slack_replies is not None:
                 await rt.slack_replies.close()

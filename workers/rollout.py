@@ -91,6 +91,7 @@ class Previous:
     commit: str | None
     images: dict[str, str]  # service -> image as the containers run it
     colour: Colour | None = None  # start-first: the colour that serves (workers/colours.py)
+    fingerprint: str | None = None  # the desired state it applied (commit + config hash)
 
 
 @dataclass
@@ -255,6 +256,9 @@ class Rollout:
                 self.outcome.reason = "what runs already matches the desired state"
                 step["detail"] = self.outcome.reason
                 return None
+            if self._drifted_from_current(plan, forced=forced or data_change):
+                step["detail"] = self.outcome.reason
+                return None
             if not (data_change or forced) and (same := adoption.unchanged(self, spec, plan)):
                 self.outcome.reason = step["detail"] = same
                 if self.state.current_deployment_id:  # adopted before: nothing to do
@@ -278,6 +282,18 @@ class Rollout:
             )
             self.journal.log(f"plan: {step['detail']}")
         return plan
+
+    def _drifted_from_current(self, plan: Plan, *, forced: bool) -> bool:
+        """A person's sync whose desired state is the current deployment's (same commit,
+        digests and config) while that does not run as deployed (stopped, removed): in
+        sync with Git, so no deployment and no backup; the runner heals what drifted."""
+        if forced or self.record.kind != "sync" or self.previous.fingerprint is None:
+            return False
+        if plan.fingerprint != self.previous.fingerprint:
+            return False
+        self.outcome.status, self.outcome.in_sync = "no_op", True
+        self.outcome.reason = f"the desired state is {self.previous.deployment_id}'s"
+        return True
 
     def _runs_already(self, plan: Plan) -> bool:
         """The gated service carries the plan's hash and every service is running."""

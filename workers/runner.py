@@ -248,7 +248,7 @@ def _previous(
     project = colour.project if colour is not None else target.project
     running = {c.service: c.image for c in engine.containers(project)}
     if current is not None and current.commit:
-        return Previous(current_id, current.commit, running, colour)
+        return Previous(current_id, current.commit, running, colour, current.fingerprint)
     return Previous(None, None, running, colour)
 
 

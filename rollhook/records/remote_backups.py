@@ -164,8 +164,11 @@ def drill_claim(conn: Connection, target: str, now: datetime, next_due: datetime
 
 def drill_done(
     conn: Connection, target: str, *, at: datetime, ok: bool, snapshot_id: str | None, detail: str
-) -> None:
+) -> bool | None:
+    """Record a drill's outcome; returns the one before it (None: never drilled)."""
     ensure(conn, target)
+    query = select(remote_backups.c.drill_ok).where(remote_backups.c.target == target)
+    before = conn.execute(query.with_for_update()).scalar()
     _set(
         conn,
         target,
@@ -174,3 +177,4 @@ def drill_done(
         drill_snapshot_id=snapshot_id,
         drill_detail=detail[:2000],
     )
+    return None if before is None else bool(before)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import stat
 import subprocess
 import time
@@ -407,6 +408,81 @@ def test_a_lock_left_by_a_killed_restic_is_removed_a_live_one_is_not(tmp_path: P
     assert any(locks.iterdir())
     assert repo.check().ok  # the stale lock was removed, and the check ran
     assert not any(locks.iterdir())
+
+
+def restic_argv(config: RemoteConfig) -> list[str]:
+    return [
+        config.restic,
+        "--repo",
+        config.repository,
+        "--password-file",
+        str(config.password_file),
+    ]
+
+
+def restic_list_with_lock(config: RemoteConfig) -> subprocess.CompletedProcess[bytes]:
+    """``restic snapshots`` as rollhook ran it before: taking restic's default lock."""
+    return subprocess.run(
+        [*restic_argv(config), "snapshots", "--json"],
+        check=False,
+        capture_output=True,
+        env=procs.child_env(),
+    )
+
+
+def restic_pruning_paused(config: RemoteConfig, tmp_path: Path) -> subprocess.Popen[bytes]:
+    """A restic prune stopped (SIGSTOP) while its exclusive lock refuses a locking listing:
+    as another host's prune that is still running."""
+    proc = subprocess.Popen(
+        [*restic_argv(config), "prune", "--max-unused", "0"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        env=procs.child_env(),
+    )
+    locks = tmp_path / "repo" / "locks"
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "restic prune ended before it was seen holding its lock"
+        if any("-tmp-" not in name for name in os.listdir(locks)):  # written, then renamed
+            proc.send_signal(signal.SIGSTOP)
+            if b"locked exclusively" in restic_list_with_lock(config).stderr:
+                return proc
+            proc.send_signal(signal.SIGCONT)
+    raise AssertionError("restic prune was not seen holding its lock")
+
+
+def test_listing_snapshots_is_not_refused_while_another_prune_holds_the_lock(
+    tmp_path: Path,
+) -> None:
+    config = local(tmp_path)
+    repo = Repository(config)
+    repo.init_if_missing()
+    data = tmp_path / "data"
+    data.mkdir()
+    tags = target_tags(TARGET)
+    for _ in range(3):  # forgotten snapshots leave packs for the prune to repack
+        for f in range(200):
+            (data / f"{f}.bin").write_bytes(os.urandom(2000))
+        repo.snapshot([str(data)], tags=tags, host="old-host")
+    kept = repo.snapshot([str(data)], tags=tags, host="old-host")
+    for snap in repo.snapshots(tags)[1:]:
+        subprocess.run(
+            [*restic_argv(config), "forget", snap.id],
+            check=True,
+            capture_output=True,
+            env=procs.child_env(),
+        )
+
+    pruning = restic_pruning_paused(config, tmp_path)  # refuses restic's default lock
+    try:
+        found = repo.snapshots(tags, sizes=True)
+        assert [s.id for s in found] == [kept.id]
+        assert found[0].size is not None and found[0].size > 0
+        assert os.listdir(tmp_path / "repo" / "locks")  # the prune's lock was left alone
+    finally:
+        pruning.send_signal(signal.SIGCONT)
+        pruning.wait(timeout=120)
+    assert pruning.returncode == 0
 
 
 def test_every_restic_runs_in_its_own_group_and_a_timeout_ends_it_with_its_ssh(

@@ -112,3 +112,33 @@ def test_drift_in_manual_mode_waits_for_a_sync_which_heals_it(
     assert loop.sync().drift == []
     assert status(deployer)["status"] == "synced"
     assert told(deployer) == ["drift", "in_sync"]
+
+
+def backups_of(deployer: Deployer) -> list[str]:
+    where = deployer.dirs.backups
+    return sorted(p.name for p in where.iterdir()) if where.exists() else []
+
+
+@pytest.mark.parametrize("deployer", MANUAL, indirect=True)
+def test_a_sync_of_a_container_stopped_by_hand_heals_it_without_a_deployment(
+    deployer: Deployer, client: docker.DockerClient
+) -> None:
+    loop = Loop(deployer)
+    deployer.commit("1.0.0")
+    assert deployer.deploy(manual=True, source="api").status == "succeeded"
+    good = deployer.state().current_deployment_id
+    backups = backups_of(deployer)
+    app_container(deployer, client).stop(timeout=5)  # same commit, same digests: only stopped
+
+    approval = deployer.queue(action="sync", manual=True, source="api", actor="alice")
+    deployer.run()
+    record = deployer.record(approval)
+    assert (record.kind, record.status) == ("sync", "succeeded"), record.log
+    # A heal: started again behind the gate; no backup, no stop, no new current deployment.
+    assert [s["name"] for s in record.steps] == ["sync", "plan", "inspect", "start", "gate"]
+    assert f"the desired state is {good}'s" in record.log
+    assert backups_of(deployer) == backups
+    assert deployer.state().current_deployment_id == good
+    assert app_container(deployer, client).labels["rollhook.deployment"] == good
+    assert deployer.app_version() == "1.0.0"
+    assert loop.sync().drift == []

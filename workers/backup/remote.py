@@ -15,9 +15,12 @@ gets the password as a file, the repository as configured, and of the environmen
 PATH, HOME, a C locale, TZ=UTC and the mapping the caller gives (restic's, S3's, B2's, Azure's and
 Google's settings, nothing else from rollhook's own environment).
 
-A restic killed mid-run leaves its lock behind; a call refused by a lock runs ``unlock``
-(which removes stale locks only: their process is gone from this host, or they were not
-refreshed for 30 minutes) and tries once more. Failures are one line without the
+Listing snapshots and measuring them takes no lock (``--no-lock``): a listing is not
+refused while another host's prune or check holds the repository exclusively (snapshot
+files are written whole and only read here). A restic killed mid-run leaves its lock
+behind; a call refused by a lock runs ``unlock`` (which removes stale locks only: their
+process is gone from this host, or they were not refreshed for 30 minutes) and tries
+once more. Failures are one line without the
 password or any value of that environment: :class:`WrongPassword`,
 :class:`RepositoryMissing` and a bad password file or host key are the operator's to fix
 (``OperatorError``); :class:`RepositoryUnreachable`, :class:`RepositoryLocked` and the rest
@@ -138,7 +141,7 @@ class Repository:
         those without one (a ``restic stats`` each).
         """
         args = ["snapshots", "--json", *_tag_flags(tags)]
-        done = self._run("list snapshots of", args, timeout=self.short_timeout)
+        done = self._run("list snapshots of", args, timeout=self.short_timeout, lock=False)
         found = [Snapshot.from_json(s) for s in output.parse(done.stdout, self.display) or []]
         found.sort(key=lambda s: s.time, reverse=True)
         if sizes:
@@ -151,7 +154,7 @@ class Repository:
     def size(self, snapshot_id: str) -> int:
         """Bytes a restore of the snapshot writes."""
         args = ["stats", "--json", "--mode", "restore-size", _check_id(snapshot_id)]
-        done = self._run("measure a snapshot in", args, timeout=self.timeout)
+        done = self._run("measure a snapshot in", args, timeout=self.timeout, lock=False)
         stats = output.parse(done.stdout, self.display)
         if not isinstance(stats, dict) or "total_size" not in stats:
             raise InfrastructureError(f"restic stats on {self.display}: no total_size")
@@ -250,15 +253,17 @@ class Repository:
     def _snapshot(self, snapshot_id: str) -> Snapshot:
         args = ["snapshots", "--json", _check_id(snapshot_id)]
         found = output.parse(
-            self._run("list", args, timeout=self.short_timeout).stdout, self.display
+            self._run("list", args, timeout=self.short_timeout, lock=False).stdout, self.display
         )
         if not found:
             raise InfrastructureError(f"snapshot {snapshot_id} is not in {self.display}")
         return Snapshot.from_json(found[0])
 
-    def _argv(self, args: Sequence[str]) -> list[str]:
+    def _argv(self, args: Sequence[str], *, lock: bool = True) -> list[str]:
         config = self.config
         argv = [config.restic, "--repo", config.repository]
+        if not lock:
+            argv.append("--no-lock")
         argv += ["--password-file", str(Path(config.password_file).absolute())]
         for key, value in config.options.items():
             argv += ["--option", f"{key}={value}"]
@@ -275,11 +280,16 @@ class Repository:
         cwd: Path | None = None,
         ok: tuple[int, ...] = (0,),
         retry_lock: bool = True,
+        lock: bool = True,
     ) -> procs.Completed:
         verb = args[0]
         try:
             done = procs.run(
-                self._argv(args), env=self._env, timeout=timeout, cwd=cwd, on_spawn=self.on_spawn
+                self._argv(args, lock=lock),
+                env=self._env,
+                timeout=timeout,
+                cwd=cwd,
+                on_spawn=self.on_spawn,
             )
         except StepTimeout as exc:
             raise StepTimeout(
@@ -293,7 +303,9 @@ class Repository:
         if isinstance(error, RepositoryLocked) and retry_lock:
             log.info("restic %s: %s; removing stale locks and trying again", verb, error)
             self.unlock()
-            return self._run(what, args, timeout=timeout, cwd=cwd, ok=ok, retry_lock=False)
+            return self._run(
+                what, args, timeout=timeout, cwd=cwd, ok=ok, retry_lock=False, lock=lock
+            )
         raise error
 
     def _failure(self, what: str, done: procs.Completed) -> DeployError:

@@ -1,12 +1,14 @@
 """The notice about a target's off-host backups, and how each channel words it.
 
-Three events, each a person should act on: a snapshot failed (``failed``: the first of a
-run of failures; the ones after it are recorded, not told again), the last good snapshot
-is older than twice the schedule (``stale``: once, until a snapshot succeeds), and a
-restore drill failed (``drill_failed``). The row's subject is the target with the time of
-the occurrence (``anythingllm@2026-05-04T03:00:12``), so each is its own notice; the
-spec holds the event and its one-line detail (already scrubbed of secrets: restic's
-errors are, by ``workers/backup/restic_output``), and delivery reads the target's
+Three events a person should act on, and one that says it is over: a snapshot failed
+(``failed``: the first of a run of failures; the ones after it are recorded, not told
+again), the last good snapshot is older than twice the schedule (``stale``: once, until a
+snapshot succeeds), a restore drill failed (``drill_failed``: the first of a run of failed
+drills), and the drill that passes again after them (``drill_recovered``). The row's
+subject is the target with the time of the occurrence
+(``anythingllm@2026-05-04T03:00:12``), so each is its own notice; the spec holds the
+event and its one-line detail (already scrubbed of secrets: restic's errors are, by
+``workers/backup/restic_output``), and delivery reads the target's
 ``remote_backups`` row back for the last success.
 """
 
@@ -29,13 +31,14 @@ EVENTS = {
     "failed": "off-host backup FAILED",
     "stale": "off-host backup is overdue",
     "drill_failed": "restore drill FAILED",
+    "drill_recovered": "restore drill passes again",
 }
 
 
 @dataclass(frozen=True)
 class BackupNotice:
     target: str
-    event: str  # failed | stale | drill_failed
+    event: str  # failed | stale | drill_failed | drill_recovered
     detail: str  # one line: the error, or how old the last snapshot is
     last_success_at: datetime | None
     last_snapshot_id: str | None
@@ -88,7 +91,8 @@ def slack_message(notice: BackupNotice) -> tuple[str, list[dict[str, Any]]]:
     def esc(text: str) -> str:
         return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-    icon = ":floppy_disk:" if notice.event == "stale" else ":x:"
+    icons = {"stale": ":floppy_disk:", "drill_recovered": ":white_check_mark:"}
+    icon = icons.get(notice.event, ":x:")
     fields = [
         {"type": "mrkdwn", "text": f"*{label}*\n{esc(value)[:1900]}"}
         for label, value in notice.facts()

@@ -88,7 +88,8 @@ def spare_port() -> int:
 
 def run_drill(ctx: WorkerContext, target: Target, *, clock: Clock = utcnow) -> DrillResult:
     """Restore the latest snapshot into scratch and start the app on it; record, and tell
-    a failure. A drill of the same target already running: not ok, nothing recorded."""
+    the first failure of a run and the pass that ends it. A drill of the same target
+    already running: not ok, nothing recorded."""
     dirs = TargetDirs(ctx.data_dir, target.name)
     with host_lock(dirs.drills.parent / f"{target.name}.lock", timeout=0) as locked:
         if not locked:
@@ -96,7 +97,7 @@ def run_drill(ctx: WorkerContext, target: Target, *, clock: Clock = utcnow) -> D
         result = _Drill(ctx, target, dirs).run()
     at = clock()
     with ctx.records.begin() as conn:
-        remote_backups.drill_done(
+        before = remote_backups.drill_done(
             conn,
             target.name,
             at=at,
@@ -104,11 +105,16 @@ def run_drill(ctx: WorkerContext, target: Target, *, clock: Clock = utcnow) -> D
             snapshot_id=result.snapshot_id,
             detail=result.detail,
         )
+    # Told once per run of failures, and once when it passes again: the record of the
+    # drill before this one says which (as a snapshot's failures are told by their count).
     if result.ok:
         logger.info("%s: drill passed: %s", target.name, result.detail)
+        if before is False:
+            tell(ctx, target, "drill_recovered", result.detail, at)
     else:
         logger.error("%s: drill FAILED: %s", target.name, result.detail)
-        tell(ctx, target, "drill_failed", result.detail, at)
+        if before is not False:
+            tell(ctx, target, "drill_failed", result.detail, at)
     return result
 
 

@@ -17,7 +17,7 @@ logger = logging.getLogger("rollhook.offsite")
 
 
 def tell(ctx: WorkerContext, target: Target, event: str, detail: str, at: datetime) -> list[str]:
-    """``event``: failed, stale or drill_failed (``workers/notify/backup_notice.py``)."""
+    """``event``: failed, stale, drill_failed or drill_recovered (``notify/backup_notice``)."""
     try:
         with ctx.records.begin() as conn:
             ids = schedule_backup_notice(

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from datetime import timedelta
 
 import pytest
 
@@ -105,7 +106,7 @@ def test_a_drill_needs_to_know_how_to_move_a_host_network_port(
     assert drill_containers(deployer) == 0 and deployer.app_version() == "1.0.0"
 
 
-def test_a_drill_fails_on_a_sound_snapshot_the_app_cannot_run_on(
+def test_a_failing_drill_is_told_once_then_once_when_it_passes_again(
     offsite_deployer: Callable[..., Deployer], local_remote: Remote, clock: Clock
 ) -> None:
     deployer = offsite_deployer(local_remote, drill=DRILL)
@@ -113,6 +114,7 @@ def test_a_drill_fails_on_a_sound_snapshot_the_app_cannot_run_on(
     assert deployer.deploy().status == "succeeded"
     # The data as a newer version left it (the running app read its schema at start, so
     # it goes on serving): restic reads it back intact, the image that runs refuses it.
+    schema = (deployer.storage / "schema_version").read_text()
     (deployer.storage / "schema_version").write_text("99\n")
     taken = snapshots.take(deployer.ctx, deployer.target, clock=clock)
     assert taken.status == "taken", taken.detail
@@ -126,3 +128,22 @@ def test_a_drill_fails_on_a_sound_snapshot_the_app_cannot_run_on(
     assert drill_containers(deployer) == 0
     assert not any(deployer.dirs.drills.iterdir())
     assert [event for event, _ in notices_of(deployer)] == ["drill_failed"]
+
+    # The next week's drill fails the same way: recorded, not told again.
+    clock.forward(timedelta(days=7))
+    again = run_drill(deployer.ctx, deployer.target, clock=clock)
+    assert not again.ok and "did not pass the health gate" in again.detail
+    assert state_of(deployer).drill_at == clock.now
+    assert [event for event, _ in notices_of(deployer)] == ["drill_failed"]
+
+    # The data is put right and a new snapshot taken: the drill passes, and that is told once.
+    (deployer.storage / "schema_version").write_text(schema)
+    clock.forward(timedelta(hours=1))
+    assert snapshots.take(deployer.ctx, deployer.target, clock=clock).status == "taken"
+    clock.forward(timedelta(days=7))
+    passed = run_drill(deployer.ctx, deployer.target, clock=clock)
+    assert passed.ok, passed.detail
+    assert [event for event, _ in notices_of(deployer)] == ["drill_failed", "drill_recovered"]
+    clock.forward(timedelta(days=7))
+    assert run_drill(deployer.ctx, deployer.target, clock=clock).ok
+    assert len(notices_of(deployer)) == 2
