@@ -723,7 +723,7 @@ class Rollout:
             early = self.tools.backups.stage_early(running, self.cancelled)
         except StagingCancelled:
             raise LeaseLost(f"{self.record.id}: the lease on {self.target.name} was lost") from None
-        except DeployError as exc:
+        except Exception as exc:  # noqa: BLE001 (the gate's staging copies it whole)
             self.journal.log(f"backup: could not copy pass 1 for a rollback ahead: {exc}")
             return None
         early.seconds = time.monotonic() - began
