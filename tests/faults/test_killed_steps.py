@@ -29,6 +29,7 @@ from tests.faults.support import (
     wait_until,
 )
 from tests.harness.gitserver import GitServer
+from workers.backup.early import EARLY
 from workers.backup.restore import STAGED
 from workers.dispatcher import targets_needing_a_worker
 
@@ -85,6 +86,11 @@ def _staged_restore(target: FaultTarget, _id: str, _step: dict[str, Any]) -> boo
     return any(STAGED in p.name for p in target.dirs.work.iterdir())
 
 
+def _copy_from_pass_1(target: FaultTarget, _id: str, _step: dict[str, Any]) -> bool:
+    """The rollback's copy is being made from backup pass 1 (workers/backup/early.py)."""
+    return any(STAGED in p.name and p.name.endswith(EARLY) for p in target.dirs.work.iterdir())
+
+
 def _answers(version: str) -> Sign:
     return lambda target, _id, _step: target.app_version() == version
 
@@ -115,6 +121,13 @@ CASES = [
     Case("plan", "plan", _in("plan", _registry_busy()), slow="registry"),
     Case("preflight", "preflight", _in("preflight", _registry_busy()), slow="registry"),
     Case("backup", "backup", _in("backup", _partial_backup), data_mb=120, paced=True),
+    Case(
+        "backup-copy-from-pass-1",
+        "backup",
+        _in("backup", _copy_from_pass_1),
+        data_mb=120,
+        paced=True,
+    ),
     Case("stop", "stop", _in("stop", _stop_signal("1.0.0")), old_env={"STOP_DELAY": "4"}),
     Case("snapshot", "snapshot", _in("snapshot", _always), old_env={"STOP_WRITE_MB": "200"}),
     Case("start", "start", _in("start", _child("compose"))),

@@ -137,6 +137,8 @@ def test_a_broken_release_behind_the_proxy_rolls_back_without_a_failed_request(
     assert client.changes() == []
     assert set(client.versions()) == {"2.0.0"}
     assert "copied while the new version was gated" in record.log
+    backup = next(s for s in record.steps if s["name"] == "backup")
+    assert "the rollback's copy made from it" in backup["detail"], backup
     assert served_upstream(deployer) == (loopback(deployer.port), True)
 
 
