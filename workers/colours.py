@@ -61,6 +61,21 @@ def serving(target: Target, record: DeploymentRecord | None) -> Colour:
     return named(target, str(recorded.get("serving") or "blue"))
 
 
+def projects(target: Target) -> tuple[str, ...]:
+    """The compose projects a target's app may run as: both colours' for start-first."""
+    if target.strategy != "start-first" or target.proxy is None:
+        return (target.project,)
+    return tuple(colour.project for colour in pair(target))
+
+
+def serving_colour(target: Target, record: DeploymentRecord | None) -> Colour | None:
+    """start-first: the colour ``record`` says serves (its project is what drift is
+    compared with and what a heal applies again); None for every other strategy."""
+    if target.strategy != "start-first" or target.proxy is None:
+        return None
+    return serving(target, record)
+
+
 def describe(
     serving: Colour, old: Colour, new: Colour, containers: Mapping[str, list[str]]
 ) -> dict[str, Any]:

@@ -17,6 +17,7 @@ _ARMED = frozenset(name for name in os.environ.get(ENV, "").split(",") if name)
 
 # The points there are (tests arm these names, never a literal).
 RESTORE_SWAP = "restore-swap"  # a restore's copies are staged; nothing swapped in yet
+EARLY_COPY = "early-copy"  # a rollback's copy made from backup pass 1, not yet synced
 
 
 def reach(name: str) -> None:

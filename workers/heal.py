@@ -6,6 +6,11 @@ first (the drift may be gone), then ``compose up`` (removing orphans only with
 ``sync.prune``) and the health gate. A failed heal is ``failed``: there is nothing to roll
 back to, and it counts toward the heal limit. A heal never changes what the target's
 current deployment is.
+
+Behind the proxy a heal goes through the hold like a recreate: new requests wait in the
+proxy from just before ``compose up`` until the gate passed, then go to what serves. A
+start-first target is healed in the colour its current deployment's record says serves
+(its own project and port), and the route is left pointing at that colour's port.
 """
 
 from __future__ import annotations
@@ -17,6 +22,8 @@ from typing import Any
 
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.targets import Target
+from workers import colours
+from workers.colours import Colour, gate_url
 from workers.compose import write_override
 from workers.errors import DeployError, LeaseLost, OperatorError
 from workers.health import gate
@@ -69,18 +76,32 @@ class Heal:
         journal.log(f"heal: applying {good.id} again: {describe(drift)}")
         outcome.changed = True
         deadline = time.monotonic() + self.target.deploy_timeout
+        colour = colours.serving_colour(self.target, good)
+        traffic = self.tools.traffic
         with journal.step("start") as step:
             self._files()
-            spec = compose_spec(self.target, self.dirs, good.commit, good.id)
+            if traffic is not None:
+                if colour is not None:
+                    traffic.port = colour.port  # what settles the route, however this ends
+                # Like a recreate: no request may meet the app being recreated or booting.
+                # Never fails the heal: the app is already not as it should be. An app
+                # that is not running has nothing to drain: requests sent to it before
+                # the hold wait in the proxy for it to come back, not for the hold.
+                traffic.hold(required=False, drain=self._gated_running(colour))
+            spec = compose_spec(self.target, self.dirs, good.commit, good.id, colour)
             self.tools.compose.up(
                 spec,
                 timeout=max(1.0, min(300.0, deadline - time.monotonic())),
                 remove_orphans=self.target.sync.prune,
             )
-            step["detail"] = f"{good.id} applied again"
+            step["detail"] = f"{good.id} applied again" + (
+                f" as {colour.name} ({colour.project}, port {colour.port})" if colour else ""
+            )
         with journal.step("gate") as step:
-            result = self._gate(max(1.0, deadline - time.monotonic()))
+            result = self._gate(max(1.0, deadline - time.monotonic()), colour)
             step["detail"] = result
+        if traffic is not None:
+            traffic.serve(colour.port if colour is not None else None)
         outcome.status, outcome.reason = "succeeded", None
         return outcome
 
@@ -109,15 +130,25 @@ class Heal:
             )
             self.journal.log(f"heal: wrote {override} again from the record")
 
-    def _gate(self, timeout: float) -> str:
+    def _gated_running(self, colour: Colour | None) -> bool:
+        project = colour.project if colour is not None else self.target.project
+        return any(
+            c.running
+            for c in self.tools.engine.containers(project)
+            if c.service == self.target.service
+        )
+
+    def _gate(self, timeout: float, colour: Colour | None) -> str:
         target, engine = self.target, self.tools.engine
+        project = colour.project if colour is not None else target.project
+        url = gate_url(target.health.url, colour.port) if colour else target.health.url
 
         def watch() -> Any:
-            found = [c for c in engine.containers(target.project) if c.service == target.service]
+            found = [c for c in engine.containers(project) if c.service == target.service]
             return found[0].state if found else None
 
         result = gate(
-            target.health.url,
+            url,
             timeout=min(timeout, target.health.timeout),
             settle=target.health.settle,
             interval=target.health.interval,

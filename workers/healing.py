@@ -38,6 +38,7 @@ from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.schema import utcnow
 from rollhook.targets import Target
+from workers import colours
 from workers.context import WorkerContext
 from workers.drift import Expected, Inspection, compare
 from workers.engine import DockerEngine
@@ -75,9 +76,12 @@ class News:
 
 
 def inspect(target: Target, current: DeploymentRecord, engine: DockerEngine) -> Inspection:
+    """What runs compared with ``current``: for start-first, the colour it says serves
+    (the other colour's containers are stopped on purpose)."""
+    colour = colours.serving_colour(target, current)
     return compare(
         Expected.of(current, target.service),
-        engine.containers(target.project),
+        engine.containers(colour.project if colour is not None else target.project),
         prune=target.sync.prune,
     )
 

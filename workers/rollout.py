@@ -4,10 +4,10 @@ The pipeline takes its adapters (:class:`Tools`) and a journal, and returns a
 :class:`RolloutResult`; recording the final status and notifying happen around it
 (runner.py).
 The order is chosen for the data: nothing stops before the new images are pulled and
-the first backup pass is done; the final backup pass runs in the short window while the
-app is stopped; the new version never starts before its backup is complete; and from
-the moment it starts, any failure rolls back to the previous images and config with
-the data as it was.
+the first backup pass is done (and the rollback's copy of the data made from it); the
+final backup pass runs in the short window while the app is stopped; the new version
+never starts before its backup is complete; and from the moment it starts, any failure
+rolls back to the previous images and config with the data as it was.
 """
 
 from __future__ import annotations
@@ -25,7 +25,10 @@ from rollhook.records.targets import TargetState
 from rollhook.targets import Target
 from workers import adoption
 from workers.backup import BackupStore, Source
+from workers.backup.early import EarlyCopy
 from workers.backup.prepared import PreparedRestore
+from workers.backup.restore import StagingCancelled
+from workers.backup.running import RunningBackup
 from workers.colours import Colour, gate_url
 from workers.compose import Compose, ComposeSpec, write_override
 from workers.drift import snapshot
@@ -107,6 +110,8 @@ class Rollout:
     cancelled: Callable[[], bool]
     outcome: RolloutResult = field(init=False, default_factory=lambda: RolloutResult("failed"))
     deadline: float = field(init=False)
+    # The rollback's copy of the data made from this run's backup pass 1 (backup/early.py).
+    early: EarlyCopy | None = field(init=False, default=None)
 
     def __post_init__(self) -> None:
         self.deadline = time.monotonic() + self.target.deploy_timeout
@@ -378,6 +383,7 @@ class Rollout:
             with journal.step("backup") as step:
                 running_backup = tools.backups.start(backup_id, sources)
                 step["detail"] = f"pass 1 of {len(sources)} source(s) while the app runs"
+                self.early = self._copy_early(running_backup, step)
         else:
             journal.skip("backup", "backups disabled" if sources else "no data to back up")
 
@@ -407,8 +413,7 @@ class Rollout:
             # Bring the old one back first: aborting deletes the partial backup, which
             # takes a while on a large tree and must not lengthen the downtime.
             self.bring_back()
-            if running_backup is not None:
-                running_backup.abort()
+            self._drop_backup(running_backup)
             raise
 
         return self._start_and_gate(spec)
@@ -537,7 +542,8 @@ class Rollout:
         # While the new version boots and is gated, the rollback's copy of the data is
         # made from the sealed snapshot: a rollback then only swaps it in by rename.
         backup_id = self.outcome.backup_id
-        ahead = PreparedRestore(tools.backups, backup_id).start() if backup_id else None
+        early = self.early if self.early and self.early.backup_id == backup_id else None
+        ahead = PreparedRestore(tools.backups, backup_id, early).start() if backup_id else None
         try:
             with journal.step("start") as step:
                 self._check_time()
@@ -660,6 +666,8 @@ class Rollout:
                         f"{restored.seconds:.1f} s"
                         + (" (copied while the new version was gated)" if ahead else "")
                     )
+                    # A .pass1 copy left unfinished (a dead worker's, or staging failed).
+                    tools.backups.discard_staged(self.outcome.backup_id)
                 self._restart_previous()
                 step["detail"] = (
                     "previous version serving"
@@ -719,6 +727,30 @@ class Rollout:
             step["note"] = stopped.note
             self.journal.log(f"{step['name']}: {stopped.note}", level=logging.WARNING)
         return stopped
+
+    def _drop_backup(self, running: RunningBackup | None) -> None:
+        """The new version never started: its backup and the copy made from it go."""
+        if running is not None:
+            running.abort()
+        if self.early is not None:
+            self.early.discard()
+
+    def _copy_early(self, running: RunningBackup, step: dict[str, Any]) -> EarlyCopy | None:
+        """The rollback's copy of the data, made from backup pass 1 while the app still
+        serves (the new version's gate then only brings the final pass's changes into
+        it): a rollback's downtime no longer grows with the data. A failure only means
+        the copy is made whole during the gate."""
+        began = time.monotonic()
+        try:
+            early = self.tools.backups.stage_early(running, self.cancelled)
+        except StagingCancelled:
+            raise LeaseLost(f"{self.record.id}: the lease on {self.target.name} was lost") from None
+        except Exception as exc:  # noqa: BLE001 (the gate's staging copies it whole)
+            self.journal.log(f"backup: could not copy pass 1 for a rollback ahead: {exc}")
+            return None
+        early.seconds = time.monotonic() - began
+        step["detail"] += f"; the rollback's copy made from it in {early.seconds:.1f} s"
+        return early
 
     def _stage_restore(self, backup_id: str) -> None:
         """Copy a backup's data next to the live data before the app stops (a failure

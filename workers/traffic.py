@@ -71,15 +71,17 @@ class Traffic(Closeable):
     def active(self) -> bool:
         return self.proxy is not None
 
-    def hold(self, *, required: bool = True) -> None:
+    def hold(self, *, required: bool = True, drain: bool = True) -> None:
         """Before the app stops: hold new requests, let those already sent finish.
 
         ``required=False`` (a rollback, which must go on whatever the proxy does): a proxy
-        that does not answer is logged instead of failing the step.
+        that does not answer is logged instead of failing the step. ``drain=False`` (a
+        heal of an app that is not running): requests already sent are waiting for the
+        app to come back, so nothing is waited for.
         """
         if self.proxy is None:
             return
-        bound = self.target.stop_timeout
+        bound = self.target.stop_timeout if drain else 0.0
         try:
             left = self.proxy.hold(self.target.name, drain=bound)
         except ProxyError as exc:
@@ -90,7 +92,9 @@ class Traffic(Closeable):
                 f"the proxy did not answer, so nothing was stopped (is `rollhook proxy` "
                 f"running? it reads the targets file when it starts): {exc}"
             ) from exc
-        if left:
+        if left and not drain:
+            self.log(f"proxy: holding new requests; {left} sent before wait for the app")
+        elif left:
             self.log(
                 f"proxy: holding new requests; {left} still in flight after {bound:g}s, "
                 "stopping anyway",

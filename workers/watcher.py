@@ -19,6 +19,7 @@ from collections.abc import Callable
 
 from rollhook.records import targets as target_records
 from rollhook.targets import Target
+from workers import colours
 from workers.context import WorkerContext
 from workers.engine import DockerEngine
 from workers.engine_events import ContainerEvent, EngineEvents, Reconnected
@@ -46,7 +47,8 @@ class DriftWatcher:
     ) -> None:
         self.ctx = ctx
         self.debounce = debounce
-        self.by_project = {t.project: t for t in ctx.targets.values()}
+        # start-first: both colours' projects (either may serve).
+        self.by_project = {p: t for t in ctx.targets.values() for p in colours.projects(t)}
         self.events = EngineEvents(ctx.docker_host, projects=set(self.by_project), backoff=backoff)
         self._look_at = look_at or self._look
         self._due: dict[str, float] = {}  # target -> when to look

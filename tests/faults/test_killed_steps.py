@@ -23,7 +23,6 @@ import pytest
 
 from tests.faults.support import (
     FaultTarget,
-    WorkerProcess,
     check_recovered,
     kill_when,
     recover,
@@ -31,6 +30,7 @@ from tests.faults.support import (
 )
 from tests.harness.gitserver import GitServer
 from workers import failpoints
+from workers.backup.early import EARLY
 from workers.backup.restore import STAGED
 from workers.dispatcher import targets_needing_a_worker
 
@@ -87,9 +87,16 @@ def _staged_restore(target: FaultTarget, _id: str, _step: dict[str, Any]) -> boo
     return any(STAGED in p.name for p in target.dirs.work.iterdir())
 
 
-def _at_failpoint(worker: WorkerProcess, sign: Sign) -> Sign:
-    """``worker`` stopped itself at its armed failpoint, and ``sign`` holds there."""
-    return lambda target, _id, step: worker.stopped() and sign(target, _id, step)
+def _at_failpoint(sign: Sign) -> Sign:
+    """A worker stopped itself at its armed failpoint, and ``sign`` holds there."""
+    return lambda target, _id, step: (
+        any(w.stopped() for w in target.workers) and sign(target, _id, step)
+    )
+
+
+def _copy_from_pass_1(target: FaultTarget, _id: str, _step: dict[str, Any]) -> bool:
+    """The rollback's copy made from backup pass 1 (workers/backup/early.py), unsynced."""
+    return any(STAGED in p.name and p.name.endswith(EARLY) for p in target.dirs.work.iterdir())
 
 
 def _answers(version: str) -> Sign:
@@ -112,6 +119,7 @@ class Case:
     data_mb: int = 0  # files in the app's storage before the deployment
     slow: str | None = None  # "git" or "registry" answers slowly until the kill
     outcome: str = "succeeded"
+    failpoint: str | None = None  # armed in the worker (workers/failpoints.py)
 
 
 NEVER_HEALTHY = "3.0.0-never-healthy"
@@ -121,6 +129,13 @@ CASES = [
     Case("plan", "plan", _in("plan", _registry_busy()), slow="registry"),
     Case("preflight", "preflight", _in("preflight", _registry_busy()), slow="registry"),
     Case("backup", "backup", _in("backup", _partial_backup), data_mb=120),
+    Case(
+        "backup-copy-from-pass-1",
+        "backup",
+        _in("backup", _at_failpoint(_copy_from_pass_1)),
+        data_mb=120,
+        failpoint=failpoints.EARLY_COPY,
+    ),
     Case("stop", "stop", _in("stop", _stop_signal("1.0.0")), old_env={"STOP_DELAY": "4"}),
     Case("snapshot", "snapshot", _in("snapshot", _always), old_env={"STOP_WRITE_MB": "200"}),
     Case("start", "start", _in("start", _child("compose"))),
@@ -180,7 +195,7 @@ def test_a_worker_killed_inside_a_step_is_recovered(
 ) -> None:
     options = {"health": {"timeout": 3}} if case.outcome == "rolled_back" else {}
     target = make_target(**(options | case.options))
-    worker = target.worker()  # its imports meanwhile
+    worker = target.worker(*filter(None, [case.failpoint]))  # its imports meanwhile
     target.commit("1.0.0", **case.old_env)
     assert target.deploy().status == "succeeded"
     if case.data_mb:
@@ -227,7 +242,7 @@ def test_a_worker_killed_while_a_rollback_restores_the_data_is_recovered(
 
     rollback_id = target.queue(action="rollback", manual=True)
     worker.go()
-    moment = _in("restore", _at_failpoint(worker, _staged_restore))
+    moment = _in("restore", _at_failpoint(_staged_restore))
     killed_at = kill_when(
         target, worker, rollback_id, lambda: moment(target, rollback_id), step="restore"
     )

@@ -15,17 +15,23 @@ import os
 import signal
 import time
 from collections.abc import Callable
+from contextlib import closing
 from typing import Any
 
+import docker
 import pytest
 
+from rollhook.records.deployments import DeploymentRecord
 from tests.harness.caddy import CaddyProxy
 from tests.harness.webapp import StandInClient
 from tests.workers.deployer import Deployer
+from tests.workers.loop import Loop
 from workers.engine import DockerEngine
+from workers.healing import inspect, look
 from workers.proxy.config import loopback
 from workers.proxy.process import recorded_upstreams
 from workers.runner import run_target
+from workers.traffic import Traffic
 
 pytestmark = pytest.mark.engine
 
@@ -131,6 +137,8 @@ def test_a_broken_release_behind_the_proxy_rolls_back_without_a_failed_request(
     assert client.changes() == []
     assert set(client.versions()) == {"2.0.0"}
     assert "copied while the new version was gated" in record.log
+    backup = next(s for s in record.steps if s["name"] == "backup")
+    assert "the rollback's copy made from it" in backup["detail"], backup
     assert served_upstream(deployer) == (loopback(deployer.port), True)
 
 
@@ -277,3 +285,96 @@ def test_start_first_refuses_a_service_that_mounts_its_data(behind: Make) -> Non
     assert "start-first" in (record.reason or "") and "read-write" in (record.reason or "")
     assert "\n" not in (record.reason or "")
     assert steps(record) == ["sync", "plan"]
+
+
+# -- heals behind the proxy ------------------------------------------------------------
+
+
+def drift_and_heal(
+    deployer: Deployer, project: str, how: str, monkeypatch: pytest.MonkeyPatch
+) -> tuple[StandInClient, DeploymentRecord, float]:
+    """Under the steady client: the app's container killed or stopped by hand, the drift
+    looked at (a heal queued) and the heal run; returns when the heal held the proxy."""
+    held: list[float] = []
+    hold = Traffic.hold
+
+    def noted(traffic: Traffic, **options: bool) -> None:
+        held.append(time.monotonic())
+        hold(traffic, **options)
+
+    monkeypatch.setattr(Traffic, "hold", noted)
+    loop = Loop(deployer)
+
+    def act() -> None:
+        with DockerEngine(deployer.docker_host) as engine:
+            [app] = [c for c in engine.containers(project) if c.service == deployer.target.service]
+        with closing(docker.DockerClient(base_url=deployer.docker_host, timeout=60)) as client:
+            container = client.containers.get(app.container_id)
+            if how == "kill":
+                container.kill()
+            else:
+                container.stop(timeout=5)
+        with DockerEngine(deployer.docker_host) as engine:
+            assert look(deployer.ctx, deployer.target, engine) is not None
+        loop.work()
+
+    client, _ = during(deployer, act)
+    record = loop.latest()
+    assert (record.kind, record.status) == ("heal", "succeeded"), record.log
+    assert len(held) == 1, record.log
+    return client, record, held[0]
+
+
+def held_throughout(client: StandInClient, hold_at: float) -> None:
+    """No request sent once the proxy held (plus the probe's few tenths of a second to
+    see it) failed: the heal itself costs no request. Those sent between the hand's kill
+    and the hold are the drift's, not the heal's (see the heal test below)."""
+    after = [s for s in client.failed if s.sent >= hold_at + 0.5]
+    assert after == [], after[:3]
+
+
+@pytest.mark.parametrize("how", ["kill", "stop"])
+def test_a_heal_behind_the_proxy_holds_requests_like_a_recreate(
+    behind: Make, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployer = behind()
+    deployer.commit("1.0.0")
+    first = deployer.deploy()
+    assert first.status == "succeeded", first.log
+    client, record, hold_at = drift_and_heal(deployer, deployer.target.project, how, monkeypatch)
+
+    assert [s["name"] for s in record.steps] == ["inspect", "start", "gate"]
+    assert "holding new requests" in record.log
+    held_throughout(client, hold_at)
+    # Requests sent while the heal booted the app again waited in the proxy.
+    during_heal = [s for s in client.sent if s.sent >= hold_at + 0.5 and s.done - s.sent > 1.0]
+    assert during_heal, "no request was held during the heal"
+    assert {s.method for s in during_heal} == {"GET", "POST"}
+    assert set(client.versions()) == {"1.0.0"}
+    assert served_upstream(deployer) == (loopback(deployer.port), True)
+    assert deployer.state().current_deployment_id == first.id
+
+
+def test_a_start_first_heal_puts_the_serving_colour_back(
+    behind: Make, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deployer = start_first(behind)
+    blue, green = deployer.target.project, f"{deployer.target.project}-green"
+    deployer.commit("1.0.0")
+    first = deployer.deploy()
+    assert first.status == "succeeded", first.log
+    assert first.colours is not None and first.colours["serving"] == "green"
+    serving = running_ids(deployer, green)
+
+    client, record, hold_at = drift_and_heal(deployer, green, "kill", monkeypatch)
+
+    start = next(s for s in record.steps if s["name"] == "start")
+    assert f"as green ({green}, port {deployer.port + 1})" in start["detail"], record.steps
+    held_throughout(client, hold_at)
+    assert set(client.versions()) == {"1.0.0"}
+    assert running_ids(deployer, green) == serving  # the same container, started again
+    assert running_ids(deployer, blue) == []  # the other colour was never started
+    assert served_upstream(deployer) == (loopback(deployer.port + 1), True)
+    assert deployer.state().current_deployment_id == first.id
+    with DockerEngine(deployer.docker_host) as engine:
+        assert inspect(deployer.target, first, engine).drift == []

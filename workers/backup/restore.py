@@ -33,7 +33,7 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ParamSpec, TypeVar
+from typing import TYPE_CHECKING, ParamSpec, TypeVar
 
 from workers import failpoints
 from workers.backup import files, paths
@@ -46,6 +46,9 @@ from workers.backup.model import (
     SourceInfo,
 )
 from workers.errors import InfrastructureError
+
+if TYPE_CHECKING:
+    from workers.backup.early import EarlyCopy
 
 log = logging.getLogger(__name__)
 
@@ -94,16 +97,70 @@ class Restorer:
         log.info("restored backup %s in %.1fs", self.info.id, seconds)
         return RestoreResult(backup_id=self.info.id, sources=results, seconds=round(seconds, 3))
 
-    def stage(self, cancelled: Callable[[], bool]) -> int:
+    def stage(self, cancelled: Callable[[], bool], early: EarlyCopy | None = None) -> int:
         """Only stage the copies (same checks as ``run``), for a later ``run`` that then
         only swaps them in. Returns how many were copied now (the rest were staged).
+        ``early``: what was copied from this backup's pass 1 (``workers.backup.early``);
+        only the final pass's changes are copied into it.
         """
         with ExitStack() as held:
             plans = self._plans(held)
-            return self._stage_all([p for p in plans if not p.nested], held, cancelled)
+            return self._stage_all([p for p in plans if not p.nested], held, cancelled, early)
 
-    def _stage_all(self, todo: list[_Plan], held: ExitStack, cancelled: Callable[[], bool]) -> int:
-        self._check_space([p for p in todo if p.origin and not self._is_staged(p)])
+    def stage_early(self, cancelled: Callable[[], bool]) -> EarlyCopy:
+        """From a backup between its passes (``backup_dir`` is the partial one, ``info``
+        what pass 1 found): copy each source next to its live path as ``.pass1``."""
+        from workers.backup import early  # noqa: PLC0415 (it builds on this module)
+
+        made = early.EarlyCopy(self.info.id)
+        with ExitStack() as held:
+            plans = [p for p in self._plans(held) if not p.nested]
+            self._discard_early(plans)
+            self._check_space([p for p in plans if p.origin])
+            for plan in plans:
+                if plan.origin is None:
+                    continue
+                parent = self._make_parent(plan, held)
+                name = early.early_name(self._staged(plan))
+                path = join(plan.parent, name)
+                made.paths.append(path)
+                made.seen[plan.source.name] = self._io(
+                    path, early.copy, plan.origin, parent, name, cancelled
+                )
+        return made
+
+    def _discard_early(self, plans: list[_Plan]) -> None:
+        """``.pass1`` copies beside these sources, of any backup: a dead worker's (one
+        deployment of a target runs at a time, and they are never used as they are)."""
+        from workers.backup.early import is_early  # noqa: PLC0415
+
+        for plan in plans:
+            if plan.parent_fd is None:
+                continue
+            names = self._io(plan.parent, os.listdir, plan.parent_fd)
+            for name in names:
+                if name.startswith(f"{plan.name}{STAGED}") and is_early(name):
+                    self._io(join(plan.parent, name), files.remove, name, dir_fd=plan.parent_fd)
+
+    def _stage_all(
+        self,
+        todo: list[_Plan],
+        held: ExitStack,
+        cancelled: Callable[[], bool],
+        early: EarlyCopy | None = None,
+    ) -> int:
+        from workers.backup import early as halves  # noqa: PLC0415 (it builds on this module)
+
+        ahead = early.seen if early is not None and early.backup_id == self.info.id else {}
+
+        def half_made(plan: _Plan) -> bool:
+            return plan.source.name in ahead and self._has(
+                plan, halves.early_name(self._staged(plan))
+            )
+
+        self._check_space(
+            [p for p in todo if p.origin and not self._is_staged(p) and not half_made(p)]
+        )
         copied = 0
         for plan in todo:
             # A staged copy left by an interrupted run, or staged ahead of a rollback, is
@@ -112,7 +169,22 @@ class Restorer:
             if plan.origin is not None and not self._is_staged(plan):
                 parent = self._make_parent(plan, held)
                 staged = self._staged(plan)
-                self._io(join(plan.parent, staged), _stage, plan.origin, parent, staged, cancelled)
+                where = join(plan.parent, staged)
+                if half_made(plan):
+                    seen = ahead[plan.source.name]
+                    first = halves.early_name(staged)
+                    self._io(
+                        where,
+                        halves.refresh,
+                        plan.origin,
+                        parent,
+                        first,
+                        staged,
+                        seen=seen,
+                        cancelled=cancelled,
+                    )
+                else:
+                    self._io(where, _stage, plan.origin, parent, staged, cancelled)
                 copied += 1
         return copied
 
@@ -180,9 +252,12 @@ class Restorer:
         return f"{plan.name}{STAGED}{self.info.id}"
 
     def _is_staged(self, plan: _Plan) -> bool:
+        return self._has(plan, self._staged(plan))
+
+    def _has(self, plan: _Plan, name: str) -> bool:
         if plan.parent_fd is None:
             return False
-        return self._io(plan.parent, files.exists, self._staged(plan), dir_fd=plan.parent_fd)
+        return self._io(plan.parent, files.exists, name, dir_fd=plan.parent_fd)
 
     def _make_parent(self, plan: _Plan, held: ExitStack) -> int:
         """The live path's parent, created if missing (a source recreated from scratch)."""
@@ -291,8 +366,11 @@ def _copy_tree(
     tmp: str,
     top: os.stat_result,
     cancelled: Callable[[], bool] = lambda: False,
+    *,
+    seen: dict[str, tuple[int, int]] | None = None,
 ) -> None:
-    """Copy the backup's tree ``origin`` to ``tmp`` under ``parent_fd``, all by fd."""
+    """Copy the backup's tree ``origin`` to ``tmp`` under ``parent_fd``, all by fd;
+    ``seen`` gets the inode and ctime of each file copied (as listed, before the copy)."""
     os.mkdir(tmp, 0o700, dir_fd=parent_fd)
     root = files.open_dir(tmp, dir_fd=parent_fd)
     try:
@@ -316,6 +394,8 @@ def _copy_tree(
                     files.copy_symlink(name, name, st, src_dir_fd=entry.dir_fd, dst_dir_fd=fd)
                 elif stat.S_ISREG(st.st_mode):
                     files.copy_file(name, name, sync=False, src_dir_fd=entry.dir_fd, dst_dir_fd=fd)
+                    if seen is not None:
+                        seen[entry.rel] = (st.st_ino, st.st_ctime_ns)
         finally:
             if fd >= 0:
                 os.close(fd)

@@ -71,6 +71,13 @@ class RunningBackup:
             written >> 20,
         )
 
+    def provisional(self) -> tuple[Path, BackupInfo]:
+        """Where the partial backup is and what pass 1 put in it (for the rollback's copy
+        made from it, ``workers.backup.early``); the final pass may still change it."""
+        if self._state != "running":
+            raise DeployError(f"backup {self.id} is {self._state}")
+        return self._partial, self._info(0.0)
+
     def finish(self) -> BackupInfo:
         """The final pass, with the app stopped; seals the backup and returns its record."""
         if self._state != "running":

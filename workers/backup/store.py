@@ -37,6 +37,7 @@ from typing import Any
 
 from workers.backup import files, paths
 from workers.backup.adoption import Fill, seal
+from workers.backup.early import EarlyCopy
 from workers.backup.links import Previous
 from workers.backup.mirror import Mirror
 from workers.backup.model import BackupInfo, RestoreResult, Source
@@ -198,13 +199,29 @@ class BackupStore:
         with self._locked():
             return Restorer(self.root / backup_id, info).run()
 
-    def stage_restore(self, backup_id: str, cancelled: Callable[[], bool] = lambda: False) -> int:
+    def stage_restore(
+        self,
+        backup_id: str,
+        cancelled: Callable[[], bool] = lambda: False,
+        early: EarlyCopy | None = None,
+    ) -> int:
         """Stage a restore's copies now (the app may run), so that ``restore`` later only
         swaps them in by rename. The same checks as ``restore``; nothing live changes.
-        Returns how many sources were copied (0: all were staged already)."""
+        ``early``: the copies made from this backup's pass 1 (``stage_early``), into which
+        only the final pass's changes are copied. Returns how many sources were staged now
+        (0: all were staged already)."""
         info = self.get(backup_id)
         with self._locked():
-            return Restorer(self.root / backup_id, info).stage(cancelled)
+            return Restorer(self.root / backup_id, info).stage(cancelled, early)
+
+    def stage_early(
+        self, running: RunningBackup, cancelled: Callable[[], bool] = lambda: False
+    ) -> EarlyCopy:
+        """The rollback's copy of a backup between its passes, made from pass 1 while the
+        app runs (``workers.backup.early``); finished by ``stage_restore`` once sealed."""
+        partial, info = running.provisional()
+        with self._locked():
+            return Restorer(partial, info).stage_early(cancelled)
 
     def discard_staged(self, backup_id: str) -> builtins.list[str]:
         """Remove copies staged for a restore of this backup that is not going to happen."""
