@@ -57,6 +57,8 @@ R = TypeVar("R")
 
 ASIDE = ".rollhook-aside-"
 STAGED = ".rollhook-restore-"
+# A copy made while the app still runs (stage_early) leaves this share of the disk free.
+EARLY_HEADROOM = 0.05
 
 
 @dataclass
@@ -116,7 +118,8 @@ class Restorer:
         with ExitStack() as held:
             plans = [p for p in self._plans(held) if not p.nested]
             self._discard_early(plans)
-            self._check_space([p for p in plans if p.origin])
+            # The old version still serves and writes there: leave it room.
+            self._check_space([p for p in plans if p.origin], headroom=EARLY_HEADROOM)
             for plan in plans:
                 if plan.origin is None:
                     continue
@@ -303,8 +306,9 @@ class Restorer:
         where = join(plan.parent, aside) if aside else None
         return RestoredSource(src.name, live, action, where, count, size)
 
-    def _check_space(self, plans: Iterable[_Plan]) -> None:
-        """Refuse before touching anything when a staged copy cannot fit."""
+    def _check_space(self, plans: Iterable[_Plan], headroom: float = 0.0) -> None:
+        """Refuse before touching anything when a staged copy cannot fit, leaving
+        ``headroom`` (a share of the filesystem) free after it."""
         need: dict[int, tuple[int, str, int]] = {}
         for plan in plans:
             fd, where = plan.at.dir_fd, plan.at.dir_path  # the deepest existing directory
@@ -313,7 +317,8 @@ class Restorer:
             size += 4096 * (plan.source.dirs + plan.source.files)
             need[dev] = (fd, where, need.get(dev, (fd, where, 0))[2] + size)
         for fd, where, size in need.values():
-            free = shutil.disk_usage(fd).free
+            usage = shutil.disk_usage(fd)
+            free = usage.free - int(usage.total * headroom)
             if free < size:
                 raise InfrastructureError(
                     f"restore of backup {self.info.id} needs {size >> 20} MiB next to the "
