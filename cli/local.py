@@ -11,7 +11,7 @@ import time
 from cli.output import USAGE, exit_code, print_end, print_steps
 from rollhook.offsite import remote_problems, restic_environment
 from rollhook.settings import ConfigError, Settings, load_settings
-from rollhook.targets import Target, parse_targets
+from rollhook.targets import Target, load_targets, parse_targets
 
 
 def _warnings(target: Target) -> list[str]:
@@ -149,7 +149,11 @@ def restore(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     celery = broker.make_celery(settings.broker_url())
-    ctx = build_context(settings, lambda task, args: celery.send_task(task, args=args, retry=False))
+    targets = load_targets(settings.config)
+    send = broker.sender(
+        celery, lambda name: targets[name].host if name in targets else "local", retry=False
+    )
+    ctx = build_context(settings, send)
     try:
         deployment_id = queue_restore(ctx, args.target, args.backup)
     except OperatorError as exc:  # no such target or backup

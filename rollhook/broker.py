@@ -8,6 +8,7 @@ records (outbox, claims, leases) make it effectively once.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -39,6 +40,52 @@ BACKUP_QUEUE = "backup"
 
 
 EMBEDDED_SCHEME = "embedded+sqlite:///"
+
+LOCAL_HOST = "local"
+# The tasks that need the target's host (its engine, its files): first argument the
+# target's name, sent to that host's own queue of this kind.
+HOST_TASKS = {
+    RUN_TARGET: DEPLOY_QUEUE,
+    OFFSITE_SNAPSHOT: BACKUP_QUEUE,
+    OFFSITE_SHIP: BACKUP_QUEUE,
+    DRILL: BACKUP_QUEUE,
+}
+
+
+def host_queue(kind: str, host: str) -> str:
+    """The queue of one host for ``kind`` (deploy or backup): ``deploy.<host>``; the local
+    host keeps the plain names, so one-host installs (their Procfiles, units) are unchanged."""
+    return kind if host == LOCAL_HOST else f"{kind}.{host}"
+
+
+def worker_queues(host: str) -> list[str]:
+    """What ``rollhook worker --host <host>`` consumes: its host's queues and the shared ones."""
+    return [
+        host_queue(DEPLOY_QUEUE, host),
+        NOTIFY_QUEUE,
+        HOUSEKEEPING_QUEUE,
+        host_queue(BACKUP_QUEUE, host),
+    ]
+
+
+def send_to_host(app: Celery, task: str, host: str, args: list[Any], **options: Any) -> None:
+    """Send a host task to ``host``'s queue (publish options as ``send_task``'s)."""
+    app.send_task(task, args=args, queue=host_queue(HOST_TASKS[task], host), **options)
+
+
+def sender(
+    app: Celery, host_of: Callable[[str], str], **options: Any
+) -> Callable[[str, list[Any]], None]:
+    """The workers' ``send(task, args)``: a host task (first argument its target's name)
+    goes to that target's host's queue, any other by its route."""
+
+    def send(task: str, args: list[Any]) -> None:
+        if task in HOST_TASKS and args:
+            send_to_host(app, task, host_of(str(args[0])), args, **options)
+        else:
+            app.send_task(task, args=args, **options)
+
+    return send
 
 
 class EmbeddedChannel(SQLAlchemyChannel):  # type: ignore[misc]

@@ -33,6 +33,9 @@ from rollhook.settings import ConfigError
 from rollhook.windows import Rule, Windows, parse_rule
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A host's name becomes part of its queues' names (rollhook.broker.host_queue).
+HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+LOCAL_HOST = "local"
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 # What `repo` accepts, as check-config explains it (every form git itself fetches from).
 REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -429,6 +432,12 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def check_host_name(value: str) -> str:
+    if not HOST_NAME.match(value):
+        raise ValueError("a host name: lowercase letters, digits and '-' (max 63)")
+    return value
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -456,6 +465,14 @@ class Target(BaseModel):
     # When automatic changes may start; a person's request and a heal pass at any time.
     windows: list[Window] = []
     approve: Approve = Approve()
+    # The Docker host it runs on: its work goes to the workers started with
+    # `rollhook worker --host <host>` (README "Several hosts").
+    host: str = LOCAL_HOST
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host_name(value)
 
     @field_validator("name", "project")
     @classmethod

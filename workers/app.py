@@ -48,10 +48,12 @@ logs.configure(app.conf.beat_schedule)
 
 
 def _send(name: str, args: list[Any]) -> None:
-    app.send_task(name, args=args, retry=True, retry_policy={"max_retries": 2})
+    """Publish a task; one that needs a target's host goes to that host's queue."""
+    _publish(name, args)
 
 
 ctx = build_context(settings, _send)
+_publish = broker.sender(app, ctx.host_of, retry=True, retry_policy={"max_retries": 2})
 
 
 @signals.worker_process_init.connect
@@ -87,9 +89,10 @@ def _on_worker_stop(**_: Any) -> None:
 
 @app.task(name=broker.PROCESS_JOBS, ignore_result=True)
 def process_jobs(job_jsons: list[str]) -> None:
-    """Record each job as queued work; run its target here, or fan out to other workers."""
+    """Record each job as queued work (any worker may); run its target here when it is on
+    this worker's host, else (or when there are several) send it to its host's queue."""
     targets = sorted({t for t in (take_job(ctx, j) for j in job_jsons) if t is not None})
-    if len(targets) == 1:
+    if len(targets) == 1 and ctx.here(targets[0]):
         run_target(ctx, targets[0])
         return
     for target in targets:

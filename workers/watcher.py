@@ -46,7 +46,8 @@ class DriftWatcher:
     ) -> None:
         self.ctx = ctx
         self.debounce = debounce
-        self.by_project = {t.project: t for t in ctx.targets.values()}
+        # Only this worker's host's targets: the engine it follows is that host's.
+        self.by_project = {t.project: t for t in ctx.targets.values() if t.host == ctx.host}
         self.events = EngineEvents(ctx.docker_host, projects=set(self.by_project), backoff=backoff)
         self._look_at = look_at or self._look
         self._due: dict[str, float] = {}  # target -> when to look
