@@ -88,6 +88,8 @@ def _api_commands(sub: Any) -> None:
     show.add_argument("deployment")
     status = sub.add_parser("status", help="targets and their state, as a table")
     status.add_argument("--json", action="store_true", help="the API's answer, for scripts")
+    hosts = sub.add_parser("hosts", help="the hosts' workers and their heartbeats, as a table")
+    hosts.add_argument("--json", action="store_true", help="the API's answer, for scripts")
 
 
 def _local_commands(sub: Any) -> None:

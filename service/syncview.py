@@ -46,8 +46,11 @@ def sync_view(
     target: Target,
     state: TargetState,
     observed: SyncState | None = None,
+    *,
+    host_down: bool = False,
 ) -> dict[str, Any]:
-    """The target's ``sync`` object, read from the records now."""
+    """The target's ``sync`` object, read from the records now (``host_down``: its host's
+    workers stopped beating, ``rollhook/records/hosts.py``)."""
     seen = observed or sync_records.get(conn, target.name)
     current_id = state.current_deployment_id
     current = deployments.get(conn, current_id) if current_id else None
@@ -68,6 +71,7 @@ def sync_view(
     status: Status = sync_status(
         Facts(
             paused=state.paused,
+            host_down=host_down,
             running=running,
             runnable=bool(runnable) and not state.paused,
             waiting=bool(waiting),

@@ -19,6 +19,8 @@ from rollhook.settings import load_settings
 from workers import housekeeping, logs, reconcile
 from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
+from workers.hostbeat import HostBeat
+from workers.hostwatch import watch_hosts
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
 from workers.offsite import tasks as offsite_tasks
@@ -64,6 +66,7 @@ def _after_fork(**_: Any) -> None:
 
 
 watcher = DriftWatcher(ctx)
+heartbeat = HostBeat(ctx)
 
 
 @signals.worker_ready.connect
@@ -79,11 +82,13 @@ def _on_worker_start(**_: Any) -> None:
         kick_targets(ctx)
     except Exception:
         logger.exception("start-up recovery failed; beat will try again")
+    heartbeat.start()
     watcher.start()
 
 
 @signals.worker_shutdown.connect
 def _on_worker_stop(**_: Any) -> None:
+    heartbeat.stop()
     watcher.stop()
 
 
@@ -118,6 +123,7 @@ def notify(self: Any, notification_id: str) -> None:
 def dispatch() -> None:
     dispatch_outbox(ctx)
     kick_targets(ctx)
+    watch_hosts(ctx)
     with ctx.records.begin() as conn:
         waiting = pending(conn, older_than=60.0)
     for notification_id in waiting:

@@ -196,6 +196,28 @@ ui_sessions = Table(
     Column("expires_at", UTCDateTime, nullable=False, index=True),
 )
 
+# Several hosts (rollhook/records/hosts.py): each worker's heartbeat, on the records
+# database's clock (never a worker's); and each host's state as last told (up/down), so
+# that a host going down or coming back is told once.
+host_workers = Table(
+    "host_workers",
+    metadata,
+    Column("worker", String(128), primary_key=True),  # <machine>:<pid> of the main process
+    Column("host", String(64), nullable=False, index=True),
+    Column("rollhook_version", String(64)),
+    Column("engine_version", String(64)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_beat", UTCDateTime, nullable=False),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("state", String(8), nullable=False),  # up | down, as last told
+    Column("changed_at", UTCDateTime, nullable=False),
+)
+
 # The reconcile loop's observations and decisions, one row per target: what polling and
 # inspection saw, never the truth of what was deployed (that is ``deployments`` and
 # ``targets``). ``raised`` is what polling already turned into events (stored in the same

@@ -15,6 +15,7 @@ from workers.notify.scheduling import (
     pending,
     schedule_announcement,
     schedule_backup_notice,
+    schedule_host_notice,
     schedule_report,
     schedule_target_notice,
 )
@@ -29,6 +30,7 @@ __all__ = [
     "pending",
     "schedule_announcement",
     "schedule_backup_notice",
+    "schedule_host_notice",
     "schedule_report",
     "schedule_target_notice",
 ]
