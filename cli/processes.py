@@ -24,7 +24,7 @@ from rollhook.datadir import prepare_data_dir
 from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import ConfigError, Settings, load_settings
-from rollhook.targets import Target, check_host_name, load_targets
+from rollhook.targets import Target, check_host_name, load_targets, several_hosts_problems
 from workers.procs import end_group
 
 # Seconds between asking the processes to stop and killing them. An idle worker on the
@@ -85,6 +85,12 @@ def prepare() -> tuple[Settings, dict[str, Target]]:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
     targets = load_targets(settings.config)
+    for problem in several_hosts_problems(
+        targets,
+        embedded_broker=settings.embedded_broker,
+        sqlite_records=settings.records_url().startswith("sqlite"),
+    ):
+        raise ConfigError(problem)
     prepare_data_dir(settings.data_dir)
     engine = make_engine(settings.records_url())
     try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -639,6 +640,30 @@ def _explain(name: str, exc: ValidationError) -> list[str]:
             message = "required"
         lines.append(f"{prefix}: {message}")
     return lines
+
+
+def several_hosts_problems(
+    targets: Mapping[str, Target], *, embedded_broker: bool, sqlite_records: bool
+) -> list[str]:
+    """More than one host needs a broker and a records database every host reaches: one
+    line each for what to use instead (README "Several hosts")."""
+    names = sorted({target.host for target in targets.values()})
+    if len(names) < 2:
+        return []
+    several = f"targets name {len(names)} hosts ({', '.join(names)})"
+    problems = []
+    if embedded_broker:
+        problems.append(
+            f"ROLLHOOK_REDIS_URL: {several}; the embedded broker is one machine's file: "
+            "set ROLLHOOK_REDIS_URL to a Redis every host reaches (rediss://...)"
+        )
+    if sqlite_records:
+        problems.append(
+            f"ROLLHOOK_DATABASE_URL: {several}; SQLite records are one machine's file: "
+            "set ROLLHOOK_DATABASE_URL to a PostgreSQL every host reaches "
+            "(postgresql+psycopg://...?sslmode=verify-full)"
+        )
+    return problems
 
 
 def parse_targets(text: str) -> tuple[dict[str, Target], list[str]]:
