@@ -11,6 +11,7 @@ import logging
 
 from rollhook.broker import NOTIFY
 from rollhook.records import hosts
+from rollhook.records.schema import db_now
 from workers.context import WorkerContext
 from workers.notify import schedule_host_notice
 
@@ -25,7 +26,7 @@ def watch_hosts(ctx: WorkerContext) -> list[tuple[str, str]]:
         changed = hosts.changes(conn, names)
         if not changed:
             return []
-        now = hosts.db_now(conn)
+        now = db_now(conn)
         views = {view.name: view for view in hosts.views(conn, names)}
         for host, state in changed:
             view = views[host]

@@ -9,12 +9,12 @@ as last told, so that beat tells a change once (:func:`changes`).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
-from sqlalchemy import Connection, delete, insert, select, text, update
+from sqlalchemy import Connection, delete, insert, select, update
 
-from rollhook.records.schema import host_workers, hosts
+from rollhook.records.schema import db_now, host_workers, hosts
 
 LOCAL_HOST = "local"
 DOWN_AFTER = 30.0  # seconds without a heartbeat from any of its workers
@@ -56,15 +56,6 @@ class HostView:
                 }
             ),
         }
-
-
-def db_now(conn: Connection) -> datetime:
-    """The records database's clock (UTC)."""
-    if conn.dialect.name == "sqlite":
-        value = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
-        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
-    moment: datetime = conn.execute(text("SELECT now()")).scalar_one()
-    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 def beat(

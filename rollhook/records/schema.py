@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
     Float,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 
@@ -48,6 +50,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def db_now(conn: Connection) -> datetime:
+    """The records database's clock (UTC): one clock for every host, where two hosts'
+    clocks may disagree (heartbeats; the order of events, ``records/events.py``)."""
+    if conn.dialect.name == "sqlite":
+        value = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    moment: datetime = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 metadata = MetaData(

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import Engine, update
 
 from rollhook.records import hosts
-from rollhook.records.schema import host_workers
+from rollhook.records.schema import db_now, host_workers
 
 BACKENDS = pytest.mark.parametrize("records", ["sqlite", "postgres"], indirect=True)
 
@@ -22,7 +22,7 @@ def _beat(records: Engine, worker: str, host: str) -> None:
 def _silence(records: Engine, worker: str, seconds: float) -> None:
     """The worker's last beat was ``seconds`` ago (it died then)."""
     with records.begin() as conn:
-        now = hosts.db_now(conn)
+        now = db_now(conn)
         conn.execute(
             update(host_workers)
             .where(host_workers.c.worker == worker)
@@ -52,7 +52,7 @@ def test_a_host_is_down_30s_after_its_last_worker_beat(records: Engine) -> None:
 @BACKENDS
 def test_the_beat_is_on_the_databases_clock(records: Engine) -> None:
     with records.begin() as conn:
-        before = hosts.db_now(conn)
+        before = db_now(conn)
         at = hosts.beat(conn, worker="m:1", host="a", rollhook_version=None, engine_version=None)
         [view] = hosts.views(conn, set())
     assert view.last_seen == at and before <= at <= before + timedelta(seconds=5)

@@ -11,7 +11,7 @@ from sqlalchemy import update
 
 from cli.api import _state
 from rollhook.records import hosts
-from rollhook.records.schema import host_workers
+from rollhook.records.schema import db_now, host_workers
 from tests.service.support import Served
 
 TWO_HOSTS = """
@@ -38,7 +38,7 @@ def test_a_down_hosts_targets_wait_for_it(serve: Callable[..., Served], tmp_path
     with app.records.begin() as conn:
         hosts.beat(conn, worker="m1:7", host="a", rollhook_version="0.1.0", engine_version="27.3")
         hosts.beat(conn, worker="m2:7", host="b", rollhook_version="0.1.0", engine_version="27.3")
-        ago = hosts.db_now(conn) - timedelta(seconds=31)
+        ago = db_now(conn) - timedelta(seconds=31)
         conn.execute(update(host_workers).where(host_workers.c.host == "b").values(last_beat=ago))
 
     listed = app.api("GET", "/hosts").json()["hosts"]

@@ -9,7 +9,7 @@ from pathlib import Path
 from sqlalchemy import Engine, update
 
 from rollhook.records import hosts
-from rollhook.records.schema import host_workers
+from rollhook.records.schema import db_now, host_workers
 from rollhook.targets import Target
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.mailserver import smtp_server
@@ -70,7 +70,7 @@ def test_beat_tells_a_host_down_once_and_back_once(records: Engine, tmp_path: Pa
         hosts.beat(conn, worker="m2:1", host="b", rollhook_version="x", engine_version="y")
     assert watch_hosts(ctx) == []
     with records.begin() as conn:  # b's only worker was SIGKILLed 31 s ago
-        ago = hosts.db_now(conn) - timedelta(seconds=31)
+        ago = db_now(conn) - timedelta(seconds=31)
         conn.execute(update(host_workers).where(host_workers.c.host == "b").values(last_beat=ago))
     assert watch_hosts(ctx) == [("b", "down")]
     assert watch_hosts(ctx) == []  # told once
