@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
@@ -134,6 +134,10 @@ def purge_consumed(path: Path) -> int:
             return 0
 
 
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Celery:
     if broker_url.startswith(EMBEDDED_SCHEME):
         prepare_embedded(Path(broker_url.removeprefix(EMBEDDED_SCHEME)))
@@ -155,14 +159,19 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_default_queue=DEPLOY_QUEUE,
+        # Each queue its own exchange and key: Queue(name) alone binds every queue to the
+        # default exchange under one key, and a message sent to one queue then reached all
+        # the queues a worker had bound (and a host's worker would take another's work).
         task_queues=[
-            Queue(DEPLOY_QUEUE),
-            Queue(NOTIFY_QUEUE),
-            Queue(HOUSEKEEPING_QUEUE),
-            Queue(BACKUP_QUEUE),
+            _queue(DEPLOY_QUEUE),
+            _queue(NOTIFY_QUEUE),
+            _queue(HOUSEKEEPING_QUEUE),
+            _queue(BACKUP_QUEUE),
         ],
         task_routes={
-            PROCESS_JOBS: {"queue": DEPLOY_QUEUE},
+            # Recording jobs needs no host: any worker takes them (housekeeping is the
+            # queue every worker consumes), and sends each target's run to its host.
+            PROCESS_JOBS: {"queue": HOUSEKEEPING_QUEUE},
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
             NOTIFY: {"queue": NOTIFY_QUEUE},
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},

@@ -123,7 +123,10 @@ def notify(self: Any, notification_id: str) -> None:
 def dispatch() -> None:
     dispatch_outbox(ctx)
     kick_targets(ctx)
-    watch_hosts(ctx)
+    try:
+        watch_hosts(ctx)
+    except Exception:
+        logger.exception("watching the hosts' heartbeats failed; the next tick will")
     with ctx.records.begin() as conn:
         waiting = pending(conn, older_than=60.0)
     for notification_id in waiting:

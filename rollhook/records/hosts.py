@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 from sqlalchemy import Connection, delete, insert, select, update
+from sqlalchemy.dialects import postgresql, sqlite
 
 from rollhook.records.schema import db_now, host_workers, hosts
 
@@ -114,22 +115,29 @@ def down(conn: Connection, names: set[str]) -> set[str]:
 def changes(conn: Connection, names: set[str]) -> list[tuple[str, State]]:
     """The hosts whose state changed since it was last told: (host, new state), recorded.
 
-    A host seen for the first time is recorded as it is, and told only when it is down
-    (a worker never came up). The update is conditional on the old state, so two ticks at
-    once tell a change once.
+    A host seen for the first time is recorded as it is, told only if already down; one
+    never seen is not told (its targets still wait, :func:`down`). The update is
+    conditional on the old state, so two ticks at once tell a change once.
     """
     now = db_now(conn)
     told = {row.name: row.state for row in conn.execute(select(hosts))}
     result: list[tuple[str, State]] = []
     for view in views(conn, names):
-        if view.state == "down" and not waits(view):
-            continue
+        if view.last_seen is None:
+            continue  # never seen: a worker starting a little later than beat is no news
+
         before = told.get(view.name)
         if before == view.state:
             continue
         if before is None:
-            conn.execute(insert(hosts).values(name=view.name, state=view.state, changed_at=now))
-            if view.state == "down":
+            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+            first = conn.execute(
+                dialect.insert(hosts)
+                .values(name=view.name, state=view.state, changed_at=now)
+                .on_conflict_do_nothing()
+            )
+            # Another tick may have been first; a first sight is news only when down.
+            if first.rowcount == 1 and view.state == "down":
                 result.append((view.name, view.state))
             continue
         moved = conn.execute(
