@@ -55,7 +55,8 @@ def projects_on(engine_host: str) -> set[str]:
 
 def _target(infra: Infra, host: str) -> dict[str, Any]:
     target: dict[str, Any] = yaml.safe_load(infra.config())["targets"]["llm"]
-    return {**target, "host": host}
+    # Webhooks only: a poll would deploy the first commit before the test's push does.
+    return {**target, "host": host, "sync": {"interval": 0}}
 
 
 def _worker(stack: Stack, host: str, engine: str) -> None:
