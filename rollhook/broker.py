@@ -159,9 +159,9 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_default_queue=DEPLOY_QUEUE,
-        # Each queue its own exchange and key: Queue(name) alone binds every queue to the
-        # default exchange under one key, and a message sent to one queue then reached all
-        # the queues a worker had bound (and a host's worker would take another's work).
+        # Each queue its own exchange and key, like the host queues Celery makes for
+        # deploy.<host>: Queue(name) alone binds every queue to the default exchange
+        # (deploy) under one key (deploy), so only the queue name keeps them apart.
         task_queues=[
             _queue(DEPLOY_QUEUE),
             _queue(NOTIFY_QUEUE),
