@@ -52,6 +52,7 @@ def main() -> int:
             stack.callback(engine.stop)
             engine.start()
             engines.append(engine)
+        infra.root.chmod(0o755)  # traversable by the postgres user, which runs the cluster
         postgres = PostgresServer(infra.root / "postgres", logs)
         stack.callback(postgres.stop)
         postgres.start()
