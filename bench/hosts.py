@@ -1,6 +1,6 @@
 """Several hosts: a burst of pushes to targets spread over private engines, one per host.
 
-    uv run --frozen python bench/hosts.py [--hosts 5] [--per-host 10]
+    make bench-hosts        (or: uv run --frozen python bench/hosts.py [--hosts 5] [--per-host 10])
 
 Needs root and the test dependencies (scripts/install-test-deps.sh). Everything runs on
 127.0.0.1 and is removed afterwards: one private dockerd per host, a registry, a git
