@@ -2,7 +2,7 @@
 SHELL := /bin/bash
 UV ?= $(shell command -v uv 2>/dev/null || echo $(CURDIR)/.tools/bin/uv)
 
-.PHONY: setup run demo install test test-unit test-faults lint format bench-ingress bench-rollout bench-reconcile bench-upgrades bench-offsite clean
+.PHONY: setup run demo install test test-unit test-faults lint format bench-ingress bench-rollout bench-reconcile bench-upgrades bench-offsite bench-hosts clean
 
 setup:  ## Python and its dependencies, from the lock file
 	@scripts/bootstrap.sh
@@ -56,6 +56,10 @@ bench-upgrades: setup  ## failed requests during one upgrade: the SSH script, re
 bench-offsite: setup
 	@scripts/install-test-deps.sh
 	$(UV) run --frozen python bench/offsite.py --app
+
+bench-hosts: setup  ## 50 targets over 5 hosts (5 private engines): a burst of pushes
+	@scripts/install-test-deps.sh
+	$(UV) run --frozen python bench/hosts.py
 
 clean:
 	rm -rf .venv .tools .pytest_cache .mypy_cache .ruff_cache .hypothesis .test-run

@@ -154,6 +154,13 @@ def _dispatch(client: Client, args: argparse.Namespace) -> int:  # noqa: PLR0911
     if command == "show":
         print(json.dumps(client.call("GET", f"/deployments/{args.deployment}"), indent=2))
         return output.OK
+    if command == "hosts":
+        found = client.call("GET", "/hosts")
+        if args.json:
+            print(json.dumps(found, indent=2))
+        else:
+            print_hosts(found.get("hosts") or [])
+        return output.OK
     answer = client.call("GET", "/targets")
     if args.json:
         print(json.dumps(answer, indent=2))
@@ -172,7 +179,9 @@ def _state(target: dict[str, Any]) -> str:
     if target.get("lease"):
         words.append("deploying")
     sync = target.get("sync")
-    if isinstance(sync, dict) and sync.get("status"):
+    if isinstance(sync, dict) and sync.get("status") == "waiting_for_host":
+        words.append(f"waiting for host {target.get('host')}")
+    elif isinstance(sync, dict) and sync.get("status"):
         pending = sync.get("pending")
         reason = pending.get("reason") if isinstance(pending, dict) else None
         if sync["status"] == "pending" and reason:
@@ -212,3 +221,22 @@ def print_status(targets: list[dict[str, Any]]) -> None:
             )
         )
     output.table(("TARGET", "STATE", "VERSION", "COMMIT", "DEPLOYMENT", "SINCE"), rows)
+
+
+def print_hosts(hosts: list[dict[str, Any]]) -> None:
+    if not hosts:
+        print("no hosts seen yet (no worker has beat)")
+        return
+    output.table(
+        ("HOST", "STATE", "LAST SEEN", "WORKERS", "VERSIONS"),
+        [
+            (
+                h["name"],
+                h["state"],
+                output.ago(h.get("last_seen")),
+                str(len(h.get("workers") or [])),
+                "; ".join(h.get("versions") or []) or "-",
+            )
+            for h in hosts
+        ],
+    )

@@ -11,7 +11,7 @@ import time
 from cli.output import USAGE, exit_code, print_end, print_steps
 from rollhook.offsite import remote_problems, restic_environment
 from rollhook.settings import ConfigError, Settings, load_settings
-from rollhook.targets import Target, parse_targets
+from rollhook.targets import Target, load_targets, parse_targets, several_hosts_problems
 
 
 def _warnings(target: Target) -> list[str]:
@@ -79,6 +79,11 @@ def check_config() -> int:
             if t.sync.write_back is not None
         ]
     problems += _public_problems(settings)
+    problems += several_hosts_problems(
+        targets,
+        embedded_broker=settings.embedded_broker,
+        sqlite_records=settings.records_url().startswith("sqlite"),
+    )
     if not problems:
         problems = [problem for target in targets.values() for problem in _host_problems(target)]
     for problem in problems:
@@ -149,7 +154,11 @@ def restore(args: argparse.Namespace) -> int:
 
     settings = load_settings()
     celery = broker.make_celery(settings.broker_url())
-    ctx = build_context(settings, lambda task, args: celery.send_task(task, args=args, retry=False))
+    targets = load_targets(settings.config)
+    send = broker.sender(
+        celery, lambda name: targets[name].host if name in targets else "local", retry=False
+    )
+    ctx = build_context(settings, send)
     try:
         deployment_id = queue_restore(ctx, args.target, args.backup)
     except OperatorError as exc:  # no such target or backup

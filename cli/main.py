@@ -27,7 +27,13 @@ def _process_commands(sub: Any) -> None:
     web = sub.add_parser("web", help="run the web process (uvicorn)")
     web.add_argument("--host", default=os.environ.get("HOST", "127.0.0.1"))
     web.add_argument("--port", type=int, default=None)
-    sub.add_parser("worker", help="run a worker process (celery worker)")
+    worker = sub.add_parser("worker", help="run a worker process (celery worker)")
+    worker.add_argument(
+        "--host",
+        dest="worker_host",
+        default=os.environ.get("ROLLHOOK_WORKER_HOST", "local"),
+        help="the Docker host this worker serves: it runs the targets with `host: NAME`",
+    )
     sub.add_parser("beat", help="run the beat process (celery beat)")
     sub.add_parser("proxy", help="run the front proxy (Caddy) of the targets with proxy:")
     sub.add_parser("check-config", help="validate the settings and the targets file")
@@ -82,6 +88,8 @@ def _api_commands(sub: Any) -> None:
     show.add_argument("deployment")
     status = sub.add_parser("status", help="targets and their state, as a table")
     status.add_argument("--json", action="store_true", help="the API's answer, for scripts")
+    hosts = sub.add_parser("hosts", help="the hosts' workers and their heartbeats, as a table")
+    hosts.add_argument("--json", action="store_true", help="the API's answer, for scripts")
 
 
 def _local_commands(sub: Any) -> None:

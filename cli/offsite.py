@@ -12,7 +12,7 @@ from typing import Any
 
 from cli.output import USAGE
 from rollhook.settings import load_settings
-from rollhook.targets import Target
+from rollhook.targets import Target, load_targets
 
 
 def _context() -> Any:
@@ -21,9 +21,11 @@ def _context() -> Any:
 
     settings = load_settings()
     celery = broker.make_celery(settings.broker_url())
-    return build_context(
-        settings, lambda task, args: celery.send_task(task, args=args, retry=False)
+    targets = load_targets(settings.config)
+    send = broker.sender(
+        celery, lambda name: targets[name].host if name in targets else "local", retry=False
     )
+    return build_context(settings, send)
 
 
 def _target(ctx: Any, name: str, *, remote: bool) -> Target | None:

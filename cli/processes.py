@@ -19,20 +19,22 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
+from rollhook.broker import LOCAL_HOST, worker_queues
 from rollhook.datadir import prepare_data_dir
 from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
-from rollhook.settings import Settings, load_settings
-from rollhook.targets import Target, load_targets
+from rollhook.settings import ConfigError, Settings, load_settings
+from rollhook.targets import Target, check_host_name, load_targets, several_hosts_problems
 from workers.procs import end_group
 
-QUEUES = "deploy,notify,housekeeping,backup"
 # Seconds between asking the processes to stop and killing them. An idle worker on the
 # embedded broker notices a SIGTERM only between two polls (up to 2 s, more under load).
 STOP_GRACE = 7.0
 
 
-def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
+def _argv(
+    command: str, settings: Settings, host: str, port: int, worker_host: str = LOCAL_HOST
+) -> list[str]:
     python = sys.executable
     if command == "web":
         return [
@@ -61,7 +63,7 @@ def _argv(command: str, settings: Settings, host: str, port: int) -> list[str]:
             "workers.app",
             "worker",
             "-Q",
-            QUEUES,
+            ",".join(worker_queues(worker_host)),
             "--loglevel",
             "INFO",
             "--concurrency",
@@ -83,6 +85,12 @@ def prepare() -> tuple[Settings, dict[str, Target]]:
     """Fail fast, with one line, before any process starts; migrate once."""
     settings = load_settings()
     targets = load_targets(settings.config)
+    for problem in several_hosts_problems(
+        targets,
+        embedded_broker=settings.embedded_broker,
+        sqlite_records=settings.records_url().startswith("sqlite"),
+    ):
+        raise ConfigError(problem)
     prepare_data_dir(settings.data_dir)
     engine = make_engine(settings.records_url())
     try:
@@ -97,7 +105,14 @@ def run_process(args: argparse.Namespace) -> int:
     host = getattr(args, "host", "127.0.0.1")
     port = getattr(args, "port", None) or settings.port
     if args.command != "up":
-        argv = _argv(args.command, settings, host, port)
+        worker_host = getattr(args, "worker_host", LOCAL_HOST)
+        try:
+            check_host_name(worker_host)
+        except ValueError as exc:
+            raise ConfigError(f"--host {worker_host!r}: {exc}") from exc
+        # The worker's Celery app reads it from the environment (rollhook.settings).
+        os.environ["ROLLHOOK_WORKER_HOST"] = worker_host
+        argv = _argv(args.command, settings, host, port, worker_host)
         os.execv(argv[0], argv)
     names = processes(targets, settings.public_host)
     supervisor = Supervisor({name: _argv(name, settings, host, port) for name in names})

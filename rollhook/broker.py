@@ -8,11 +8,12 @@ records (outbox, claims, leases) make it effectively once.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from celery import Celery
-from kombu import Queue
+from kombu import Exchange, Queue
 from kombu.transport import TRANSPORT_ALIASES
 from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
@@ -39,6 +40,52 @@ BACKUP_QUEUE = "backup"
 
 
 EMBEDDED_SCHEME = "embedded+sqlite:///"
+
+LOCAL_HOST = "local"
+# The tasks that need the target's host (its engine, its files): first argument the
+# target's name, sent to that host's own queue of this kind.
+HOST_TASKS = {
+    RUN_TARGET: DEPLOY_QUEUE,
+    OFFSITE_SNAPSHOT: BACKUP_QUEUE,
+    OFFSITE_SHIP: BACKUP_QUEUE,
+    DRILL: BACKUP_QUEUE,
+}
+
+
+def host_queue(kind: str, host: str) -> str:
+    """The queue of one host for ``kind`` (deploy or backup): ``deploy.<host>``; the local
+    host keeps the plain names, so one-host installs (their Procfiles, units) are unchanged."""
+    return kind if host == LOCAL_HOST else f"{kind}.{host}"
+
+
+def worker_queues(host: str) -> list[str]:
+    """What ``rollhook worker --host <host>`` consumes: its host's queues and the shared ones."""
+    return [
+        host_queue(DEPLOY_QUEUE, host),
+        NOTIFY_QUEUE,
+        HOUSEKEEPING_QUEUE,
+        host_queue(BACKUP_QUEUE, host),
+    ]
+
+
+def send_to_host(app: Celery, task: str, host: str, args: list[Any], **options: Any) -> None:
+    """Send a host task to ``host``'s queue (publish options as ``send_task``'s)."""
+    app.send_task(task, args=args, queue=host_queue(HOST_TASKS[task], host), **options)
+
+
+def sender(
+    app: Celery, host_of: Callable[[str], str], **options: Any
+) -> Callable[[str, list[Any]], None]:
+    """The workers' ``send(task, args)``: a host task (first argument its target's name)
+    goes to that target's host's queue, any other by its route."""
+
+    def send(task: str, args: list[Any]) -> None:
+        if task in HOST_TASKS and args:
+            send_to_host(app, task, host_of(str(args[0])), args, **options)
+        else:
+            app.send_task(task, args=args, **options)
+
+    return send
 
 
 class EmbeddedChannel(SQLAlchemyChannel):  # type: ignore[misc]
@@ -87,6 +134,10 @@ def purge_consumed(path: Path) -> int:
             return 0
 
 
+def _queue(name: str) -> Queue:
+    return Queue(name, Exchange(name, type="direct"), routing_key=name)
+
+
 def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Celery:
     if broker_url.startswith(EMBEDDED_SCHEME):
         prepare_embedded(Path(broker_url.removeprefix(EMBEDDED_SCHEME)))
@@ -108,14 +159,19 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
         worker_prefetch_multiplier=1,
         worker_hijack_root_logger=False,
         task_default_queue=DEPLOY_QUEUE,
+        # Each queue its own exchange and key, like the host queues Celery makes for
+        # deploy.<host>: Queue(name) alone binds every queue to the default exchange
+        # (deploy) under one key (deploy), so only the queue name keeps them apart.
         task_queues=[
-            Queue(DEPLOY_QUEUE),
-            Queue(NOTIFY_QUEUE),
-            Queue(HOUSEKEEPING_QUEUE),
-            Queue(BACKUP_QUEUE),
+            _queue(DEPLOY_QUEUE),
+            _queue(NOTIFY_QUEUE),
+            _queue(HOUSEKEEPING_QUEUE),
+            _queue(BACKUP_QUEUE),
         ],
         task_routes={
-            PROCESS_JOBS: {"queue": DEPLOY_QUEUE},
+            # Recording jobs needs no host: any worker takes them (housekeeping is the
+            # queue every worker consumes), and sends each target's run to its host.
+            PROCESS_JOBS: {"queue": HOUSEKEEPING_QUEUE},
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
             NOTIFY: {"queue": NOTIFY_QUEUE},
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},

@@ -126,6 +126,9 @@ class Settings(BaseSettings):
     auth_failures_allowed: int = Field(default=10, gt=0)
     auth_failure_window: float = Field(default=60.0, gt=0)
     worker_concurrency: int = Field(default=4, gt=0)
+    # The host a worker serves (`rollhook worker --host NAME` sets it): it runs the
+    # targets with `host: NAME` only. Checked by rollhook.targets.check_host_name.
+    worker_host: str = "local"
 
     @field_validator(*SECRET_NAMES)
     @classmethod

@@ -2,6 +2,7 @@
 the metrics and the dashboard.
 
 The order is what an operator should look at first: ``paused`` (someone froze it) >
+``waiting_for_host`` (no worker of its host beat for 30 s: its work waits in the queue) >
 ``progressing`` (a deployment runs, or queued work is about to) > ``degraded`` (healing
 gave up) > ``pending`` (manual mode: something waits for approval; or a closed deploy
 window holds automatic changes) > ``drifted`` (what
@@ -19,10 +20,12 @@ from rollhook.images import ReferenceError, parse_reference
 from rollhook.targets import TagPolicy, Target
 
 Status = Literal[
-    "paused", "progressing", "degraded", "pending", "drifted", "unknown", "out_of_sync", "synced"
-]
+    "paused", "waiting_for_host", "progressing", "degraded", "pending", "drifted", "unknown",
+    "out_of_sync", "synced",
+]  # fmt: skip
 STATUSES: tuple[Status, ...] = (
     "synced", "out_of_sync", "pending", "progressing", "drifted", "degraded", "paused", "unknown",
+    "waiting_for_host",
 )  # fmt: skip
 
 
@@ -31,6 +34,7 @@ class Facts:
     """What the status is decided from."""
 
     paused: bool = False
+    host_down: bool = False  # no worker of the target's host beats: nothing can run
     running: bool = False  # a deployment of the target runs
     runnable: bool = False  # queued deployments that will run (automatic ones in auto mode)
     waiting: bool = False  # queued automatic deployments held for approval (manual mode)
@@ -45,6 +49,7 @@ class Facts:
 def sync_status(facts: Facts) -> Status:
     rules: tuple[tuple[bool, Status], ...] = (
         (facts.paused, "paused"),
+        (facts.host_down, "waiting_for_host"),
         (facts.running or facts.runnable, "progressing"),
         (facts.degraded, "degraded"),
         ((not facts.auto and (facts.waiting or facts.drifted)) or facts.held, "pending"),

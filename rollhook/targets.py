@@ -9,6 +9,7 @@ from __future__ import annotations
 import fnmatch
 import ipaddress
 import re
+from collections.abc import Mapping
 from datetime import timedelta
 from pathlib import Path, PurePosixPath
 from typing import Annotated, Any, Literal
@@ -33,6 +34,9 @@ from rollhook.settings import ConfigError
 from rollhook.windows import Rule, Windows, parse_rule
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
+# A host's name becomes part of its queues' names (rollhook.broker.host_queue).
+HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+LOCAL_HOST = "local"
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 # What `repo` accepts, as check-config explains it (every form git itself fetches from).
 REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -429,6 +433,12 @@ def _is_ip(text: str) -> bool:
     return True
 
 
+def check_host_name(value: str) -> str:
+    if not HOST_NAME.match(value):
+        raise ValueError("a host name: lowercase letters, digits and '-' (max 63)")
+    return value
+
+
 class Target(BaseModel):
     model_config = ConfigDict(extra="forbid", arbitrary_types_allowed=True)
 
@@ -456,6 +466,14 @@ class Target(BaseModel):
     # When automatic changes may start; a person's request and a heal pass at any time.
     windows: list[Window] = []
     approve: Approve = Approve()
+    # The Docker host it runs on: its work goes to the workers started with
+    # `rollhook worker --host <host>` (README "Several hosts").
+    host: str = LOCAL_HOST
+
+    @field_validator("host")
+    @classmethod
+    def _host(cls, value: str) -> str:
+        return check_host_name(value)
 
     @field_validator("name", "project")
     @classmethod
@@ -622,6 +640,30 @@ def _explain(name: str, exc: ValidationError) -> list[str]:
             message = "required"
         lines.append(f"{prefix}: {message}")
     return lines
+
+
+def several_hosts_problems(
+    targets: Mapping[str, Target], *, embedded_broker: bool, sqlite_records: bool
+) -> list[str]:
+    """More than one host needs a broker and a records database every host reaches: one
+    line each for what to use instead (README "Several hosts")."""
+    names = sorted({target.host for target in targets.values()})
+    if len(names) < 2:
+        return []
+    several = f"targets name {len(names)} hosts ({', '.join(names)})"
+    problems = []
+    if embedded_broker:
+        problems.append(
+            f"ROLLHOOK_REDIS_URL: {several}; the embedded broker is one machine's file: "
+            "set ROLLHOOK_REDIS_URL to a Redis every host reaches (rediss://...)"
+        )
+    if sqlite_records:
+        problems.append(
+            f"ROLLHOOK_DATABASE_URL: {several}; SQLite records are one machine's file: "
+            "set ROLLHOOK_DATABASE_URL to a PostgreSQL every host reaches "
+            "(postgresql+psycopg://...?sslmode=verify-full)"
+        )
+    return problems
 
 
 def parse_targets(text: str) -> tuple[dict[str, Target], list[str]]:

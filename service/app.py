@@ -49,6 +49,7 @@ ROUTES = [
     Route("/targets/{name}/reject", api.guarded(approvals.reject), methods=["POST"]),
     Route("/targets", api.guarded(views.list_targets), methods=["GET"]),
     Route("/targets/{name}", api.guarded(views.show_target), methods=["GET"]),
+    Route("/hosts", api.guarded(views.list_hosts), methods=["GET"]),
     Route("/events/{event_id}", api.guarded(views.show_event), methods=["GET"]),
     Route("/deployments", api.guarded(views.list_deployments), methods=["GET"]),
     Route("/deployments/{deployment_id}", api.guarded(views.show_deployment), methods=["GET"]),

@@ -47,9 +47,12 @@ def sync_view(
     state: TargetState,
     observed: SyncState | None = None,
     now: datetime | None = None,
+    *,
+    host_down: bool = False,
 ) -> dict[str, Any]:
     """The target's ``sync`` object, read from the records now (``now``: the clock the
-    deploy windows are read at)."""
+    deploy windows are read at; ``host_down``: its host's workers stopped beating,
+    ``rollhook/records/hosts.py``)."""
     seen = observed or sync_records.get(conn, target.name)
     current_id = state.current_deployment_id
     current = deployments.get(conn, current_id) if current_id else None
@@ -73,6 +76,7 @@ def sync_view(
     status: Status = sync_status(
         Facts(
             paused=state.paused,
+            host_down=host_down,
             running=running,
             runnable=bool(runnable) and not state.paused,
             waiting=bool(waiting),

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
-from rollhook.records import deployments, notifications
+from rollhook.records import deployments, hosts, notifications
 from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.events import get_event
@@ -46,8 +46,15 @@ async def list_targets(rt: Runtime, request: Request) -> Response:
         with rt.engine.connect() as conn:
             states = target_records.all_states(conn)
             observed = sync_records.all_states(conn)
+            down = hosts.down(conn, {t.host for t in rt.targets.values()})
             return [
-                _target(conn, t, states.get(t.name) or TargetState(t.name), observed.get(t.name))
+                _target(
+                    conn,
+                    t,
+                    states.get(t.name) or TargetState(t.name),
+                    observed.get(t.name),
+                    host_down=t.host in down,
+                )
                 for t in rt.targets.values()
             ]
 
@@ -63,13 +70,19 @@ async def show_target(rt: Runtime, request: Request) -> Response:
     def read() -> dict[str, Any]:
         with rt.engine.connect() as conn:
             state = target_records.get(conn, name) or TargetState(name)
-            return _target(conn, target, state, None)
+            down = hosts.down(conn, {target.host})
+            return _target(conn, target, state, None, host_down=target.host in down)
 
     return answers.reply(200, await run_in_threadpool(read))
 
 
 def _target(
-    conn: Connection, target: Target, state: TargetState, observed: sync_records.SyncState | None
+    conn: Connection,
+    target: Target,
+    state: TargetState,
+    observed: sync_records.SyncState | None,
+    *,
+    host_down: bool = False,
 ) -> dict[str, Any]:
     lease = None
     if state.lease_owner:
@@ -81,6 +94,8 @@ def _target(
         "path": target.path,
         "project": target.project,
         "service": target.service,
+        "host": target.host,
+        "host_state": "down" if host_down else "up",
         "images": target.images,
         "tags": target.tags,
         "paused": bool(state.paused),
@@ -92,7 +107,7 @@ def _target(
         "last_good_deployment": _brief(conn, state.last_good_deployment_id),
         "pins": state.pins or {},
         "lease": lease,
-        "sync": sync_view(conn, target, state, observed),
+        "sync": sync_view(conn, target, state, observed, host_down=host_down),
     }
 
 
@@ -175,3 +190,14 @@ def _with_notifications(conn: Connection, records: list[dict[str, Any]]) -> list
         | {"notifications": by_deployment[r["id"]]}
         for r in records
     ]
+
+
+async def list_hosts(rt: Runtime, request: Request) -> Response:
+    """The hosts the workers beat for and the targets name: state, last seen, workers."""
+
+    def read() -> list[dict[str, Any]]:
+        with rt.engine.connect() as conn:
+            names = {t.host for t in rt.targets.values()}
+            return [view.as_dict() for view in hosts.views(conn, names)]
+
+    return answers.reply(200, {"hosts": await run_in_threadpool(read)})

@@ -63,13 +63,26 @@ class Stack:
 
     # -- processes -------------------------------------------------------------------
 
-    def start(self, name: str) -> subprocess.Popen[bytes]:
-        argv = [sys.executable, "-m", "cli.main", name]
-        with open(self.logs / f"{name}.log", "ab") as log:  # the child keeps its own copy
+    def start(
+        self,
+        name: str,
+        *args: str,
+        env: dict[str, str] | None = None,
+        as_name: str | None = None,
+    ) -> subprocess.Popen[bytes]:
+        """``rollhook <name> <args>``, known (and logged) as ``as_name`` (default: name);
+        ``env`` over the stack's (a worker of another host: its engine and data dir)."""
+        argv = [sys.executable, "-m", "cli.main", name, *args]
+        key = as_name or name
+        with open(self.logs / f"{key}.log", "ab") as log:  # the child keeps its own copy
             proc = subprocess.Popen(
-                argv, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+                argv,
+                env={**self.env, **(env or {})},
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
-        self.procs[name] = proc
+        self.procs[key] = proc
         return proc
 
     def kill(self, name: str, sig: signal.Signals = signal.SIGKILL) -> None:

@@ -19,6 +19,8 @@ from rollhook.settings import load_settings
 from workers import housekeeping, logs, reconcile
 from workers.context import build_context
 from workers.dispatcher import dispatch_outbox, kick_targets
+from workers.hostbeat import HostBeat
+from workers.hostwatch import watch_hosts
 from workers.intake import take_job
 from workers.notify import RetryLater, deliver, pending
 from workers.offsite import tasks as offsite_tasks
@@ -48,10 +50,12 @@ logs.configure(app.conf.beat_schedule)
 
 
 def _send(name: str, args: list[Any]) -> None:
-    app.send_task(name, args=args, retry=True, retry_policy={"max_retries": 2})
+    """Publish a task; one that needs a target's host goes to that host's queue."""
+    _publish(name, args)
 
 
 ctx = build_context(settings, _send)
+_publish = broker.sender(app, ctx.host_of, retry=True, retry_policy={"max_retries": 2})
 
 
 @signals.worker_process_init.connect
@@ -62,6 +66,7 @@ def _after_fork(**_: Any) -> None:
 
 
 watcher = DriftWatcher(ctx)
+heartbeat = HostBeat(ctx)
 
 
 @signals.worker_ready.connect
@@ -77,19 +82,22 @@ def _on_worker_start(**_: Any) -> None:
         kick_targets(ctx)
     except Exception:
         logger.exception("start-up recovery failed; beat will try again")
+    heartbeat.start()
     watcher.start()
 
 
 @signals.worker_shutdown.connect
 def _on_worker_stop(**_: Any) -> None:
+    heartbeat.stop()
     watcher.stop()
 
 
 @app.task(name=broker.PROCESS_JOBS, ignore_result=True)
 def process_jobs(job_jsons: list[str]) -> None:
-    """Record each job as queued work; run its target here, or fan out to other workers."""
+    """Record each job as queued work (any worker may); run its target here when it is on
+    this worker's host, else (or when there are several) send it to its host's queue."""
     targets = sorted({t for t in (take_job(ctx, j) for j in job_jsons) if t is not None})
-    if len(targets) == 1:
+    if len(targets) == 1 and ctx.here(targets[0]):
         run_target(ctx, targets[0])
         return
     for target in targets:
@@ -115,6 +123,10 @@ def notify(self: Any, notification_id: str) -> None:
 def dispatch() -> None:
     dispatch_outbox(ctx)
     kick_targets(ctx)
+    try:
+        watch_hosts(ctx)
+    except Exception:
+        logger.exception("watching the hosts' heartbeats failed; the next tick will")
     with ctx.records.begin() as conn:
         waiting = pending(conn, older_than=60.0)
     for notification_id in waiting:

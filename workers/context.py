@@ -18,7 +18,7 @@ from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
 from rollhook.settings import Settings
-from rollhook.targets import Target, load_targets
+from rollhook.targets import Target, check_host_name, load_targets
 from workers.compose import find_compose
 from workers.notify import Notifiers, build_notifiers
 
@@ -46,6 +46,17 @@ class WorkerContext:
     proxy_dir: Path | None = None  # the front proxy's sockets; None: <data_dir>/proxy
     # The wall clock deploy windows are read on; tests give their own.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
+    # The host this worker serves (`rollhook worker --host`): only its targets run here.
+    host: str = "local"
+
+    def here(self, name: str) -> bool:
+        """Whether target ``name`` is on this worker's host (an unknown one is not)."""
+        target = self.targets.get(name)
+        return target is not None and target.host == self.host
+
+    def host_of(self, name: str) -> str:
+        target = self.targets.get(name)
+        return target.host if target is not None else "local"
 
     def refresh_owner(self) -> None:
         """Prefork children inherit the parent's context; each names itself."""
@@ -81,4 +92,5 @@ def build_context(settings: Settings, send: Callable[[str, list[Any]], None]) ->
         restic_password_file=Path(os.environ["RESTIC_PASSWORD_FILE"])
         if os.environ.get("RESTIC_PASSWORD_FILE")
         else None,
+        host=check_host_name(settings.worker_host),
     )

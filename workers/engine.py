@@ -238,6 +238,11 @@ class DockerEngine(Closeable):
         except (docker.errors.DockerException, requests.exceptions.RequestException):
             return False
 
+    def version(self) -> str:
+        """The engine's version (``27.3.1``)."""
+        with _errors("asking the Docker engine for its version"):
+            return str(self._api.version().get("Version") or "?")
+
     def docker_root(self) -> Path:
         """The engine's data root, where pulled images take their space."""
         with _errors("asking the Docker engine for its data root"):

@@ -15,7 +15,7 @@ from datetime import timedelta
 from pathlib import Path
 
 from rollhook.broker import purge_consumed
-from rollhook.records import deployments, events
+from rollhook.records import deployments, events, hosts
 from rollhook.records import targets as target_records
 from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.targets import TargetState
@@ -38,9 +38,11 @@ def run(ctx: WorkerContext) -> None:
             logger.debug("embedded broker: purged %d consumed message(s)", purged)
     with ctx.records.begin() as conn:
         forgotten = events.purge_events(conn, timedelta(days=ctx.event_retention_days))
+        hosts.forget_old(conn)
     if forgotten:
         logger.info("forgot %d event(s) older than %g days", forgotten, ctx.event_retention_days)
-    for target in ctx.targets.values():
+    # A target's files and images are on its own host: only its host's workers tidy them.
+    for target in (t for t in ctx.targets.values() if t.host == ctx.host):
         try:
             tidy_target(ctx, target)
         except Exception:

@@ -121,7 +121,9 @@ def poll(
             if own:
                 client.close()
     if inspect:
-        _inspect(ctx, targets, polls)
+        # Comparing with what runs needs the target's engine: only this worker's host's
+        # targets (the others' are compared by their own host's watcher).
+        _inspect(ctx, [t for t in targets if t.host == ctx.host], polls)
     for target in targets:
         try:
             raised = _conclude(ctx, target, polls[target.name], raise_changes=raise_changes)
@@ -251,6 +253,8 @@ def _images(
 
 def _inspect(ctx: WorkerContext, targets: list[Target], polls: dict[str, Poll]) -> None:
     """Every poll compares what runs with the current deployment, as the watcher does."""
+    if not targets:
+        return
     try:
         with DockerEngine(ctx.docker_host) as engine:
             for target in targets:

@@ -53,6 +53,16 @@ MAX_ATTEMPTS = 3
 
 def run_target(ctx: WorkerContext, name: str) -> None:
     target = ctx.targets.get(name)
+    if target is not None and target.host != ctx.host:
+        # A deployment is only ever run by a worker of its target's host: the work stays
+        # queued for them (a message routed here by mistake, or an old one).
+        logger.warning(
+            "%s is on host %s, this worker serves %s: left for that host's workers",
+            name,
+            target.host,
+            ctx.host,
+        )
+        return
     auto = target.sync.auto if target is not None else True
     while True:
         with ctx.records.begin() as conn:

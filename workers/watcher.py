@@ -47,8 +47,11 @@ class DriftWatcher:
     ) -> None:
         self.ctx = ctx
         self.debounce = debounce
-        # start-first: both colours' projects (either may serve).
-        self.by_project = {p: t for t in ctx.targets.values() for p in colours.projects(t)}
+        # This worker's host's targets only (the engine it follows is that host's); for
+        # start-first, both colours' projects (either may serve).
+        self.by_project = {
+            p: t for t in ctx.targets.values() if t.host == ctx.host for p in colours.projects(t)
+        }
         self.events = EngineEvents(ctx.docker_host, projects=set(self.by_project), backoff=backoff)
         self._look_at = look_at or self._look
         self._due: dict[str, float] = {}  # target -> when to look

@@ -9,7 +9,7 @@ second key, its body's hash: the same body under another delivery id is the same
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import timedelta
 from functools import lru_cache
 from typing import Any
@@ -20,7 +20,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from rollhook.events import NewEvent
 from rollhook.jobs import Job
 from rollhook.records.jobs import of_event
-from rollhook.records.schema import events, jobs, row_dict, utcnow
+from rollhook.records.schema import db_now, events, jobs, row_dict, utcnow
 
 
 @dataclass(frozen=True)
@@ -58,7 +58,7 @@ def store_batch(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
     if new and on_sqlite:
         _sqlite_insert(conn, new)
     elif new:
-        new = _insert_returning(conn, new, first)
+        new = _insert_returning(conn, _on_the_databases_clock(conn, new), first)
     stored = {item.id for item in new}
     return [
         Stored(item.id, duplicate=False, jobs=tuple(item.jobs))
@@ -66,6 +66,24 @@ def store_batch(conn: Connection, batch: list[NewEvent]) -> list[Stored]:
         else Stored(_first_of(item, first), duplicate=True)
         for item in batch
     ]
+
+
+def _on_the_databases_clock(conn: Connection, new: list[NewEvent]) -> list[NewEvent]:
+    """The events (and their jobs) stamped with the database's clock, in batch order.
+
+    "Newest wins" orders a target's queued work by its event's time
+    (``deployments.queued``); events come from the web process, beat and the workers of
+    every host, whose clocks may disagree. So the time stored is the database's, one
+    microsecond apart within a batch to keep its order. (SQLite is one machine's file,
+    the web process's own: its clock already is the database's.)
+    """
+    now = db_now(conn)
+    stamped = []
+    for i, item in enumerate(new):
+        at = now + timedelta(microseconds=i)
+        jobs_at = [job.model_copy(update={"received_at": at}) for job in item.jobs]
+        stamped.append(replace(item, received_at=at, jobs=jobs_at))
+    return stamped
 
 
 def _first_of(item: NewEvent, first: dict[str, str]) -> str:

@@ -15,6 +15,7 @@ from sqlalchemy import (
     BigInteger,
     Boolean,
     Column,
+    Connection,
     DateTime,
     Dialect,
     Float,
@@ -26,6 +27,7 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    text,
 )
 
 
@@ -48,6 +50,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 def utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+def db_now(conn: Connection) -> datetime:
+    """The records database's clock (UTC): one clock for every host, where two hosts'
+    clocks may disagree (heartbeats; the order of events, ``records/events.py``)."""
+    if conn.dialect.name == "sqlite":
+        value = conn.execute(text("SELECT strftime('%Y-%m-%d %H:%M:%f', 'now')")).scalar_one()
+        return datetime.fromisoformat(str(value)).replace(tzinfo=UTC)
+    moment: datetime = conn.execute(text("SELECT clock_timestamp()")).scalar_one()
+    return moment.astimezone(UTC) if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 metadata = MetaData(
@@ -194,6 +206,28 @@ ui_sessions = Table(
     Column("client", String(64)),  # the address it signed in from
     Column("created_at", UTCDateTime, nullable=False),
     Column("expires_at", UTCDateTime, nullable=False, index=True),
+)
+
+# Several hosts (rollhook/records/hosts.py): each worker's heartbeat, on the records
+# database's clock (never a worker's); and each host's state as last told (up/down), so
+# that a host going down or coming back is told once.
+host_workers = Table(
+    "host_workers",
+    metadata,
+    Column("worker", String(128), primary_key=True),  # <machine>:<pid> of the main process
+    Column("host", String(64), nullable=False, index=True),
+    Column("rollhook_version", String(64)),
+    Column("engine_version", String(64)),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("last_beat", UTCDateTime, nullable=False),
+)
+
+hosts = Table(
+    "hosts",
+    metadata,
+    Column("name", String(64), primary_key=True),
+    Column("state", String(8), nullable=False),  # up | down, as last told
+    Column("changed_at", UTCDateTime, nullable=False),
 )
 
 # The reconcile loop's observations and decisions, one row per target: what polling and

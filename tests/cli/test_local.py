@@ -94,3 +94,34 @@ def test_check_config_wants_the_signing_keys_on_this_host(tmp_path: Path) -> Non
         "targets.llm.verify.commits: set exactly one of allowed_signers (SSH) "
         "or gpg_keyring (GnuPG)"
     ]
+
+
+def _two_hosts(tmp_path: Path, **env: str) -> tuple[int, list[str]]:
+    targets = {"llm": {**GOOD, "host": "a"}, "db": {**GOOD, "project": "db", "host": "b"}}
+    (tmp_path / "two.yml").write_text(yaml.safe_dump({"targets": targets}))
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "check-config"],
+        env={"PATH": "/usr/bin:/bin", "ROLLHOOK_CONFIG": str(tmp_path / "two.yml"), **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    return result.returncode, result.stdout.splitlines()
+
+
+def test_more_than_one_host_needs_redis_and_postgresql(tmp_path: Path) -> None:
+    code, lines = _two_hosts(tmp_path)
+    assert code == 1
+    assert [line.split(":")[0] for line in lines] == ["ROLLHOOK_REDIS_URL", "ROLLHOOK_DATABASE_URL"]
+    assert "targets name 2 hosts (a, b)" in lines[0] and "rediss://" in lines[0]
+    assert "PostgreSQL" in lines[1]
+    code, lines = _two_hosts(tmp_path, ROLLHOOK_REDIS_URL="redis://127.0.0.1:1/0")
+    assert (code, [line.split(":")[0] for line in lines]) == (1, ["ROLLHOOK_DATABASE_URL"])
+    code, lines = _two_hosts(
+        tmp_path,
+        ROLLHOOK_REDIS_URL="redis://127.0.0.1:1/0",
+        ROLLHOOK_DATABASE_URL="postgresql+psycopg://rollhook@127.0.0.1:1/rollhook",
+    )
+    assert code == 0, lines
+    assert lines[-1].endswith("OK, 2 target(s): db, llm")

@@ -36,6 +36,7 @@ ENDPOINTS = [
     ("POST", "/targets/hello/sync"),
     ("GET", "/targets"),
     ("GET", "/targets/hello"),
+    ("GET", "/hosts"),
     ("GET", "/events/e1"),
     ("GET", "/deployments"),
     ("GET", "/deployments/d1"),

@@ -10,16 +10,18 @@ from pathlib import Path
 import pytest
 import redis
 
+from rollhook.broker import HOUSEKEEPING_QUEUE
 from tests.harness.ports import free_port
 from tests.harness.redis import RedisServer
 from tests.service.support import Served, fresh_push, wait_for
 
 
 def queued_job_ids(url: str) -> set[str]:
-    """Job ids in the deploy queue, read from kombu's messages as a worker would get them."""
+    """Job ids in the queue every worker consumes (housekeeping: recording jobs needs no
+    host), read from kombu's messages as a worker would get them."""
     ids = set()
     with redis.Redis.from_url(url) as client:
-        for message in client.lrange("deploy", 0, -1):
+        for message in client.lrange(HOUSEKEEPING_QUEUE, 0, -1):
             body = json.loads(base64.b64decode(json.loads(message)["body"]))
             (batch,) = body[0]  # rollhook.process_jobs takes one argument: a list of jobs
             ids.update(json.loads(job)["id"] for job in batch)

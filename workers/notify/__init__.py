@@ -16,6 +16,7 @@ from workers.notify.scheduling import (
     pending,
     schedule_announcement,
     schedule_backup_notice,
+    schedule_host_notice,
     schedule_report,
     schedule_target_notice,
 )
@@ -32,6 +33,7 @@ __all__ = [
     "schedule_approval_progress",
     "schedule_backup_notice",
     "schedule_decision",
+    "schedule_host_notice",
     "schedule_report",
     "schedule_target_notice",
 ]

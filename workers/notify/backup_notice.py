@@ -18,7 +18,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime
 from html import escape as html_escape
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Connection
 
@@ -81,17 +81,32 @@ def build(state: RemoteBackupState, spec: Mapping[str, Any]) -> BackupNotice:
 
 
 # -- words per channel -------------------------------------------------------------
+# Shared with the notice about a host (``host_notice.py``): one message of facts.
 
 
-def log_line(notice: BackupNotice) -> str:
+class FactSheet(Protocol):
+    @property
+    def event(self) -> str: ...
+    @property
+    def detail(self) -> str: ...
+    @property
+    def headline(self) -> str: ...
+    def facts(self) -> list[tuple[str, str]]: ...
+
+
+def log_line(notice: FactSheet) -> str:
     return f"{notice.headline}: {notice.detail}"
 
 
-def slack_message(notice: BackupNotice) -> tuple[str, list[dict[str, Any]]]:
+def slack_message(notice: FactSheet) -> tuple[str, list[dict[str, Any]]]:
     def esc(text: str) -> str:
         return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
-    icons = {"stale": ":floppy_disk:", "drill_recovered": ":white_check_mark:"}
+    icons = {
+        "stale": ":floppy_disk:",
+        "drill_recovered": ":white_check_mark:",
+        "up": ":white_check_mark:",
+    }
     icon = icons.get(notice.event, ":x:")
     fields = [
         {"type": "mrkdwn", "text": f"*{label}*\n{esc(value)[:1900]}"}
@@ -108,7 +123,7 @@ def slack_message(notice: BackupNotice) -> tuple[str, list[dict[str, Any]]]:
     return esc(text)[:3000], blocks
 
 
-def letter(notice: BackupNotice) -> Letter:
+def letter(notice: FactSheet) -> Letter:
     rows = notice.facts()
     width = max(len(label) for label, _ in rows) + 2
     text = "\n".join(

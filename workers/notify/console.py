@@ -16,6 +16,7 @@ from typing import ClassVar
 from workers.notify import backup_notice, wording
 from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
+from workers.notify.host_notice import HostNotice
 from workers.notify.notices import Notice, TargetNotice
 
 logger = logging.getLogger("rollhook.notify.console")
@@ -34,7 +35,7 @@ class ConsoleNotifier:
             delivery.keep({"logged": ["final"]})
             return "logged"
         logged = list(delivery.sent.get("logged") or [])
-        if isinstance(notice, BackupNotice):
+        if isinstance(notice, (BackupNotice, HostNotice)):
             if logged:
                 return "already logged"
             logger.warning("notification: %s", backup_notice.log_line(notice))

@@ -21,6 +21,7 @@ from workers.notify import backup_notice, letter, wording
 from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import PermanentError, TransientError
+from workers.notify.host_notice import HostNotice
 from workers.notify.letter import Letter
 from workers.notify.notices import Notice, TargetNotice
 
@@ -159,7 +160,7 @@ class EmailNotifier:
             return "already sent"
         if isinstance(notice, TargetNotice):
             mail = letter.about_target(notice)
-        elif isinstance(notice, BackupNotice):
+        elif isinstance(notice, (BackupNotice, HostNotice)):
             mail = backup_notice.letter(notice)
         else:
             mail = letter.compose(notice.report, notice.view)

@@ -25,8 +25,9 @@ from sqlalchemy import Connection
 
 from rollhook.buttons import read_button_value
 from rollhook.records import deployments
-from workers.notify import backup_notice
+from workers.notify import backup_notice, host_notice
 from workers.notify.backup_notice import BackupNotice
+from workers.notify.host_notice import HostNotice
 from workers.notify.report import Report, View, build_report
 
 
@@ -92,7 +93,7 @@ class TargetNotice:
 # to Git failed (the deployment itself succeeded).
 TARGET_EVENTS = ("drift", "in_sync", "degraded", "pending", "write_back")
 
-Notice: TypeAlias = DeploymentNotice | TargetNotice | BackupNotice  # | HostNotice, as they come
+Notice: TypeAlias = DeploymentNotice | TargetNotice | BackupNotice | HostNotice
 
 
 @dataclass(frozen=True)
@@ -144,4 +145,5 @@ KINDS: dict[str, Kind] = {
     backup_notice.BACKUP: Kind(
         "target", backup_notice.read, backup_notice.build, "the target's backup state is gone"
     ),
+    host_notice.HOST: Kind("host", host_notice.read, host_notice.build, "the host is gone"),
 }

@@ -20,7 +20,7 @@ from rollhook.records.deployments import DeploymentRecord
 from rollhook.records.notifications import About, Notification
 from rollhook.records.schema import TERMINAL_STATUSES
 from rollhook.targets import Target
-from workers.notify import backup_notice, policy
+from workers.notify import backup_notice, host_notice, policy
 from workers.notify.channels import Channel, Notifiers
 from workers.notify.github import github_repo
 from workers.notify.notices import DEPLOYMENT, KINDS, TARGET
@@ -280,4 +280,38 @@ def schedule_backup_notice(
             return ids
     except Exception:
         logger.exception("notify: backup notice failed for %s", target.name)
+        return []
+
+
+def schedule_host_notice(
+    conn: Connection, host: str, *, event: str, detail: str, at: datetime, notifiers: Notifiers
+) -> list[str]:
+    """A host went down or came back (``host_notice``): one row per channel that tells
+    people (never a commit status: no commit here). Never raises."""
+    try:
+        with conn.begin_nested():
+            subject = host_notice.subject_of(host, at)
+            about = About(host_notice.HOST, "host", subject, None, None)
+            existing = notifications.of_subject(conn, about)
+            spec = {"host": host, "event": event, "detail": detail}
+            ids = []
+            for notifier in notifiers:
+                channel = notifier.channel
+                if channel in existing or channel == "github":
+                    continue
+                if channel == "slack_webhook" and "slack" in notifiers:
+                    continue  # the bot is configured: it tells it, the webhook would repeat it
+                ids.append(
+                    notifications.create(
+                        conn,
+                        about,
+                        channel,
+                        status="pending",
+                        external={"spec": spec, "rev": 1},
+                        history=[],
+                    )
+                )
+            return ids
+    except Exception:
+        logger.exception("notify: host notice failed for %s", host)
         return []

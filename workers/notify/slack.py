@@ -27,6 +27,7 @@ from workers.notify import backup_notice, blocks
 from workers.notify.backup_notice import BackupNotice
 from workers.notify.channels import Channel, Delivery
 from workers.notify.errors import MessageGone, PermanentError, TransientError
+from workers.notify.host_notice import HostNotice
 from workers.notify.notices import Notice, TargetNotice
 from workers.notify.report import View
 
@@ -154,7 +155,7 @@ class SlackNotifier:
         if isinstance(notice, TargetNotice):
             return self._about_target(notice, delivery)
         bot, key, sent, keep = self.bot, f"slack-{self.bot.channel}", delivery.sent, delivery.keep
-        if isinstance(notice, BackupNotice):  # one message, nothing to update later
+        if isinstance(notice, (BackupNotice, HostNotice)):  # one message, nothing to update later
             if sent.get("slack"):
                 return "already posted"
             posted = delivery.pace(key, lambda: bot.post(*backup_notice.slack_message(notice)))
@@ -249,7 +250,7 @@ class SlackWebhookNotifier:
             return "already sent"
         if isinstance(notice, TargetNotice):
             text, body = blocks.target_message(notice)
-        elif isinstance(notice, BackupNotice):
+        elif isinstance(notice, (BackupNotice, HostNotice)):
             text, body = backup_notice.slack_message(notice)
         else:
             text, body = blocks.message(notice.report, notice.view)
