@@ -26,6 +26,10 @@ NOTIFY = "rollhook.notify"
 DISPATCH_OUTBOX = "rollhook.dispatch_outbox"
 HOUSEKEEPING = "rollhook.housekeeping"
 RECONCILE = "rollhook.reconcile"
+# The parts of a reconcile tick and of housekeeping that need a target's engine or files,
+# for the targets of another host than the worker that took the tick.
+INSPECT_TARGET = "rollhook.inspect_target"
+TIDY_TARGET = "rollhook.tidy_target"
 # Off-host backups (workers/offsite): beat's tick, a snapshot, a deployment's backup sent
 # off-host, a restore drill. Their own queue: an upload may take hours.
 OFFSITE_TICK = "rollhook.offsite_tick"
@@ -46,6 +50,8 @@ LOCAL_HOST = "local"
 # target's name, sent to that host's own queue of this kind.
 HOST_TASKS = {
     RUN_TARGET: DEPLOY_QUEUE,
+    INSPECT_TARGET: DEPLOY_QUEUE,
+    TIDY_TARGET: DEPLOY_QUEUE,
     OFFSITE_SNAPSHOT: BACKUP_QUEUE,
     OFFSITE_SHIP: BACKUP_QUEUE,
     DRILL: BACKUP_QUEUE,
@@ -173,6 +179,8 @@ def make_celery(broker_url: str, *, name: str = "rollhook", **conf: Any) -> Cele
             # queue every worker consumes), and sends each target's run to its host.
             PROCESS_JOBS: {"queue": HOUSEKEEPING_QUEUE},
             RUN_TARGET: {"queue": DEPLOY_QUEUE},
+            INSPECT_TARGET: {"queue": DEPLOY_QUEUE},
+            TIDY_TARGET: {"queue": DEPLOY_QUEUE},
             NOTIFY: {"queue": NOTIFY_QUEUE},
             DISPATCH_OUTBOX: {"queue": HOUSEKEEPING_QUEUE},
             HOUSEKEEPING: {"queue": HOUSEKEEPING_QUEUE},

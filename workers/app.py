@@ -145,6 +145,18 @@ def reconcile_tick() -> None:
     reconcile.tick(ctx)
 
 
+@app.task(name=broker.INSPECT_TARGET, ignore_result=True)
+def inspect_target(target: str) -> None:
+    if ctx.here(target):
+        reconcile.inspect_one(ctx, ctx.targets[target])
+
+
+@app.task(name=broker.TIDY_TARGET, ignore_result=True)
+def tidy_target(target: str) -> None:
+    if ctx.here(target):
+        housekeeping.tidy_target(ctx, ctx.targets[target])
+
+
 @app.task(name=broker.OFFSITE_TICK, ignore_result=True)
 def offsite_tick() -> None:
     offsite_tasks.tick(ctx)

@@ -14,6 +14,7 @@ import shutil
 from datetime import timedelta
 from pathlib import Path
 
+from rollhook import broker
 from rollhook.broker import purge_consumed
 from rollhook.records import deployments, events, hosts
 from rollhook.records import targets as target_records
@@ -41,8 +42,12 @@ def run(ctx: WorkerContext) -> None:
         hosts.forget_old(conn)
     if forgotten:
         logger.info("forgot %d event(s) older than %g days", forgotten, ctx.event_retention_days)
-    # A target's files and images are on its own host: only its host's workers tidy them.
-    for target in (t for t in ctx.targets.values() if t.host == ctx.host):
+    # A target's files and images are on its own host: only its host's workers tidy them;
+    # the other hosts' targets are sent to their hosts.
+    for target in ctx.targets.values():
+        if target.host != ctx.host:
+            ctx.send(broker.TIDY_TARGET, [target.name])
+            continue
         try:
             tidy_target(ctx, target)
         except Exception:

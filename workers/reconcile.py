@@ -25,7 +25,7 @@ from typing import Any
 
 from sqlalchemy import Connection
 
-from rollhook import events
+from rollhook import broker, events
 from rollhook.events import NewEvent
 from rollhook.records import deployments
 from rollhook.records import events as event_records
@@ -121,9 +121,11 @@ def poll(
             if own:
                 client.close()
     if inspect:
-        # Comparing with what runs needs the target's engine: only this worker's host's
-        # targets (the others' are compared by their own host's watcher).
+        # Comparing with what runs needs the target's engine: this worker compares its own
+        # host's targets and asks each other host's worker to compare its own.
         _inspect(ctx, [t for t in targets if t.host == ctx.host], polls)
+        for target in (t for t in targets if t.host != ctx.host):
+            ctx.send(broker.INSPECT_TARGET, [target.name])
     for target in targets:
         try:
             raised = _conclude(ctx, target, polls[target.name], raise_changes=raise_changes)
@@ -249,6 +251,15 @@ def _images(
                 newest_tag = newest(listed[repo], target.tag_policy)
                 if newest_tag is not None:
                     found.newest[repo] = newest_tag
+
+
+def inspect_one(ctx: WorkerContext, target: Target) -> None:
+    """A tick on another host asked this host's worker to compare ``target`` (its engine
+    is here); what differs is acted on as in a tick, engine errors are logged."""
+    found = Poll()
+    _inspect(ctx, [target], {target.name: found})
+    if found.error is not None:
+        logger.warning("%s: comparing with what runs failed: %s", target.name, found.error[1])
 
 
 def _inspect(ctx: WorkerContext, targets: list[Target], polls: dict[str, Poll]) -> None:

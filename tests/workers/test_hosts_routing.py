@@ -20,6 +20,7 @@ from rollhook.records import deployments, events
 from rollhook.records import targets as target_records
 from rollhook.settings import Settings
 from rollhook.targets import Target, parse_targets
+from workers import housekeeping, reconcile
 from workers.context import WorkerContext
 from workers.dispatcher import kick_targets
 from workers.intake import take_job
@@ -132,3 +133,25 @@ def test_recovery_sends_each_target_to_its_own_host(records: Engine, tmp_path: P
     assert sorted(kick_targets(ctx)) == ["db", "web"]
     kicks = sorted((args[0], queue) for task, args, queue in app.sent if task == broker.RUN_TARGET)
     assert kicks == [("db", "deploy.b"), ("web", "deploy.a")]
+
+
+def test_housekeeping_sends_each_other_hosts_target_to_that_host(
+    records: Engine, tmp_path: Path
+) -> None:
+    ctx, app = _context(records, tmp_path, "a", targets_on(db="b", cache="c"))
+    housekeeping.run(ctx)  # host a has no target of its own: nothing tidied here
+    sent = sorted((task, args[0], queue) for task, args, queue in app.sent)
+    assert sent == [
+        (broker.TIDY_TARGET, "cache", "deploy.c"),
+        (broker.TIDY_TARGET, "db", "deploy.b"),
+    ]
+
+
+def test_a_tick_asks_each_other_host_to_compare_its_targets(
+    records: Engine, tmp_path: Path
+) -> None:
+    ctx, app = _context(records, tmp_path, "a", targets_on(db="b"))
+    reconcile.poll(ctx, list(ctx.targets.values()), reconcile.TickReport(), raise_changes=False)
+    assert [(task, args, queue) for task, args, queue in app.sent] == [
+        (broker.INSPECT_TARGET, ["db"], "deploy.b")
+    ]
