@@ -66,16 +66,19 @@ def test_the_image_carries_the_cli_and_the_tools_it_drives(
     image: str, docker_client: docker.DockerClient, tmp_path: Path
 ) -> None:
     assert run_once(docker_client, "--version").strip().startswith("rollhook 0.")
-    # What the worker runs: git (sync), restic (off-host backups), the bundled compose.
+    # What rollhook runs: git (sync), restic (off-host backups), caddy (the proxy), the
+    # bundled compose.
     tools = run_once(
         docker_client,
         "-c",
-        "git --version && restic version && "
+        "git --version && restic version && caddy version && "
         '"$(python3 -c "from workers.compose import bundled_compose as b; print(b())")" '
         "version --short",
         entrypoint=["sh"],
     )
-    assert "git version" in tools and "restic" in tools, tools
+    git, restic, caddy, compose_version = tools.splitlines()
+    assert git.startswith("git version") and restic.startswith("restic "), tools
+    assert caddy.lstrip("v").startswith("2.") and compose_version.startswith("2."), tools
     config = tmp_path / "rollhook.yml"
     config.write_text(
         yaml.safe_dump(
