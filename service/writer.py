@@ -13,18 +13,30 @@ interpreter lock at every SQLite call and every hand-over, which more than doubl
 loop's CPU time per request (see bench/ingress.py). Over a socket, the loop only writes
 and reads bytes, a batch at a time.
 
-Both directions carry frames: a 4-byte length and a pickle (the peer is our own child
-over a socketpair, never the network). Web -> writer: the settings first, then
-``("events", [(seq, NewEvent), ...])``; EOF means "store what you have, then stop".
-Writer -> web: ``("ready",)``, ``("outcomes", [(seq, wire outcome), ...])`` and
-``("broker", state, sent, failed)`` for readiness and metrics.
+Several web processes (``WEB_CONCURRENCY``) share one writer when the records are a
+SQLite file: the writer listens on an abstract unix socket named after the database
+file (``shared_address``), and a web process that finds it there sends its events to it
+instead of starting its own; one writer makes larger groups and one fsync serves them
+all. A writer that cannot take the name (another has it) serves its own web process
+alone, behind the write lock, as before.
+
+Both directions carry frames: a 4-byte length and a pickle (the peers are our own
+processes, over a socketpair or an abstract socket of this host, never the network).
+Web -> writer: the settings first, then ``("events", [(seq, NewEvent), ...])``; EOF on
+the starting web process's socket means "store what you have, then stop" (the other
+web processes then lose their connection, and start or find another writer). Writer ->
+web: ``("ready",)`` (or ``("refused",)`` to a peer whose settings are not its own),
+``("outcomes", [(seq, wire outcome), ...])`` and ``("broker", state, sent, failed)`` for
+readiness and metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
+import os
 import pickle
+import selectors
 import signal
 import socket
 import sys
@@ -32,9 +44,9 @@ import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Connection, Engine
+from sqlalchemy import Connection, Engine, make_url
 from sqlalchemy.exc import OperationalError
 
 from rollhook.broker import make_celery
@@ -50,6 +62,24 @@ from service.writelock import WriteLock, lock_path
 log = logging.getLogger("rollhook.writer")
 
 MAX_BATCH = 500  # events per transaction
+SEND_TIMEOUT = 10.0  # a peer that reads nothing for this long is dropped
+
+
+def shared_address(records_url: str) -> bytes | None:
+    """The abstract socket of the writer shared by the web processes of one SQLite file.
+
+    Named by the file's device and inode, not its path: two rollhook instances on one host (in
+    containers sharing its network, say) have different files, whatever their paths.
+    None for other databases, or a file that does not exist yet.
+    """
+    url = make_url(records_url)
+    if not url.drivername.startswith("sqlite") or not url.database:
+        return None
+    try:
+        found = os.stat(url.database)
+    except OSError:
+        return None
+    return f"\0rollhook-writer-{found.st_dev:x}-{found.st_ino:x}".encode()
 
 
 # -- outcomes -----------------------------------------------------------------------------
@@ -239,60 +269,177 @@ class WriterSettings:
     broker_url: str
 
 
+class Peer:
+    """One web process's connection: its socket, its partial frames, its handshake."""
+
+    def __init__(self, sock: socket.socket, frames: Frames, *, ready: bool) -> None:
+        self.sock = sock
+        self.frames = frames
+        self.ready = ready  # the parent is; another web process once its settings match
+
+
 class Writer:
-    """Reads events from the web process, commits them in groups, answers each one."""
+    """Reads events from the web processes, commits them in groups, answers each one."""
 
     def __init__(
-        self, sock: socket.socket, commit: GroupCommit, publisher: Publisher, frames: Frames
+        self,
+        sock: socket.socket,
+        commit: GroupCommit,
+        publisher: Publisher,
+        frames: Frames,
+        *,
+        settings: WriterSettings | None = None,
+        listener: socket.socket | None = None,
     ) -> None:
-        self._sock = sock
+        self._parent = Peer(sock, frames, ready=True)  # frames may hold events already
         self._commit = commit
         self._publisher = publisher
-        self._frames = frames  # may hold bytes that came after the settings
-        self._eof = False
+        self._settings = settings
+        self._listener = listener
+        self._address = listener.getsockname() if listener is not None else None
+        self._peers: list[Peer] = [self._parent]
+        self._selector = selectors.DefaultSelector()
+        self._selector.register(sock, selectors.EVENT_READ, self._parent)
+        if listener is not None:
+            self._selector.register(listener, selectors.EVENT_READ, None)
+        self._eof = False  # the parent's EOF: store what was received, then stop
         self._send_lock = threading.Lock()  # the publisher's thread reports here too
 
     def send(self, message: Any) -> None:
+        """To every web process (the broker's state and counts)."""
+        data = frame(message)
+        with self._send_lock:
+            peers = [peer for peer in self._peers if peer.ready]
+        for peer in peers:
+            self._send_to(peer, data)
+
+    def _send_to(self, peer: Peer, data: bytes) -> None:
         with self._send_lock:
             try:
-                self._sock.sendall(frame(message))
+                peer.sock.sendall(data)
             except OSError:
-                self._eof = True  # the web process is gone; nothing waits for this
+                if peer is self._parent:
+                    self._eof = True  # the web process is gone; nothing waits for this
+                else:
+                    # Gone, or stuck with half a frame sent: the committing loop sees its
+                    # end at the next read and forgets it (this may be the publisher's
+                    # thread, which must not touch the selector).
+                    with contextlib.suppress(OSError):
+                        peer.sock.shutdown(socket.SHUT_RDWR)
+
+    def _drop(self, peer: Peer) -> None:
+        """Forget another web process (called with the send lock held or from the loop)."""
+        if peer in self._peers:
+            self._peers.remove(peer)
+            with contextlib.suppress(KeyError, ValueError):
+                self._selector.unregister(peer.sock)
+            peer.sock.close()
 
     def run(self) -> None:
-        self.send(("ready",))
-        while not self._eof:
-            for start in range(0, len(batch := self._receive()), MAX_BATCH):
-                self._store(batch[start : start + MAX_BATCH])
+        self._send_to(self._parent, frame(("ready",)))
+        try:
+            while not self._eof:
+                for start in range(0, len(batch := self._receive()), MAX_BATCH):
+                    self._store(batch[start : start + MAX_BATCH])
+        finally:
+            # What other web processes sent and this writer did not read is answered by
+            # their connection's end: 503, and the sender delivers it again.
+            with self._send_lock:
+                for peer in self._peers[1:]:
+                    self._drop(peer)
+            if self._listener is not None:
+                self._listener.close()
+            self._selector.close()
 
-    def _store(self, items: list[tuple[int, NewEvent]]) -> None:
-        outcomes = self._commit.write([event for _, event in items])
-        self.send(
-            ("outcomes", [(seq, to_wire(o)) for (seq, _), o in zip(items, outcomes, strict=True)])
-        )
+    def _store(self, items: list[tuple[Peer, int, NewEvent]]) -> None:
+        outcomes = self._commit.write([event for _, _, event in items])
+        answers: dict[Peer, list[tuple[int, tuple[Any, ...]]]] = {}
+        for (peer, seq, _), outcome in zip(items, outcomes, strict=True):
+            answers.setdefault(peer, []).append((seq, to_wire(outcome)))
+        for peer, answered in answers.items():
+            self._send_to(peer, frame(("outcomes", answered)))
         jobs = [job for o in outcomes if isinstance(o, Queued) for job in o.jobs]
         if jobs:
             self._publisher.submit(jobs)
 
-    def _receive(self) -> list[tuple[int, NewEvent]]:
+    def _receive(self) -> list[tuple[Peer, int, NewEvent]]:
         """Wait for events; then take, without waiting, whatever else has arrived."""
-        items: list[tuple[int, NewEvent]] = []
+        items: list[tuple[Peer, int, NewEvent]] = []
         block = True
         while not self._eof:
-            try:
-                data = self._sock.recv(1 << 20, 0 if block else socket.MSG_DONTWAIT)
-            except BlockingIOError:
+            ready = self._selector.select(None if block else 0)
+            if not ready:
                 break
-            except OSError:
-                data = b""
-            if not data:
-                self._eof = True
-                break
-            for message in self._frames.feed(data):
-                if message[0] == "events":
-                    items.extend(message[1])
+            for key, _ in ready:
+                if key.data is None:
+                    self._accept(cast(socket.socket, key.fileobj))
+                else:
+                    self._read(key.data, items)
             block = not items
         return items
+
+    def _accept(self, listener: socket.socket) -> None:
+        try:
+            sock, _ = listener.accept()
+        except OSError:
+            return
+        sock.settimeout(SEND_TIMEOUT)
+        peer = Peer(sock, Frames(), ready=False)
+        with self._send_lock:
+            self._peers.append(peer)
+        self._selector.register(sock, selectors.EVENT_READ, peer)
+
+    def _read(self, peer: Peer, items: list[tuple[Peer, int, NewEvent]]) -> None:
+        try:
+            data = peer.sock.recv(1 << 20)
+        except OSError:
+            data = b""
+        if not data:
+            if peer is self._parent:
+                self._eof = True
+            else:
+                with self._send_lock:
+                    self._drop(peer)
+            return
+        for message in peer.frames.feed(data):
+            if peer.ready and message[0] == "events":
+                items.extend((peer, seq, event) for seq, event in message[1])
+            elif not peer.ready:
+                self._greet(peer, message)
+
+    def _greet(self, peer: Peer, settings: Any) -> None:
+        """Serve another web process only for the same records (and the same file still)."""
+        # Equal settings are WriterSettings (this module's, as the parent's were; the
+        # running module is __main__, so no isinstance here).
+        same = settings == self._settings and shared_address(settings.records_url) == self._address
+        if same:
+            peer.ready = True
+            self._send_to(peer, frame(("ready",)))
+        else:
+            self._send_to(peer, frame(("refused",)))
+            with self._send_lock:
+                self._drop(peer)
+            log.warning("a web process with other records settings was refused")
+
+
+def start_lock_path(records_url: str) -> Path | None:
+    """Where web processes queue to find or start the shared writer (beside the file)."""
+    database = make_url(records_url).database
+    return Path(database + ".writer-start.lock") if database else None
+
+
+def listen(address: bytes | None) -> socket.socket | None:
+    """The shared writer's socket, if this writer is the first to take the name."""
+    if address is None:
+        return None
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(address)
+        listener.listen(64)
+    except OSError:  # another writer serves this database
+        listener.close()
+        return None
+    return listener
 
 
 def main() -> None:
@@ -333,7 +480,8 @@ def main() -> None:
         lock=lock,
     )
     commit = GroupCommit(engine, lock)
-    writer = Writer(sock, commit, publisher, frames)
+    listener = listen(shared_address(settings.records_url))
+    writer = Writer(sock, commit, publisher, frames, settings=settings, listener=listener)
     publisher.start()
     publisher.drain_outbox()
     try:

@@ -181,3 +181,83 @@ def test_readiness_learns_the_broker_state_from_the_writer(records: Engine) -> N
         return recorder.broker_state
 
     assert with_recorder(url, nowhere, body) == "down"
+
+
+def test_web_processes_share_one_writer(records: Engine, broker_url: str) -> None:
+    """The second web process finds the first one's writer: one process commits for both,
+    and each request learns its own event's outcome."""
+    engine, url = records, str(records.url)
+
+    async def main() -> tuple[Any, ...]:
+        first, second = (Recorder(WriterSettings(url, broker_url)) for _ in range(2))
+        await first.start()
+        await second.start()
+        try:
+            items = [new_event("a") for _ in range(60)]
+            recorders = [first, second] * 30
+            outcomes = await asyncio.gather(
+                *(r.record(item) for r, item in zip(recorders, items, strict=True))
+            )
+            return first._process, second._process, items, outcomes
+        finally:
+            await second.stop()
+            await first.stop()
+
+    first_writer, second_writer, items, outcomes = asyncio.run(main())
+    assert first_writer is not None and second_writer is None  # found, not started
+    assert outcomes == [Queued(item.id, tuple(item.jobs)) for item in items]
+    assert count(engine, events) == 60
+
+
+def test_when_the_shared_writer_stops_the_others_start_their_own(
+    records: Engine, broker_url: str
+) -> None:
+    engine, url = records, str(records.url)
+
+    async def main() -> tuple[Any, Any, bool]:
+        first, second = (Recorder(WriterSettings(url, broker_url)) for _ in range(2))
+        await first.start()
+        await second.start()
+        try:
+            assert isinstance(await second.record(new_event("a")), Queued)
+            await first.stop()  # its writer stores what it has and ends
+            refused = False
+            for _ in range(200):
+                try:
+                    outcome = await second.record(new_event("a"))
+                except StoreFailed:  # 503 while there is no writer; never a false 202
+                    refused = True
+                    await asyncio.sleep(0.05)
+                else:
+                    return outcome, second._process, refused
+            raise AssertionError("no new writer")
+        finally:
+            await second.stop()
+
+    outcome, own_writer, refused = asyncio.run(main())
+    assert isinstance(outcome, Queued)
+    assert own_writer is not None
+    assert refused
+    assert count(engine, events) == 2
+
+
+def test_a_writer_refuses_a_web_process_with_other_settings(
+    records: Engine, broker_url: str
+) -> None:
+    """Same records file, another broker: its jobs must go to its own broker."""
+    url = str(records.url)
+    elsewhere = broker_url.rsplit("/", 1)[0] + "/5"
+
+    async def main() -> Any:
+        first = Recorder(WriterSettings(url, broker_url))
+        other = Recorder(WriterSettings(url, elsewhere))
+        await first.start()
+        await other.start()
+        try:
+            assert isinstance(await other.record(new_event("a")), Queued)
+            return other._process
+        finally:
+            await other.stop()
+            await first.stop()
+
+    assert asyncio.run(main()) is not None  # it started its own
