@@ -8,7 +8,7 @@ requests of a whole commit. If the writer process dies, waiting requests are ans
 then a duplicate) and a new writer is started.
 
 With SQLite records, the web processes share one writer: each looks for it first (on its
-abstract socket, ``service.writer.shared_address``) and starts one only when there is
+socket beside the database, ``service.writer.shared_address``) and starts one only when there is
 none; a lock file beside the database makes them look one at a time, so that processes
 started together find the first one's writer rather than each starting their own.
 """
@@ -100,7 +100,7 @@ class Recorder:
             if fd is not None:
                 os.close(fd)  # and with it the lock
 
-    async def _join(self, address: bytes) -> bool:
+    async def _join(self, address: str) -> bool:
         """Connect to another web process's writer; False when there is none to use."""
         loop = asyncio.get_running_loop()
         sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)

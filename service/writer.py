@@ -14,14 +14,14 @@ loop's CPU time per request (see bench/ingress.py). Over a socket, the loop only
 and reads bytes, a batch at a time.
 
 Several web processes (``WEB_CONCURRENCY``) share one writer when the records are a
-SQLite file: the writer listens on an abstract unix socket named after the database
-file (``shared_address``), and a web process that finds it there sends its events to it
-instead of starting its own; one writer makes larger groups and one fsync serves them
-all. A writer that cannot take the name (another has it) serves its own web process
-alone, behind the write lock, as before.
+SQLite file: the writer listens on a unix socket beside the database (``shared_address``,
+mode 0600, peers of the same user only: the frames are pickles), and a web process that
+finds it there sends its events to it instead of starting its own; one writer makes
+larger groups and one fsync serves them all. A writer that cannot listen serves its own
+web process alone, behind the write lock, as before.
 
 Both directions carry frames: a 4-byte length and a pickle (the peers are our own
-processes, over a socketpair or an abstract socket of this host, never the network).
+processes, over a socketpair or the socket above, never the network).
 Web -> writer: the settings first, then ``("events", [(seq, NewEvent), ...])``; EOF on
 the starting web process's socket means "store what you have, then stop" (the other
 web processes then lose their connection, and start or find another writer). Writer ->
@@ -39,6 +39,7 @@ import pickle
 import selectors
 import signal
 import socket
+import struct
 import sys
 import threading
 from collections.abc import Sequence
@@ -63,23 +64,41 @@ log = logging.getLogger("rollhook.writer")
 
 MAX_BATCH = 500  # events per transaction
 SEND_TIMEOUT = 10.0  # a peer that reads nothing for this long is dropped
+MAX_SOCKET_PATH = 107  # bytes in sun_path, its final NUL left out
 
 
-def shared_address(records_url: str) -> bytes | None:
-    """The abstract socket of the writer shared by the web processes of one SQLite file.
-
-    Named by the file's device and inode, not its path: two rollhook instances on one host (in
-    containers sharing its network, say) have different files, whatever their paths.
-    None for other databases, or a file that does not exist yet.
+def shared_address(records_url: str) -> str | None:
+    """The socket of the writer shared by the web processes of one SQLite file: a file
+    beside the database, so that the data directory's permissions guard it (an abstract
+    socket would be open to every process in the network namespace, containers on the
+    host's network included). None for other databases, a file that does not exist yet,
+    or a path too long for a unix socket.
     """
     url = make_url(records_url)
     if not url.drivername.startswith("sqlite") or not url.database:
         return None
+    path = os.path.abspath(url.database) + ".writer.sock"
+    if not os.path.exists(url.database) or len(path.encode()) > MAX_SOCKET_PATH:
+        return None
+    return path
+
+
+def database_identity(records_url: str) -> tuple[int, int] | None:
+    """The database file's device and inode: a writer serves only the file it opened."""
+    database = make_url(records_url).database
     try:
-        found = os.stat(url.database)
+        found = os.stat(database) if database else None
     except OSError:
         return None
-    return f"\0rollhook-writer-{found.st_dev:x}-{found.st_ino:x}".encode()
+    return (found.st_dev, found.st_ino) if found else None
+
+
+def same_user(sock: socket.socket) -> bool:
+    """Whether the peer runs as this process's user (checked before reading a byte: the
+    frames are pickles)."""
+    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    uid: int = struct.unpack("3i", creds)[1]
+    return uid == os.geteuid()
 
 
 # -- outcomes -----------------------------------------------------------------------------
@@ -296,7 +315,7 @@ class Writer:
         self._publisher = publisher
         self._settings = settings
         self._listener = listener
-        self._address = listener.getsockname() if listener is not None else None
+        self._identity = database_identity(settings.records_url) if settings else None
         self._peers: list[Peer] = [self._parent]
         self._selector = selectors.DefaultSelector()
         self._selector.register(sock, selectors.EVENT_READ, self._parent)
@@ -383,6 +402,9 @@ class Writer:
             sock, _ = listener.accept()
         except OSError:
             return
+        if not same_user(sock):
+            sock.close()
+            return
         sock.settimeout(SEND_TIMEOUT)
         peer = Peer(sock, Frames(), ready=False)
         with self._send_lock:
@@ -411,7 +433,9 @@ class Writer:
         """Serve another web process only for the same records (and the same file still)."""
         # Equal settings are WriterSettings (this module's, as the parent's were; the
         # running module is __main__, so no isinstance here).
-        same = settings == self._settings and shared_address(settings.records_url) == self._address
+        same = (
+            settings == self._settings and database_identity(settings.records_url) == self._identity
+        )
         if same:
             peer.ready = True
             self._send_to(peer, frame(("ready",)))
@@ -428,15 +452,21 @@ def start_lock_path(records_url: str) -> Path | None:
     return Path(database + ".writer-start.lock") if database else None
 
 
-def listen(address: bytes | None) -> socket.socket | None:
-    """The shared writer's socket, if this writer is the first to take the name."""
-    if address is None:
+def listen(path: str | None) -> socket.socket | None:
+    """The shared writer's socket. Web processes start writers one at a time (under the
+    start lock) and only when none answered here: a socket file left by one that died is
+    replaced."""
+    if path is None:
         return None
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
     try:
-        listener.bind(address)
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(path)
+        listener.bind(path)
+        os.chmod(path, 0o600)
         listener.listen(64)
-    except OSError:  # another writer serves this database
+    except OSError as exc:
+        log.warning("the records writer serves this web process alone: %s", exc)
         listener.close()
         return None
     return listener
@@ -480,7 +510,9 @@ def main() -> None:
         lock=lock,
     )
     commit = GroupCommit(engine, lock)
-    listener = listen(shared_address(settings.records_url))
+    address = shared_address(settings.records_url)
+    listener = listen(address)
+    bound = os.stat(address).st_ino if listener is not None and address else None
     writer = Writer(sock, commit, publisher, frames, settings=settings, listener=listener)
     publisher.start()
     publisher.drain_outbox()
@@ -492,6 +524,10 @@ def main() -> None:
         celery.close()
         engine.dispose()
         sock.close()
+        if bound is not None and address is not None:
+            with contextlib.suppress(OSError):
+                if os.stat(address).st_ino == bound:  # not a successor's
+                    os.unlink(address)
 
 
 if __name__ == "__main__":
