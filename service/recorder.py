@@ -6,18 +6,12 @@ one turn of the event loop produced travels in one frame, and each answer frame 
 requests of a whole commit. If the writer process dies, waiting requests are answered 503
 (their events may or may not be stored: the sender delivers again and a stored one is
 then a duplicate) and a new writer is started.
-
-With SQLite records, the web processes share one writer: each looks for it first (on its
-socket beside the database, ``service.writer.shared_address``) and starts one only when there is
-none; a lock file beside the database makes them look one at a time, so that processes
-started together find the first one's writer rather than each starting their own.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import itertools
 import logging
 import os
@@ -39,8 +33,6 @@ from service.writer import (
     WriterSettings,
     frame,
     from_wire,
-    shared_address,
-    start_lock_path,
 )
 
 __all__ = ["Duplicate", "Paused", "Queued", "Recorded", "Recorder", "StoreFailed"]
@@ -84,44 +76,8 @@ class Recorder:
     # -- life cycle ---------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Find the shared writer, or start a writer process; wait until it is ready."""
-        self._loop = asyncio.get_running_loop()
-        address = shared_address(self._settings.records_url)
-        lock = start_lock_path(self._settings.records_url) if address is not None else None
-        fd = None
-        if lock is not None:
-            fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
-            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
-        try:
-            if address is not None and await self._join(address):
-                return
-            await self._spawn()
-        finally:
-            if fd is not None:
-                os.close(fd)  # and with it the lock
-
-    async def _join(self, address: str) -> bool:
-        """Connect to another web process's writer; False when there is none to use."""
+        """Start the writer process and wait until it is ready."""
         loop = asyncio.get_running_loop()
-        sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-        sock.setblocking(False)
-        try:
-            await loop.sock_connect(sock, address)
-        except OSError:
-            sock.close()
-            return False
-        self._process = None
-        try:
-            await self._open(sock)
-        except RuntimeError as exc:
-            log.warning("not using the shared records writer: %s", exc)
-            channel, self._channel = self._channel, None  # its end is no writer's loss
-            if channel is not None:
-                channel.abort()
-            return False
-        return True
-
-    async def _spawn(self) -> None:
         ours, theirs = socket.socketpair()
         # The child imports service.writer from wherever this process found it.
         paths = [str(Path(__file__).resolve().parent.parent), os.environ.get("PYTHONPATH", "")]
@@ -133,15 +89,11 @@ class Recorder:
                 stdin=subprocess.DEVNULL,
                 env=env,
             )
-        ours.setblocking(False)
-        await self._open(ours)
-
-    async def _open(self, sock: socket.socket) -> None:
-        """Hand the settings over the socket and wait for the writer's ready."""
-        loop = asyncio.get_running_loop()
+        self._loop = loop
         self._ready = loop.create_future()
         self._closed = loop.create_future()
-        _, channel = await loop.create_unix_connection(lambda: _Channel(self), sock=sock)
+        ours.setblocking(False)
+        _, channel = await loop.create_unix_connection(lambda: _Channel(self), sock=ours)
         self._channel = channel
         channel.send(frame(self._settings))
         try:
@@ -206,9 +158,7 @@ class Recorder:
 
     # -- the writer's messages ----------------------------------------------------------
 
-    def received(self, message: tuple[Any, ...], channel: _Channel) -> None:
-        if channel is not self._channel:  # an earlier writer's last words
-            return
+    def received(self, message: tuple[Any, ...]) -> None:
         kind = message[0]
         if kind == "outcomes":
             self._on_commit(len(message[1]))
@@ -224,13 +174,9 @@ class Recorder:
         elif kind == "ready" and self._ready is not None and not self._ready.done():
             self._up = True
             self._ready.set_result(None)
-        elif kind == "refused" and self._ready is not None and not self._ready.done():
-            self._ready.set_exception(RuntimeError("it serves other records settings"))
 
-    def lost(self, channel: _Channel) -> None:
+    def lost(self) -> None:
         """The writer's socket closed: it ended (as asked, or by dying)."""
-        if channel is not self._channel:  # one given up on at start (refused)
-            return
         self._up = False
         gone = Failed("the records writer stopped")
         for _, future in self._waiting.values():
@@ -238,24 +184,18 @@ class Recorder:
                 future.set_result(gone)
         self._waiting.clear()
         self._outgoing = []
-        starting = self._ready is not None and not self._ready.done()
         if self._ready is not None and not self._ready.done():
             self._ready.set_exception(RuntimeError("the records writer ended at start"))
         if self._closed is not None and not self._closed.done():
             self._closed.set_result(None)
-        if not self._stopping and not starting:  # a start in progress tells its caller
-            log.error("the records writer ended; finding or starting another")
+        if not self._stopping:
+            log.error("the records writer ended; starting another in %.0f s", RESTART_AFTER)
             self._restart = asyncio.get_running_loop().create_task(self._start_again())
 
     async def _start_again(self) -> None:
-        # Another web process's writer ends with that process (a restart, say): find or
-        # start the next one at once, as the others do. Our own child's death waits a
-        # moment, so that a writer that cannot start is not started in a tight loop.
-        pause = RESTART_AFTER if self._process is not None else 0.0
         await asyncio.to_thread(self._reap, 10.0)
         while not self._stopping:
-            await asyncio.sleep(pause)
-            pause = RESTART_AFTER
+            await asyncio.sleep(RESTART_AFTER)
             try:
                 await self.start()
             except (OSError, RuntimeError) as exc:
@@ -280,22 +220,18 @@ class _Channel(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         for message in self._frames.feed(data):
-            self._recorder.received(message, self)
+            self._recorder.received(message)
 
     def eof_received(self) -> bool:
         return False  # close the transport: connection_lost follows
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.open = False
-        self._recorder.lost(self)
+        self._recorder.lost()
 
     def send(self, data: bytes) -> None:
         if self._transport is not None and self.open:
             self._transport.write(data)
-
-    def abort(self) -> None:
-        if self._transport is not None:
-            self._transport.abort()
 
     def close_writing(self) -> None:
         if self._transport is not None and self.open and self._transport.can_write_eof():

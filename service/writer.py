@@ -13,41 +13,28 @@ interpreter lock at every SQLite call and every hand-over, which more than doubl
 loop's CPU time per request (see bench/ingress.py). Over a socket, the loop only writes
 and reads bytes, a batch at a time.
 
-Several web processes (``WEB_CONCURRENCY``) share one writer when the records are a
-SQLite file: the writer listens on a unix socket beside the database (``shared_address``,
-mode 0600, peers of the same user only: the frames are pickles), and a web process that
-finds it there sends its events to it instead of starting its own; one writer makes
-larger groups and one fsync serves them all. A writer that cannot listen serves its own
-web process alone, behind the write lock, as before.
-
-Both directions carry frames: a 4-byte length and a pickle (the peers are our own
-processes, over a socketpair or the socket above, never the network).
-Web -> writer: the settings first, then ``("events", [(seq, NewEvent), ...])``; EOF on
-the starting web process's socket means "store what you have, then stop" (the other
-web processes then lose their connection, and start or find another writer). Writer ->
-web: ``("ready",)`` (or ``("refused",)`` to a peer whose settings are not its own),
-``("outcomes", [(seq, wire outcome), ...])`` and ``("broker", state, sent, failed)`` for
-readiness and metrics.
+Both directions carry frames: a 4-byte length and a pickle (the peer is our own child
+over a socketpair, never the network). Web -> writer: the settings first, then
+``("events", [(seq, NewEvent), ...])``; EOF means "store what you have, then stop".
+Writer -> web: ``("ready",)``, ``("outcomes", [(seq, wire outcome), ...])`` and
+``("broker", state, sent, failed)`` for readiness and metrics.
 """
 
 from __future__ import annotations
 
 import contextlib
 import logging
-import os
 import pickle
-import selectors
 import signal
 import socket
-import struct
 import sys
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from sqlalchemy import Connection, Engine, make_url
+from sqlalchemy import Connection, Engine
 from sqlalchemy.exc import OperationalError
 
 from rollhook.broker import make_celery
@@ -63,42 +50,6 @@ from service.writelock import WriteLock, lock_path
 log = logging.getLogger("rollhook.writer")
 
 MAX_BATCH = 500  # events per transaction
-SEND_TIMEOUT = 10.0  # a peer that reads nothing for this long is dropped
-MAX_SOCKET_PATH = 107  # bytes in sun_path, its final NUL left out
-
-
-def shared_address(records_url: str) -> str | None:
-    """The socket of the writer shared by the web processes of one SQLite file: a file
-    beside the database, so that the data directory's permissions guard it (an abstract
-    socket would be open to every process in the network namespace, containers on the
-    host's network included). None for other databases, a file that does not exist yet,
-    or a path too long for a unix socket.
-    """
-    url = make_url(records_url)
-    if not url.drivername.startswith("sqlite") or not url.database:
-        return None
-    path = os.path.abspath(url.database) + ".writer.sock"
-    if not os.path.exists(url.database) or len(path.encode()) > MAX_SOCKET_PATH:
-        return None
-    return path
-
-
-def database_identity(records_url: str) -> tuple[int, int] | None:
-    """The database file's device and inode: a writer serves only the file it opened."""
-    database = make_url(records_url).database
-    try:
-        found = os.stat(database) if database else None
-    except OSError:
-        return None
-    return (found.st_dev, found.st_ino) if found else None
-
-
-def same_user(sock: socket.socket) -> bool:
-    """Whether the peer runs as this process's user (checked before reading a byte: the
-    frames are pickles)."""
-    creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-    uid: int = struct.unpack("3i", creds)[1]
-    return uid == os.geteuid()
 
 
 # -- outcomes -----------------------------------------------------------------------------
@@ -288,188 +239,60 @@ class WriterSettings:
     broker_url: str
 
 
-class Peer:
-    """One web process's connection: its socket, its partial frames, its handshake."""
-
-    def __init__(self, sock: socket.socket, frames: Frames, *, ready: bool) -> None:
-        self.sock = sock
-        self.frames = frames
-        self.ready = ready  # the parent is; another web process once its settings match
-
-
 class Writer:
-    """Reads events from the web processes, commits them in groups, answers each one."""
+    """Reads events from the web process, commits them in groups, answers each one."""
 
     def __init__(
-        self,
-        sock: socket.socket,
-        commit: GroupCommit,
-        publisher: Publisher,
-        frames: Frames,
-        *,
-        settings: WriterSettings | None = None,
-        listener: socket.socket | None = None,
+        self, sock: socket.socket, commit: GroupCommit, publisher: Publisher, frames: Frames
     ) -> None:
-        self._parent = Peer(sock, frames, ready=True)  # frames may hold events already
+        self._sock = sock
         self._commit = commit
         self._publisher = publisher
-        self._settings = settings
-        self._listener = listener
-        self._identity = database_identity(settings.records_url) if settings else None
-        self._peers: list[Peer] = [self._parent]
-        self._selector = selectors.DefaultSelector()
-        self._selector.register(sock, selectors.EVENT_READ, self._parent)
-        if listener is not None:
-            self._selector.register(listener, selectors.EVENT_READ, None)
-        self._eof = False  # the parent's EOF: store what was received, then stop
+        self._frames = frames  # may hold bytes that came after the settings
+        self._eof = False
         self._send_lock = threading.Lock()  # the publisher's thread reports here too
 
     def send(self, message: Any) -> None:
-        """To every web process (the broker's state and counts)."""
-        data = frame(message)
-        with self._send_lock:
-            peers = [peer for peer in self._peers if peer.ready]
-        for peer in peers:
-            self._send_to(peer, data)
-
-    def _send_to(self, peer: Peer, data: bytes) -> None:
         with self._send_lock:
             try:
-                peer.sock.sendall(data)
+                self._sock.sendall(frame(message))
             except OSError:
-                if peer is self._parent:
-                    self._eof = True  # the web process is gone; nothing waits for this
-                else:
-                    # Gone, or stuck with half a frame sent: the committing loop sees its
-                    # end at the next read and forgets it (this may be the publisher's
-                    # thread, which must not touch the selector).
-                    with contextlib.suppress(OSError):
-                        peer.sock.shutdown(socket.SHUT_RDWR)
-
-    def _drop(self, peer: Peer) -> None:
-        """Forget another web process (called with the send lock held or from the loop)."""
-        if peer in self._peers:
-            self._peers.remove(peer)
-            with contextlib.suppress(KeyError, ValueError):
-                self._selector.unregister(peer.sock)
-            peer.sock.close()
+                self._eof = True  # the web process is gone; nothing waits for this
 
     def run(self) -> None:
-        self._send_to(self._parent, frame(("ready",)))
-        try:
-            while not self._eof:
-                for start in range(0, len(batch := self._receive()), MAX_BATCH):
-                    self._store(batch[start : start + MAX_BATCH])
-        finally:
-            # What other web processes sent and this writer did not read is answered by
-            # their connection's end: 503, and the sender delivers it again.
-            with self._send_lock:
-                for peer in self._peers[1:]:
-                    self._drop(peer)
-            if self._listener is not None:
-                self._listener.close()
-            self._selector.close()
+        self.send(("ready",))
+        while not self._eof:
+            for start in range(0, len(batch := self._receive()), MAX_BATCH):
+                self._store(batch[start : start + MAX_BATCH])
 
-    def _store(self, items: list[tuple[Peer, int, NewEvent]]) -> None:
-        outcomes = self._commit.write([event for _, _, event in items])
-        answers: dict[Peer, list[tuple[int, tuple[Any, ...]]]] = {}
-        for (peer, seq, _), outcome in zip(items, outcomes, strict=True):
-            answers.setdefault(peer, []).append((seq, to_wire(outcome)))
-        for peer, answered in answers.items():
-            self._send_to(peer, frame(("outcomes", answered)))
+    def _store(self, items: list[tuple[int, NewEvent]]) -> None:
+        outcomes = self._commit.write([event for _, event in items])
+        self.send(
+            ("outcomes", [(seq, to_wire(o)) for (seq, _), o in zip(items, outcomes, strict=True)])
+        )
         jobs = [job for o in outcomes if isinstance(o, Queued) for job in o.jobs]
         if jobs:
             self._publisher.submit(jobs)
 
-    def _receive(self) -> list[tuple[Peer, int, NewEvent]]:
+    def _receive(self) -> list[tuple[int, NewEvent]]:
         """Wait for events; then take, without waiting, whatever else has arrived."""
-        items: list[tuple[Peer, int, NewEvent]] = []
+        items: list[tuple[int, NewEvent]] = []
         block = True
         while not self._eof:
-            ready = self._selector.select(None if block else 0)
-            if not ready:
+            try:
+                data = self._sock.recv(1 << 20, 0 if block else socket.MSG_DONTWAIT)
+            except BlockingIOError:
                 break
-            for key, _ in ready:
-                if key.data is None:
-                    self._accept(cast(socket.socket, key.fileobj))
-                else:
-                    self._read(key.data, items)
+            except OSError:
+                data = b""
+            if not data:
+                self._eof = True
+                break
+            for message in self._frames.feed(data):
+                if message[0] == "events":
+                    items.extend(message[1])
             block = not items
         return items
-
-    def _accept(self, listener: socket.socket) -> None:
-        try:
-            sock, _ = listener.accept()
-        except OSError:
-            return
-        if not same_user(sock):
-            sock.close()
-            return
-        sock.settimeout(SEND_TIMEOUT)
-        peer = Peer(sock, Frames(), ready=False)
-        with self._send_lock:
-            self._peers.append(peer)
-        self._selector.register(sock, selectors.EVENT_READ, peer)
-
-    def _read(self, peer: Peer, items: list[tuple[Peer, int, NewEvent]]) -> None:
-        try:
-            data = peer.sock.recv(1 << 20)
-        except OSError:
-            data = b""
-        if not data:
-            if peer is self._parent:
-                self._eof = True
-            else:
-                with self._send_lock:
-                    self._drop(peer)
-            return
-        for message in peer.frames.feed(data):
-            if peer.ready and message[0] == "events":
-                items.extend((peer, seq, event) for seq, event in message[1])
-            elif not peer.ready:
-                self._greet(peer, message)
-
-    def _greet(self, peer: Peer, settings: Any) -> None:
-        """Serve another web process only for the same records (and the same file still)."""
-        # Equal settings are WriterSettings (this module's, as the parent's were; the
-        # running module is __main__, so no isinstance here).
-        same = (
-            settings == self._settings and database_identity(settings.records_url) == self._identity
-        )
-        if same:
-            peer.ready = True
-            self._send_to(peer, frame(("ready",)))
-        else:
-            self._send_to(peer, frame(("refused",)))
-            with self._send_lock:
-                self._drop(peer)
-            log.warning("a web process with other records settings was refused")
-
-
-def start_lock_path(records_url: str) -> Path | None:
-    """Where web processes queue to find or start the shared writer (beside the file)."""
-    database = make_url(records_url).database
-    return Path(database + ".writer-start.lock") if database else None
-
-
-def listen(path: str | None) -> socket.socket | None:
-    """The shared writer's socket. Web processes start writers one at a time (under the
-    start lock) and only when none answered here: a socket file left by one that died is
-    replaced."""
-    if path is None:
-        return None
-    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
-    try:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(path)
-        listener.bind(path)
-        os.chmod(path, 0o600)
-        listener.listen(64)
-    except OSError as exc:
-        log.warning("the records writer serves this web process alone: %s", exc)
-        listener.close()
-        return None
-    return listener
 
 
 def main() -> None:
@@ -510,10 +333,7 @@ def main() -> None:
         lock=lock,
     )
     commit = GroupCommit(engine, lock)
-    address = shared_address(settings.records_url)
-    listener = listen(address)
-    bound = os.stat(address).st_ino if listener is not None and address else None
-    writer = Writer(sock, commit, publisher, frames, settings=settings, listener=listener)
+    writer = Writer(sock, commit, publisher, frames)
     publisher.start()
     publisher.drain_outbox()
     try:
@@ -524,10 +344,6 @@ def main() -> None:
         celery.close()
         engine.dispose()
         sock.close()
-        if bound is not None and address is not None:
-            with contextlib.suppress(OSError):
-                if os.stat(address).st_ino == bound:  # not a successor's
-                    os.unlink(address)
 
 
 if __name__ == "__main__":

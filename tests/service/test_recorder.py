@@ -7,8 +7,6 @@ Concurrent requests share commits, each learns its own outcome, a slow database 
 from __future__ import annotations
 
 import asyncio
-import os
-import subprocess
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
@@ -19,7 +17,7 @@ from sqlalchemy import Engine, func, select
 from rollhook.records import targets as target_records
 from rollhook.records.schema import events, jobs
 from service.recorder import Queued, Recorder, StoreFailed
-from service.writer import WriterSettings, shared_address
+from service.writer import WriterSettings
 from tests.harness.ports import free_port
 from tests.service.test_writer import new_event
 
@@ -183,109 +181,3 @@ def test_readiness_learns_the_broker_state_from_the_writer(records: Engine) -> N
         return recorder.broker_state
 
     assert with_recorder(url, nowhere, body) == "down"
-
-
-def test_web_processes_share_one_writer(records: Engine, broker_url: str) -> None:
-    """The second web process finds the first one's writer: one process commits for both,
-    and each request learns its own event's outcome."""
-    engine, url = records, str(records.url)
-
-    async def main() -> tuple[Any, ...]:
-        first, second = (Recorder(WriterSettings(url, broker_url)) for _ in range(2))
-        await first.start()
-        await second.start()
-        try:
-            items = [new_event("a") for _ in range(60)]
-            recorders = [first, second] * 30
-            outcomes = await asyncio.gather(
-                *(r.record(item) for r, item in zip(recorders, items, strict=True))
-            )
-            return first._process, second._process, items, outcomes
-        finally:
-            await second.stop()
-            await first.stop()
-
-    first_writer, second_writer, items, outcomes = asyncio.run(main())
-    assert first_writer is not None and second_writer is None  # found, not started
-    assert outcomes == [Queued(item.id, tuple(item.jobs)) for item in items]
-    assert count(engine, events) == 60
-
-
-def test_when_the_shared_writer_stops_the_others_start_their_own(
-    records: Engine, broker_url: str
-) -> None:
-    engine, url = records, str(records.url)
-
-    async def main() -> tuple[Any, Any, bool]:
-        first, second = (Recorder(WriterSettings(url, broker_url)) for _ in range(2))
-        await first.start()
-        await second.start()
-        try:
-            assert isinstance(await second.record(new_event("a")), Queued)
-            await first.stop()  # its writer stores what it has and ends
-            refused = False
-            for _ in range(200):
-                try:
-                    outcome = await second.record(new_event("a"))
-                except StoreFailed:  # 503 while there is no writer, never a false 202
-                    refused = True
-                    await asyncio.sleep(0.05)
-                else:
-                    return outcome, second._process, refused
-            raise AssertionError("no new writer")
-        finally:
-            await second.stop()
-
-    outcome, own_writer, _ = asyncio.run(main())
-    assert isinstance(outcome, Queued)
-    assert own_writer is not None
-    # 503s only while no writer answered (often none: it starts one at once); those
-    # events were never handed over, so exactly the two that were answered 202 are stored.
-    assert count(engine, events) == 2
-
-
-def test_a_writer_refuses_a_web_process_with_other_settings(
-    records: Engine, broker_url: str
-) -> None:
-    """Same records file, another broker: its jobs must go to its own broker."""
-    url = str(records.url)
-    elsewhere = broker_url.rsplit("/", 1)[0] + "/5"
-
-    async def main() -> Any:
-        first = Recorder(WriterSettings(url, broker_url))
-        other = Recorder(WriterSettings(url, elsewhere))
-        await first.start()
-        await other.start()
-        try:
-            assert isinstance(await other.record(new_event("a")), Queued)
-            return other._process
-        finally:
-            await other.stop()
-            await first.stop()
-
-    assert asyncio.run(main()) is not None  # it started its own
-
-
-def test_only_this_user_reaches_the_shared_writer(records: Engine, broker_url: str) -> None:
-    """The frames are pickles: the socket is a 0600 file beside the database (not an
-    abstract socket, which any process on the network namespace could reach), and the
-    writer checks its peer's user before reading a byte. The file goes with the writer."""
-    url = str(records.url)
-    address = shared_address(url)
-    assert address is not None
-
-    async def body(recorder: Recorder) -> tuple[int, subprocess.CompletedProcess[str]]:
-        mode = os.stat(address).st_mode & 0o777
-        attempt = await asyncio.to_thread(
-            subprocess.run,
-            ["/usr/bin/python3", "-c",
-             "import socket, sys; s = socket.socket(socket.AF_UNIX); s.connect(sys.argv[1])",
-             address],
-            user="nobody", capture_output=True, text=True, check=False, timeout=30,
-        )  # fmt: skip
-        return mode, attempt
-
-    mode, attempt = with_recorder(url, broker_url, body)
-    assert mode == 0o600
-    assert attempt.returncode != 0 and "PermissionError" in attempt.stderr, attempt.stderr
-    assert not os.path.exists(address)  # removed by the writer that made it
