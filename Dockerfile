@@ -20,8 +20,11 @@ ENV UV_PYTHON_DOWNLOADS=never UV_LINK_MODE=copy UV_COMPILE_BYTECODE=1
 RUN /opt/uv/bin/uv sync --frozen --no-dev --extra postgres --no-editable --python python3
 
 FROM ${BASE}
+# git syncs the infra repos, restic takes off-host snapshots, caddy is the front proxy that
+# `rollhook up` starts when a target has `proxy:` (without it, up stops at start).
 RUN apt-get update \
     && apt-get install -y --no-install-recommends git openssh-client ca-certificates restic \
+        caddy \
     && rm -rf /var/lib/apt/lists/*
 COPY --from=build /app/.venv /app/.venv
 ENV PATH=/app/.venv/bin:$PATH \

@@ -11,6 +11,7 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
+from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from cli.output import USAGE
@@ -157,6 +158,14 @@ def _setup_commands(sub: Any) -> None:
     complete.add_argument("--targets", action="store_true", help=argparse.SUPPRESS)
 
 
+def installed_version() -> str:
+    """The installed package's version (what an image or a wheel carries)."""
+    try:
+        return version("rollhook")
+    except PackageNotFoundError:  # run from a tree that was never installed
+        return "unknown"
+
+
 def parser() -> argparse.ArgumentParser:
     top = Parser(
         prog="rollhook",
@@ -165,6 +174,7 @@ def parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     top.add_argument("--url", default=os.environ.get("ROLLHOOK_URL"))
+    top.add_argument("--version", action="version", version=f"rollhook {installed_version()}")
     sub = top.add_subparsers(dest="command", required=True)
     _process_commands(sub)
     _api_commands(sub)

@@ -18,6 +18,7 @@ import redis
 import sqlalchemy
 
 from tests.harness import Listener, Received, compose_file, free_port, infra_files
+from tests.harness.debian import configured_mirror
 from tests.harness.engine import PrivateEngine
 from tests.harness.gitserver import GitServer, git_env
 from tests.harness.postgres import PostgresServer
@@ -491,3 +492,36 @@ def test_compose_file_is_a_host_network_standin_service() -> None:
     files = infra_files("img:1", 3001)
     assert files["environments/prod/anything-llm/.env"] == "SERVER_PORT=3001\n"
     assert os.path.basename(next(iter(files))) == "docker-compose.yml"
+
+
+def test_the_debian_mirror_is_the_one_apt_uses(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image test's base comes from this machine's mirror: the first enabled ``deb``
+    entry for bookworm, deb822 or one-line; security and disabled entries are not it."""
+    monkeypatch.delenv("ROLLHOOK_DEBIAN_MIRROR", raising=False)
+    etc = tmp_path / "apt"
+    (etc / "sources.list.d").mkdir(parents=True)
+    assert configured_mirror(etc) == "http://deb.debian.org/debian"  # nothing configured
+    (etc / "sources.list.d" / "a-security.sources").write_text(
+        "Types: deb\nURIs: http://security.example.test/debian-security\n"
+        "Suites: bookworm-security\nComponents: main\n"
+    )
+    (etc / "sources.list.d" / "b-off.sources").write_text(
+        "Types: deb\nURIs: http://off.example.test/debian\nSuites: bookworm\nEnabled: no\n"
+    )
+    (etc / "sources.list.d" / "c.list.disabled").write_text(
+        "deb http://disabled.example.test/debian bookworm main\n"
+    )
+    (etc / "sources.list.d" / "d-mirror.sources").write_text(
+        "Types: deb deb-src\n# a comment\nURIs: http://mirror.example.test/debian/\n"
+        "Suites: bookworm bookworm-updates\nComponents: main\n"
+    )
+    assert configured_mirror(etc) == "http://mirror.example.test/debian"
+    (etc / "sources.list").write_text(
+        "# deb http://commented.example.test/debian bookworm main\n"
+        "deb [arch=amd64] http://one-line.example.test/debian bookworm main contrib\n"
+    )
+    assert configured_mirror(etc) == "http://one-line.example.test/debian"
+    monkeypatch.setenv("ROLLHOOK_DEBIAN_MIRROR", "http://chosen.example.test/debian")
+    assert configured_mirror(etc) == "http://chosen.example.test/debian"

@@ -6,6 +6,7 @@ import io
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 
 import pytest
 
@@ -104,3 +105,11 @@ def test_tables_align_their_columns() -> None:
         "anythingllm  ready",
         "b            paused (x)",
     ]
+
+
+def test_version_names_the_installed_package() -> None:
+    """What an operator (and the image test) asks a rollhook for: its version, exit 0."""
+    done = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--version"], capture_output=True, text=True, check=True
+    )
+    assert done.stdout.strip() == f"rollhook {version('rollhook')}"
