@@ -33,7 +33,14 @@ from dataclasses import dataclass, field
 from workers import failpoints
 from workers.backup import files
 from workers.backup.files import parent_of
-from workers.backup.restore import STAGED, StagingCancelled, _copy_tree, _open_below, _stage
+from workers.backup.restore import (
+    STAGED,
+    StagingCancelled,
+    _copy_tree,
+    _open_below,
+    _stage,
+    set_dir_meta,
+)
 
 EARLY = ".pass1"
 
@@ -135,13 +142,7 @@ def _apply_delta(
         if fd >= 0:
             os.close(fd)
     _remove_extra(root, wanted)
-    # Directory metadata last and deepest first: adding an entry moves a dir's mtime.
-    for rel in sorted(dirs, key=lambda r: r.count("/") + bool(r), reverse=True):
-        fd = _open_below(root, rel)
-        try:
-            files.set_file_meta(fd, dirs[rel])
-        finally:
-            os.close(fd)
+    set_dir_meta(root, dirs)
 
 
 def _bring(entry: files.Entry, fd: int, seen: Seen) -> None:

@@ -404,15 +404,20 @@ def _copy_tree(
         finally:
             if fd >= 0:
                 os.close(fd)
-        # Directory metadata last and deepest first: adding an entry moves a dir's mtime.
-        for rel in sorted(dirs, key=lambda r: r.count("/") + bool(r), reverse=True):
-            fd = _open_below(root, rel)
-            try:
-                files.set_file_meta(fd, dirs[rel])
-            finally:
-                os.close(fd)
+        set_dir_meta(root, dirs)
     finally:
         os.close(root)
+
+
+def set_dir_meta(root: int, dirs: dict[str, os.stat_result]) -> None:
+    """Give each copied directory below ``root`` its backed-up metadata: last and deepest
+    first, since adding an entry moves a directory's mtime."""
+    for rel in sorted(dirs, key=lambda r: r.count("/") + bool(r), reverse=True):
+        fd = _open_below(root, rel)
+        try:
+            files.set_file_meta(fd, dirs[rel])
+        finally:
+            os.close(fd)
 
 
 def _open_below(root: int, rel: str) -> int:

@@ -10,6 +10,7 @@ caller's transaction as it was. Calling either twice for one deployment changes 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 
@@ -258,26 +259,13 @@ def schedule_backup_notice(
         with conn.begin_nested():
             subject = backup_notice.subject_of(target.name, at)
             about = About(backup_notice.BACKUP, "target", subject, None, target.name)
-            existing = notifications.of_subject(conn, about)
-            spec = {"event": event, "detail": detail}
-            ids = []
-            for notifier in notifiers:
-                channel = notifier.channel
-                if channel in existing or not policy.tells_backups(target, channel):
-                    continue
-                if channel == "slack_webhook" and "slack" in notifiers:
-                    continue  # the bot is configured: it tells it, the webhook would repeat it
-                ids.append(
-                    notifications.create(
-                        conn,
-                        about,
-                        channel,
-                        status="pending",
-                        external={"spec": spec, "rev": 1},
-                        history=[],
-                    )
-                )
-            return ids
+            return _owed_once(
+                conn,
+                about,
+                {"event": event, "detail": detail},
+                notifiers,
+                lambda channel: policy.tells_backups(target, channel),
+            )
     except Exception:
         logger.exception("notify: backup notice failed for %s", target.name)
         return []
@@ -292,26 +280,37 @@ def schedule_host_notice(
         with conn.begin_nested():
             subject = host_notice.subject_of(host, at)
             about = About(host_notice.HOST, "host", subject, None, None)
-            existing = notifications.of_subject(conn, about)
-            spec = {"host": host, "event": event, "detail": detail}
-            ids = []
-            for notifier in notifiers:
-                channel = notifier.channel
-                if channel in existing or channel == "github":
-                    continue
-                if channel == "slack_webhook" and "slack" in notifiers:
-                    continue  # the bot is configured: it tells it, the webhook would repeat it
-                ids.append(
-                    notifications.create(
-                        conn,
-                        about,
-                        channel,
-                        status="pending",
-                        external={"spec": spec, "rev": 1},
-                        history=[],
-                    )
-                )
-            return ids
+            return _owed_once(
+                conn,
+                about,
+                {"host": host, "event": event, "detail": detail},
+                notifiers,
+                lambda channel: channel != "github",
+            )
     except Exception:
         logger.exception("notify: host notice failed for %s", host)
         return []
+
+
+def _owed_once(
+    conn: Connection,
+    about: About,
+    spec: dict[str, Any],
+    notifiers: Notifiers,
+    tells: Callable[[Channel], bool],
+) -> list[str]:
+    """A pending row for each channel that ``tells`` this notice and has none for it yet
+    (never the Slack webhook when the bot is configured: it would repeat the bot)."""
+    existing = notifications.of_subject(conn, about)
+    ids = []
+    for notifier in notifiers:
+        channel = notifier.channel
+        if channel in existing or not tells(channel):
+            continue
+        if channel == "slack_webhook" and "slack" in notifiers:
+            continue
+        armed = {"spec": spec, "rev": 1}
+        ids.append(
+            notifications.create(conn, about, channel, status="pending", external=armed, history=[])
+        )
+    return ids
