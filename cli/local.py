@@ -11,7 +11,13 @@ import time
 from cli.output import USAGE, exit_code, print_end, print_steps
 from rollhook.offsite import remote_problems, restic_environment
 from rollhook.settings import ConfigError, Settings, load_settings
-from rollhook.targets import Target, load_targets, parse_targets, several_hosts_problems
+from rollhook.targets import (
+    Target,
+    host_of,
+    load_targets,
+    parse_targets,
+    several_hosts_problems,
+)
 
 
 def _warnings(target: Target) -> list[str]:
@@ -155,9 +161,7 @@ def restore(args: argparse.Namespace) -> int:
     settings = load_settings()
     celery = broker.make_celery(settings.broker_url())
     targets = load_targets(settings.config)
-    send = broker.sender(
-        celery, lambda name: targets[name].host if name in targets else "local", retry=False
-    )
+    send = broker.sender(celery, lambda name: host_of(targets, name), retry=False)
     ctx = build_context(settings, send)
     try:
         deployment_id = queue_restore(ctx, args.target, args.backup)

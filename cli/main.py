@@ -15,7 +15,7 @@ from importlib.metadata import PackageNotFoundError, version
 from typing import Any, NoReturn
 
 from cli.output import USAGE
-from rollhook.settings import ConfigError, load_settings
+from rollhook.settings import LOCAL_HOST, ConfigError, load_settings
 
 EXIT_CODES = """exit codes: 0 succeeded (or nothing to do), 1 failed, 2 rolled back (the previous
 version serves again), 3 usage (bad arguments, unknown target, wrong settings)"""
@@ -32,7 +32,7 @@ def _process_commands(sub: Any) -> None:
     worker.add_argument(
         "--host",
         dest="worker_host",
-        default=os.environ.get("ROLLHOOK_WORKER_HOST", "local"),
+        default=os.environ.get("ROLLHOOK_WORKER_HOST", LOCAL_HOST),
         help="the Docker host this worker serves: it runs the targets with `host: NAME`",
     )
     sub.add_parser("beat", help="run the beat process (celery beat)")

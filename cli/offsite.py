@@ -12,7 +12,7 @@ from typing import Any
 
 from cli.output import USAGE
 from rollhook.settings import load_settings
-from rollhook.targets import Target, load_targets
+from rollhook.targets import Target, host_of, load_targets
 
 
 def _context() -> Any:
@@ -22,9 +22,7 @@ def _context() -> Any:
     settings = load_settings()
     celery = broker.make_celery(settings.broker_url())
     targets = load_targets(settings.config)
-    send = broker.sender(
-        celery, lambda name: targets[name].host if name in targets else "local", retry=False
-    )
+    send = broker.sender(celery, lambda name: host_of(targets, name), retry=False)
     return build_context(settings, send)
 
 

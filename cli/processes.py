@@ -19,11 +19,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import IO
 
-from rollhook.broker import LOCAL_HOST, worker_queues
+from rollhook.broker import worker_queues
 from rollhook.datadir import prepare_data_dir
 from rollhook.records import deployments
 from rollhook.records.db import make_engine, migrate
-from rollhook.settings import ConfigError, Settings, load_settings
+from rollhook.settings import LOCAL_HOST, ConfigError, Settings, load_settings
 from rollhook.targets import Target, check_host_name, load_targets, several_hosts_problems
 from workers.procs import end_group
 

@@ -19,6 +19,8 @@ from kombu.transport.sqlalchemy import Channel as SQLAlchemyChannel
 from kombu.transport.sqlalchemy import Transport as SQLAlchemyTransport
 from sqlalchemy.exc import IntegrityError
 
+from rollhook.settings import LOCAL_HOST
+
 # Task names are the contract between publisher and worker; keep them stable.
 PROCESS_JOBS = "rollhook.process_jobs"
 RUN_TARGET = "rollhook.run_target"
@@ -45,7 +47,6 @@ BACKUP_QUEUE = "backup"
 
 EMBEDDED_SCHEME = "embedded+sqlite:///"
 
-LOCAL_HOST = "local"
 # The tasks that need the target's host (its engine, its files): first argument the
 # target's name, sent to that host's own queue of this kind.
 HOST_TASKS = {

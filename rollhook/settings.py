@@ -19,6 +19,9 @@ from typing import Any, Literal
 from pydantic import Field, SecretStr, ValidationError, ValidationInfo, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+# The host of a target that names none, and of a worker started without --host.
+LOCAL_HOST = "local"
+
 # What senders and clients present to rollhook: guessable through its answers if short.
 INBOUND_SECRETS = (
     "github_secret",
@@ -128,7 +131,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = Field(default=4, gt=0)
     # The host a worker serves (`rollhook worker --host NAME` sets it): it runs the
     # targets with `host: NAME` only. Checked by rollhook.targets.check_host_name.
-    worker_host: str = "local"
+    worker_host: str = LOCAL_HOST
 
     @field_validator(*SECRET_NAMES)
     @classmethod

@@ -30,13 +30,12 @@ from pydantic import (
 
 from rollhook.images import ImageRef, ReferenceError, parse_reference
 from rollhook.offsite import DrillSetting, RemoteBackup
-from rollhook.settings import ConfigError
+from rollhook.settings import LOCAL_HOST, ConfigError
 from rollhook.windows import Rule, Windows, parse_rule
 
 _NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")
 # A host's name becomes part of its queues' names (rollhook.broker.host_queue).
 HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
-LOCAL_HOST = "local"
 _BRANCH = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,199}$")
 # What `repo` accepts, as check-config explains it (every form git itself fetches from).
 REPO_SCHEMES = ("https", "http", "ssh", "git", "file")
@@ -774,3 +773,9 @@ def load_targets(path: Path) -> dict[str, Target]:
     if problems:
         raise ConfigError("; ".join(problems))
     return targets
+
+
+def host_of(targets: Mapping[str, Target], name: str) -> str:
+    """The host of target ``name``; an unknown name is the local host's."""
+    target = targets.get(name)
+    return target.host if target is not None else LOCAL_HOST

@@ -17,8 +17,8 @@ from rollhook.offsite import restic_environment
 from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
 from rollhook.records.db import make_engine, migrate
-from rollhook.settings import Settings
-from rollhook.targets import Target, check_host_name, load_targets
+from rollhook.settings import LOCAL_HOST, Settings
+from rollhook.targets import Target, check_host_name, host_of, load_targets
 from workers.compose import find_compose
 from workers.notify import Notifiers, build_notifiers
 
@@ -47,7 +47,7 @@ class WorkerContext:
     # The wall clock deploy windows are read on; tests give their own.
     clock: Callable[[], datetime] = field(default=lambda: datetime.now(UTC))
     # The host this worker serves (`rollhook worker --host`): only its targets run here.
-    host: str = "local"
+    host: str = LOCAL_HOST
 
     def here(self, name: str) -> bool:
         """Whether target ``name`` is on this worker's host (an unknown one is not)."""
@@ -55,8 +55,7 @@ class WorkerContext:
         return target is not None and target.host == self.host
 
     def host_of(self, name: str) -> str:
-        target = self.targets.get(name)
-        return target.host if target is not None else "local"
+        return host_of(self.targets, name)
 
     def refresh_owner(self) -> None:
         """Prefork children inherit the parent's context; each names itself."""

@@ -16,8 +16,8 @@ from sqlalchemy import Connection, delete, insert, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 
 from rollhook.records.schema import db_now, host_workers, hosts
+from rollhook.settings import LOCAL_HOST
 
-LOCAL_HOST = "local"
 DOWN_AFTER = 30.0  # seconds without a heartbeat from any of its workers
 FORGET_AFTER = timedelta(days=7)  # a worker row not seen for this long is deleted
 
