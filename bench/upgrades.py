@@ -31,7 +31,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -57,6 +57,7 @@ from tests.workers.deployer import Deployer
 OLD, NEW = "1.0.0", "2.0.0-slow"
 GRACE = 10.0  # Docker's default stop grace period
 WAYS = ("script", "recreate", "recreate+proxy", "start-first")
+STEADY = 100  # answers of steady state before and after the upgrade: 5 s each
 SIGTERM = {"handled": {}, "ignored": {"IGNORE_SIGTERM": "1"}}
 SIZES = {"10 MB": 10 << 20, "1 GB": 1 << 30}  # data rolled back
 RESTORED = re.compile(r"data restored from backup \S+ in ([0-9.]+) s")
@@ -75,14 +76,15 @@ class Figures:
     failing: float  # from the first failed request sent to the last: the outage users saw
     longest: float  # the longest any request waited for its answer (or its error)
     p99: float  # of the requests sent while the upgrade ran
-    steady_p99: float  # of the requests sent before it began
+    steady_p99: float  # of the requests sent in the 5 s before it began and after it ended
     changes: int  # how often the version the client saw changed
     seconds: float  # how long the upgrade took, start to end
 
     def row(self) -> str:
         return (
             f"| {self.way} | {self.sigterm} | {self.failed} / {self.sent} | {self.failing:.1f} s | "
-            f"{self.longest:.2f} s | {self.p99:.2f} s | {self.steady_p99 * 1000:.0f} ms | "
+            f"{self.longest:.2f} s | {self.p99 * 1000:.0f} ms | {self.steady_p99 * 1000:.0f} ms | "
+            f"{self.p99 / self.steady_p99 if self.steady_p99 else 0:.1f}x | "
             f"{self.changes} | {self.seconds:.1f} s |"
         )
 
@@ -96,13 +98,13 @@ def p99(values: list[float]) -> float:
 def measure(way: str, sigterm: str, url: str, upgrade: Callable[[], None]) -> Figures:
     """Upgrade under the steady client; figures of the requests sent while it ran."""
     with StandInClient(url) as client:
-        client.wait_for(40)  # two seconds of steady state
+        client.wait_for(STEADY)  # steady state before ...
         began = time.monotonic()
         upgrade()
         ended = time.monotonic()
-        client.wait_for(20, after=ended)
+        client.wait_for(STEADY, after=ended)  # ... and after
     sent: list[Sent] = list(client.sent)
-    steady = [s.done - s.sent for s in sent if s.sent < began]
+    steady = [s.done - s.sent for s in sent if s.sent < began or s.sent > ended]
     during = [s for s in sent if began <= s.sent <= ended]
     failed = sorted(s.sent for s in sent if not s.ok)
     return Figures(
@@ -297,13 +299,13 @@ def bench_root() -> Iterator[Path]:
 
 
 def run(
-    stack: ExitStack, reps: int, only: str | None = None
+    stack: ExitStack, reps: int, only: str | None = None, ways: Sequence[str] = WAYS
 ) -> tuple[list[Figures], list[tuple[Figures, float]]]:
     bench = Bench(stack, stack.enter_context(bench_root()))
     upgrades, rollbacks = [], []
     for rep in range(reps):
         for sigterm in SIGTERM if only != "rollbacks" else ():
-            for way in WAYS:
+            for way in ways:
                 say(f"[{rep + 1}/{reps}] {way}, SIGTERM {sigterm} ...")
                 figures = bench.script(sigterm) if way == "script" else bench.rollhook(way, sigterm)
                 say("  " + figures.row())
@@ -318,7 +320,7 @@ def run(
 
 HEADER = (
     "| way | SIGTERM | failed / sent | failing for | longest wait | p99 during | steady p99 "
-    "| version changes | upgrade took |\n|---|---|---|---|---|---|---|---|---|"
+    "| ratio | version changes | upgrade took |\n|---|---|---|---|---|---|---|---|---|---|"
 )
 
 
@@ -330,12 +332,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--reps", type=int, default=1, help="rounds of the eight upgrades")
     parser.add_argument("--only", choices=["upgrades", "rollbacks"], help="one table only")
+    parser.add_argument("--way", choices=WAYS, action="append", help="only this way (repeat)")
     args = parser.parse_args()
     signal.signal(signal.SIGTERM, _interrupt)
     try:
         with ExitStack() as stack:
             try:
-                upgrades, rollbacks = run(stack, args.reps, args.only)
+                upgrades, rollbacks = run(stack, args.reps, args.only, args.way or WAYS)
             finally:
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_IGN)

@@ -65,17 +65,19 @@ def _host_problems(target: Target) -> list[str]:
 
 
 def check_config() -> int:
-    """Validate settings and the targets file; one line per problem. Exit 1 if any."""
+    """Validate settings and the targets file; one line per problem. Exit 1 if the file
+    or a setting it checks is wrong, 3 (usage) if there is nothing to check: settings that
+    do not load, or a targets file that cannot be read."""
     try:
         settings = load_settings()
     except ConfigError as exc:
         print(exc)
-        return 1
+        return USAGE
     try:
         text = settings.config.read_text()
     except OSError as exc:
         print(f"ROLLHOOK_CONFIG: cannot read {settings.config}: {exc.strerror}")
-        return 1
+        return USAGE
     targets, problems = parse_targets(text)
     if settings.git_token is None and settings.git_ssh_key is None:
         problems += [

@@ -32,8 +32,13 @@ def watch_hosts(ctx: WorkerContext) -> list[tuple[str, str]]:
             view = views[host]
             waiting = sorted(t.name for t in ctx.targets.values() if t.host == host)
             if state == "down":
-                seen = view.last_seen.isoformat(timespec="seconds") if view.last_seen else "never"
-                detail = f"no worker heartbeat since {seen}; waiting: {', '.join(waiting) or '-'}"
+                seen = (
+                    f"no worker heartbeat since {view.last_seen.isoformat(timespec='seconds')}"
+                    if view.last_seen
+                    else f"no worker of {host} has ever beaten "
+                    f"(is `rollhook worker --host {host}` running?)"
+                )
+                detail = f"{seen}; waiting: {', '.join(waiting) or '-'}"
                 logger.error("host %s is down (%s)", host, detail)
             else:
                 detail = f"{len(view.workers)} worker(s) beating; queued work runs now"

@@ -115,39 +115,65 @@ def down(conn: Connection, names: set[str]) -> set[str]:
 def changes(conn: Connection, names: set[str]) -> list[tuple[str, State]]:
     """The hosts whose state changed since it was last told: (host, new state), recorded.
 
-    A host seen for the first time is recorded as it is, told only if already down; one
-    never seen is not told (its targets still wait, :func:`down`). The update is
-    conditional on the old state, so two ticks at once tell a change once.
+    A host seen for the first time is recorded as it is, told only if already down. One
+    that the targets name but whose workers never beat is recorded ``unseen`` at the first
+    look, and told down once it stays unseen for :data:`DOWN_AFTER` (at a cold start the
+    workers come up a little after beat: that is no news). The one-host install's ``local``
+    never seen is not news at all (:func:`waits`). Updates are conditional on the old
+    state, so two ticks at once tell a change once.
     """
     now = db_now(conn)
-    told = {row.name: row.state for row in conn.execute(select(hosts))}
+    told = {row.name: (row.state, row.changed_at) for row in conn.execute(select(hosts))}
     result: list[tuple[str, State]] = []
     for view in views(conn, names):
+        before, since = told.get(view.name, (None, now))
         if view.last_seen is None:
-            continue  # never seen: a worker starting a little later than beat is no news
-
-        before = told.get(view.name)
+            if not waits(view):
+                continue
+            if before is None:
+                _first_look(conn, view.name, "unseen", now)
+            elif (
+                before == "unseen"
+                and (now - since).total_seconds() >= DOWN_AFTER
+                and _move(conn, view.name, before, "down", now)
+            ):
+                result.append((view.name, "down"))
+            continue
         if before == view.state:
             continue
         if before is None:
-            dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
-            first = conn.execute(
-                dialect.insert(hosts)
-                .values(name=view.name, state=view.state, changed_at=now)
-                .on_conflict_do_nothing()
-            )
             # Another tick may have been first; a first sight is news only when down.
-            if first.rowcount == 1 and view.state == "down":
+            if _first_look(conn, view.name, view.state, now) and view.state == "down":
                 result.append((view.name, view.state))
             continue
-        moved = conn.execute(
-            update(hosts)
-            .where(hosts.c.name == view.name, hosts.c.state == before)
-            .values(state=view.state, changed_at=now)
-        )
-        if moved.rowcount == 1:
+        # unseen -> up is a worker coming up at a cold start: recorded, not told.
+        if _move(conn, view.name, before, view.state, now) and (before, view.state) != (
+            "unseen",
+            "up",
+        ):
             result.append((view.name, view.state))
     return result
+
+
+def _first_look(conn: Connection, name: str, state: str, now: datetime) -> bool:
+    """Record a host's first state; False when another tick recorded it first."""
+    dialect = postgresql if conn.dialect.name == "postgresql" else sqlite
+    first = conn.execute(
+        dialect.insert(hosts)
+        .values(name=name, state=state, changed_at=now)
+        .on_conflict_do_nothing()
+    )
+    return bool(first.rowcount == 1)
+
+
+def _move(conn: Connection, name: str, before: str, state: str, now: datetime) -> bool:
+    """Record a change of state, only if it is still ``before`` (one tick tells it)."""
+    moved = conn.execute(
+        update(hosts)
+        .where(hosts.c.name == name, hosts.c.state == before)
+        .values(state=state, changed_at=now)
+    )
+    return bool(moved.rowcount == 1)
 
 
 def forget_old(conn: Connection) -> int:

@@ -226,7 +226,7 @@ hosts = Table(
     "hosts",
     metadata,
     Column("name", String(64), primary_key=True),
-    Column("state", String(8), nullable=False),  # up | down, as last told
+    Column("state", String(8), nullable=False),  # up | down | unseen (named, never beat)
     Column("changed_at", UTCDateTime, nullable=False),
 )
 

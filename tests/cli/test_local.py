@@ -51,6 +51,22 @@ def _check_config_with(tmp_path: Path, **env: str) -> tuple[int, list[str]]:
     return result.returncode, result.stdout.splitlines()
 
 
+def test_check_config_without_a_file_to_check_is_a_usage_error(tmp_path: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "cli.main", "check-config"],
+        env={"PATH": "/usr/bin:/bin", "ROLLHOOK_CONFIG": str(tmp_path / "missing.yml")},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 3
+    assert (
+        result.stdout
+        == f"ROLLHOOK_CONFIG: cannot read {tmp_path / 'missing.yml'}: No such file or directory\n"
+    )
+
+
 def test_check_config_explains_a_public_host_it_cannot_serve(tmp_path: Path) -> None:
     code, lines = _check_config_with(tmp_path, ROLLHOOK_PUBLIC_HOST="10.0.0.1")
     assert (code, lines) == (1, ["ROLLHOOK_PUBLIC_HOST: 10.0.0.1: a DNS name, not an address"])

@@ -10,6 +10,7 @@ from sqlalchemy import Engine, update
 
 from rollhook.records import hosts
 from rollhook.records.schema import db_now, host_workers
+from rollhook.records.schema import hosts as hosts_table
 
 BACKENDS = pytest.mark.parametrize("records", ["sqlite", "postgres"], indirect=True)
 
@@ -73,14 +74,35 @@ def test_a_change_of_state_is_told_once(records: Engine) -> None:
         assert hosts.changes(conn, {"b"}) == []
 
 
-def test_a_host_never_seen_waits_except_a_one_host_installs_local_and_is_not_told(
+def test_a_host_never_seen_waits_and_is_told_down_after_the_grace_not_at_a_cold_start(
     records: Engine,
 ) -> None:
     with records.begin() as conn:
         # A one-host install whose worker has not started yet: nothing waits, nothing told.
         assert hosts.down(conn, {"local"}) == set()
         assert hosts.changes(conn, {"local"}) == []
-        # A host the targets name whose worker never came: its targets wait; it is told
-        # nothing (at a cold start the workers come up a little after beat).
-        assert hosts.down(conn, {"c"}) == {"c"}
-        assert hosts.changes(conn, {"c"}) == []
+        # A host the targets name whose worker never came: its targets wait; at first it is
+        # told nothing (at a cold start the workers come up a little after beat) ...
+        assert hosts.down(conn, {"c", "d"}) == {"c", "d"}
+        assert hosts.changes(conn, {"c", "d"}) == []
+    _age_told(records, 29)
+    with records.begin() as conn:
+        assert hosts.changes(conn, {"c", "d"}) == []
+    _beat(records, "m4:10", "d")  # d's worker came up during the grace: no news
+    _age_told(records, 31)
+    with records.begin() as conn:
+        # ... but still unseen after DOWN_AFTER, it is told down, once.
+        assert hosts.changes(conn, {"c", "d"}) == [("c", "down")]
+        assert hosts.changes(conn, {"c", "d"}) == []
+    _beat(records, "m3:10", "c")
+    with records.begin() as conn:
+        assert hosts.changes(conn, {"c", "d"}) == [("c", "up")]  # told back
+        assert hosts.changes(conn, {"local"}) == []
+
+
+def _age_told(records: Engine, seconds: float) -> None:
+    """Each host's state as last told was recorded ``seconds`` ago."""
+    with records.begin() as conn:
+        conn.execute(
+            update(hosts_table).values(changed_at=db_now(conn) - timedelta(seconds=seconds))
+        )

@@ -6,10 +6,12 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import pytest
 from sqlalchemy import Engine, update
 
 from rollhook.records import hosts
 from rollhook.records.schema import db_now, host_workers
+from rollhook.records.schema import hosts as hosts_table
 from rollhook.targets import Target
 from tests.workers.notify.flow import Flow, notifiers_for
 from tests.workers.notify.mailserver import smtp_server
@@ -77,4 +79,24 @@ def test_beat_tells_a_host_down_once_and_back_once(records: Engine, tmp_path: Pa
     with records.begin() as conn:
         hosts.beat(conn, worker="m2:2", host="b", rollhook_version="x", engine_version="y")
     assert watch_hosts(ctx) == [("b", "up")]
+    assert watch_hosts(ctx) == []
+
+
+def test_beat_tells_a_host_whose_worker_never_came_down_once_after_the_grace(
+    records: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    ctx = WorkerContext(
+        records=records, data_dir=tmp_path, targets=targets_on(web="a", db="b"),
+        docker_host=None, lease_seconds=30, send=lambda *_: None,
+    )  # fmt: skip
+    with records.begin() as conn:
+        hosts.beat(conn, worker="m1:1", host="a", rollhook_version="x", engine_version="y")
+    assert watch_hosts(ctx) == []  # a cold start: b's worker may come in a moment
+    with records.begin() as conn:  # ... but 31 s later it still has not
+        ago = db_now(conn) - timedelta(seconds=31)
+        conn.execute(update(hosts_table).values(changed_at=ago))
+    with caplog.at_level("ERROR", logger="rollhook.hosts"):
+        assert watch_hosts(ctx) == [("b", "down")]
+    assert "no worker of b has ever beaten (is `rollhook worker --host b` running?)" in caplog.text
+    assert "waiting: db" in caplog.text
     assert watch_hosts(ctx) == []
