@@ -36,10 +36,10 @@ from workers.backup.files import parent_of
 from workers.backup.restore import (
     STAGED,
     StagingCancelled,
-    _copy_tree,
-    _open_below,
-    _stage,
+    copy_tree,
+    open_below,
     set_dir_meta,
+    stage_copy,
 )
 
 EARLY = ".pass1"
@@ -84,7 +84,7 @@ def copy(origin: str, parent_fd: int, name: str, cancelled: Callable[[], bool]) 
         files.copy_file(origin, name, sync=False, dst_dir_fd=parent_fd)
         seen[""] = (top.st_ino, top.st_ctime_ns)
     elif stat.S_ISDIR(top.st_mode):
-        _copy_tree(origin, parent_fd, name, top, cancelled, seen=seen)
+        copy_tree(origin, parent_fd, name, top, cancelled, seen=seen)
     failpoints.reach(failpoints.EARLY_COPY)
     files.syncfs(parent_fd)
     return seen
@@ -101,12 +101,12 @@ def refresh(
 ) -> None:
     """Bring the ``early`` copy to what the sealed backup's ``origin`` holds, sync it and
     rename it to ``staged``. Anything unexpected (a file source, a kind that changed)
-    falls back to a whole copy (``_stage``)."""
+    falls back to a whole copy (``stage_copy``)."""
     top = os.lstat(origin)
     kept = os.stat(early, dir_fd=parent_fd, follow_symlinks=False)
     if not (stat.S_ISDIR(top.st_mode) and stat.S_ISDIR(kept.st_mode)):
         files.remove(early, dir_fd=parent_fd)
-        _stage(origin, parent_fd, staged, cancelled)
+        stage_copy(origin, parent_fd, staged, cancelled)
         return
     root = files.open_dir(early, dir_fd=parent_fd)
     try:
@@ -132,7 +132,7 @@ def _apply_delta(
             if parent != here:
                 os.close(fd)
                 fd = -1
-                fd = _open_below(root, parent)
+                fd = open_below(root, parent)
                 here = parent
             wanted.add(entry.rel)
             if stat.S_ISDIR(entry.st.st_mode):
@@ -174,7 +174,7 @@ def _remove_extra(root: int, wanted: set[str]) -> None:
     for rel in extra:
         if any(rel.startswith(f"{g}/") for g in gone):
             continue  # went with its directory
-        where = _open_below(root, parent_of(rel) or "")
+        where = open_below(root, parent_of(rel) or "")
         try:
             files.remove(os.path.basename(rel), dir_fd=where)
         finally:

@@ -187,7 +187,7 @@ class Restorer:
                         cancelled=cancelled,
                     )
                 else:
-                    self._io(where, _stage, plan.origin, parent, staged, cancelled)
+                    self._io(where, stage_copy, plan.origin, parent, staged, cancelled)
                 copied += 1
         return copied
 
@@ -345,7 +345,7 @@ class StagingCancelled(Exception):
     """Staging ahead of a rollback was called off (the gate passed)."""
 
 
-def _stage(
+def stage_copy(
     origin: str, parent_fd: int, staged: str, cancelled: Callable[[], bool] = lambda: False
 ) -> None:
     """A full, synced copy of a backed-up source, renamed to ``staged`` once complete.
@@ -359,13 +359,13 @@ def _stage(
     if stat.S_ISREG(top.st_mode):
         files.copy_file(origin, tmp, dst_dir_fd=parent_fd)
     else:
-        _copy_tree(origin, parent_fd, tmp, top, cancelled)
+        copy_tree(origin, parent_fd, tmp, top, cancelled)
         files.syncfs(parent_fd)
     os.rename(tmp, staged, src_dir_fd=parent_fd, dst_dir_fd=parent_fd)
     os.fsync(parent_fd)
 
 
-def _copy_tree(
+def copy_tree(
     origin: str,
     parent_fd: int,
     tmp: str,
@@ -389,7 +389,7 @@ def _copy_tree(
                 if parent != here:  # scan yields a directory's entries one after another
                     os.close(fd)
                     fd = -1
-                    fd = _open_below(root, parent)
+                    fd = open_below(root, parent)
                     here = parent
                 st, name = entry.st, entry.name
                 if stat.S_ISDIR(st.st_mode):
@@ -413,14 +413,15 @@ def set_dir_meta(root: int, dirs: dict[str, os.stat_result]) -> None:
     """Give each copied directory below ``root`` its backed-up metadata: last and deepest
     first, since adding an entry moves a directory's mtime."""
     for rel in sorted(dirs, key=lambda r: r.count("/") + bool(r), reverse=True):
-        fd = _open_below(root, rel)
+        fd = open_below(root, rel)
         try:
             files.set_file_meta(fd, dirs[rel])
         finally:
             os.close(fd)
 
 
-def _open_below(root: int, rel: str) -> int:
+def open_below(root: int, rel: str) -> int:
+    """The directory ``rel`` below the open directory ``root`` (no symlink followed)."""
     return paths.open_dirs(root, rel.split("/") if rel else [], create=False)
 
 

@@ -122,7 +122,7 @@ def test_restore_of_a_source_missing_at_backup_time_sets_the_new_data_aside(
 @pytest.mark.parametrize(
     ("step", "nth"),
     [
-        ("_stage", 2),  # one source staged, the next not
+        ("stage_copy", 2),  # one source staged, the next not
         ("set_aside", 2),  # the first source swapped, the second not
         ("put_in_place", 1),  # the first source set aside, its copy not yet in place
         ("put_in_place", 2),
