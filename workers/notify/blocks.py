@@ -87,6 +87,12 @@ _PROGRESS = {
     "superseded": (":fast_forward:", "superseded by a newer request"),
     "rejected": (":no_entry_sign:", "what waited ended unrun"),
 }
+# A person's rollback that replaced the change: its own outcome, in its own words.
+_ROLLBACK_PROGRESS = {
+    "deploying": (":leftwards_arrow_with_hook:", "rolling back"),
+    "succeeded": (":leftwards_arrow_with_hook:", "rolled back: the previous version serves"),
+    "failed": (":x:", "the rollback failed"),
+}
 _SLACK_USER = re.compile(r"^slack:([UW][A-Z0-9]{2,30})$")
 
 
@@ -99,11 +105,15 @@ def decision_lines(decided: Decided) -> list[str]:
     except ValueError:
         when = escape(decided.at) or "an unknown time"
     icon, said = _PROGRESS.get(decided.progress, (":information_source:", decided.progress))
+    if decided.decision == "rollback":
+        icon, said = _ROLLBACK_PROGRESS.get(decided.progress, (icon, said))
     said = escape(said)
     if decided.deployment and decided.decision != "reject":
         said += f" (deployment `{escape(decided.deployment)}`)"
     if decided.decision == "started":
         return [f"*Went ahead without a press at {when}: {who}*", f"{icon} {said}"]
+    if decided.decision == "rollback":
+        return [f"*Replaced by a rollback at {when}: {who}*", f"{icon} {said}"]
     verb = "Approved" if decided.decision == "approve" else "Rejected"
     return [f"*{verb} by {who} at {when}*", f"{icon} {said}"]
 

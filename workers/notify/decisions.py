@@ -65,7 +65,8 @@ def schedule_approval_progress(conn: Connection, record: DeploymentRecord) -> li
         waited.append(record.id)  # an automatic change that waited starts by itself
     manual = bool(record.requested.get("manual"))
     started = {
-        "decision": "started",
+        # A person's rollback replaces the change that waited; anything else carries it out.
+        "decision": "rollback" if record.kind == "rollback" else "started",
         "by": str((record.trigger or {}).get("actor") or "a person")
         if manual
         else "the deploy window opened",
@@ -129,7 +130,7 @@ def _next(
         return None if started is None else {**started, **decided, "deployment": deployment}
     # Progress belongs to the deployment that was approved (or went ahead), and an end is
     # never followed by "deploying" (deliveries may run late).
-    if before.decision not in ("approve", "started") or before.progress in _ENDED:
+    if before.decision not in ("approve", "started", "rollback") or before.progress in _ENDED:
         return None
     if before.deployment not in (None, deployment):
         return None

@@ -43,7 +43,7 @@ class DeploymentNotice:
 class Decided:
     """A person's decision on a change that waited, and where the change is now."""
 
-    decision: str  # approve | reject | started (went ahead without a press)
+    decision: str  # approve | reject | started (went ahead without a press) | rollback
     by: str  # the event's actor: "slack:U024BE7LH", "rollhook approve (cli)", ...
     at: str  # ISO 8601, UTC
     progress: str  # approved | deploying | rejected | a deployment's final status
@@ -55,7 +55,7 @@ class Decided:
         return f"{self.decision}:{self.progress}"
 
 
-DECISIONS = ("approve", "reject", "started")
+DECISIONS = ("approve", "reject", "started", "rollback")
 
 
 def read_decided(value: Any) -> Decided | None:

@@ -169,6 +169,30 @@ def test_a_wait_that_goes_ahead_without_a_press_says_so(
     assert ":white_check_mark: deployed" in message.updates[-1]["text"]
 
 
+def test_a_rollback_that_replaces_a_wait_says_it_rolled_back(
+    records: Engine, slack: SlackStandIn, target: Target, notifiers: Notifiers
+) -> None:
+    """A person rolls back while a change waits for its press: the wait's message says
+    the rollback replaced it, and its end in a rollback's words (not "deployed")."""
+    flow = make_flow(records, notifiers, target, slack)
+    message = ask(records, target, notifiers, flow)
+    rollback = rec.record(id="d-rollback", kind="rollback", status="running",
+                          requested={"manual": True, "coalesced": [WAITING]},
+                          trigger={"actor": "alice"})  # fmt: skip
+    with records.begin() as conn:
+        [row] = schedule_approval_progress(conn, rollback)
+    flow.statuses([row])
+    [update] = message.updates
+    assert "Replaced by a rollback at " in update["text"] and "alice" in update["text"]
+    assert "rolling back (deployment `d-rollback`)" in update["text"]
+    assert not _actions(update["blocks"])
+    with records.begin() as conn:
+        assert schedule_approval_progress(conn, dataclasses.replace(rollback, status="succeeded"))
+    flow.statuses([row])
+    last = message.updates[-1]["text"]
+    assert "rolled back: the previous version serves" in last and "deployed" not in last
+
+
 def test_a_rejection_removes_the_buttons_and_says_who(
     records: Engine, slack: SlackStandIn, target: Target, notifiers: Notifiers
 ) -> None:
