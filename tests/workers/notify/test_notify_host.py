@@ -63,10 +63,7 @@ def test_a_host_down_is_one_slack_message_and_one_email(
 
 
 def test_beat_tells_a_host_down_once_and_back_once(records: Engine, tmp_path: Path) -> None:
-    ctx = WorkerContext(
-        records=records, data_dir=tmp_path, targets=targets_on(web="a", db="b"),
-        docker_host=None, lease_seconds=30, send=lambda *_: None,
-    )  # fmt: skip
+    ctx = _context(records, tmp_path)
     with records.begin() as conn:
         hosts.beat(conn, worker="m1:1", host="a", rollhook_version="x", engine_version="y")
         hosts.beat(conn, worker="m2:1", host="b", rollhook_version="x", engine_version="y")
@@ -85,10 +82,7 @@ def test_beat_tells_a_host_down_once_and_back_once(records: Engine, tmp_path: Pa
 def test_beat_tells_a_host_whose_worker_never_came_down_once_after_the_grace(
     records: Engine, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    ctx = WorkerContext(
-        records=records, data_dir=tmp_path, targets=targets_on(web="a", db="b"),
-        docker_host=None, lease_seconds=30, send=lambda *_: None,
-    )  # fmt: skip
+    ctx = _context(records, tmp_path)
     with records.begin() as conn:
         hosts.beat(conn, worker="m1:1", host="a", rollhook_version="x", engine_version="y")
     assert watch_hosts(ctx) == []  # a cold start: b's worker may come in a moment
@@ -100,3 +94,11 @@ def test_beat_tells_a_host_whose_worker_never_came_down_once_after_the_grace(
     assert "no worker of b has ever beaten (is `rollhook worker --host b` running?)" in caplog.text
     assert "waiting: db" in caplog.text
     assert watch_hosts(ctx) == []
+
+
+def _context(records: Engine, tmp_path: Path) -> WorkerContext:
+    """Beat's context: targets web on host a, db on host b."""
+    return WorkerContext(
+        records=records, data_dir=tmp_path, targets=targets_on(web="a", db="b"),
+        docker_host=None, lease_seconds=30, send=lambda *_: None,
+    )  # fmt: skip
