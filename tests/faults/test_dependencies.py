@@ -274,6 +274,10 @@ def test_the_disk_full_during_the_backup_fails_before_stop(
     target.proxy.latency = 0.5  # the pull, after the disk check, gives time to fill the disk
     worker = Background(target)
     wait_until(lambda: running(target, deployment_id, "preflight"), "the preflight")
+    # The pull talks to the registry only after the disk check passed: fill then (the
+    # step's start alone comes before the check, which would then refuse the backup).
+    chunks = target.proxy.chunks
+    wait_until(lambda: target.proxy.chunks > chunks, "the pull, after the disk check")
     filler = fill(small_disk, leave=20 << 20)  # the backup runs out 20 MiB in
     target.proxy.latency = 0.0
     try:
