@@ -7,8 +7,9 @@
 # chromium and chromium-driver (the dashboard's browser tests, driven by Selenium), gcc
 # and libc6-dev (the stand-in's static listener, tests/harness/standin_files/acceptor.c),
 # debootstrap (the Debian base rollhook's own image is built on in tests/test_image.py, where
-# no image can be pulled), wrk and webhook (adnanh's; the ingress benchmark's load
-# generator and peer, `make bench-ingress`); and
+# no image can be pulled), systemd (only its systemd-analyze, for tests/test_hosts_tls.py to
+# verify deploy/hosts/rollhook-worker.service; nothing starts systemd), wrk and webhook
+# (adnanh's; the ingress benchmark's load generator and peer, `make bench-ingress`); and
 # Debian's docker.io, but ONLY when no dockerd is installed: an existing Docker is never
 # replaced. The tests start their own private copies of these servers on 127.0.0.1 and stop
 # them again, so the packages' system services (a system Caddy on port 80 included) are
@@ -17,7 +18,7 @@ set -euo pipefail
 
 packages=(redis-server docker-registry busybox-static git openssl postgresql caddy
     restic openssh-server openssh-client chromium chromium-driver gcc libc6-dev debootstrap
-    wrk webhook)
+    systemd wrk webhook)
 
 # Daemons live in sbin, which is not on a non-root PATH on Debian.
 found() {
@@ -88,7 +89,7 @@ fi
 
 # What the harness runs, checked here so that a broken machine fails before the tests.
 for cmd in redis-server docker-registry git openssl caddy containerd runc runuser restic sshd \
-    ssh ssh-keygen debootstrap; do
+    ssh ssh-keygen debootstrap systemd-analyze; do
     found "$cmd" || {
         echo "install-test-deps: '$cmd' is still missing" >&2
         exit 1

@@ -36,12 +36,29 @@ def _bindir() -> Path:
 
 
 class PostgresServer:
+    """``args`` (``-c name=value`` ...) come after the defaults; files they name (a key,
+    an hba file) are put where the server can read them with :meth:`conf_file`."""
+
     def __init__(self, root: Path, log_dir: Path) -> None:
         self.root = root
         self.log_dir = log_dir
         self.port = free_port()
-        self.user = "postgres"
+        self.user = "postgres" if os.geteuid() == 0 else getpass.getuser()
+        self.args: list[str] = []
         self._bin = _bindir()
+
+    def conf_file(self, source: Path) -> Path:
+        """A copy of ``source`` under the root, the server's user's, mode 0600 (what
+        PostgreSQL asks of a key file); before :meth:`start`."""
+        conf = self.root / "conf"
+        conf.mkdir(parents=True, exist_ok=True)
+        copy = conf / source.name
+        shutil.copyfile(source, copy)
+        copy.chmod(0o600)
+        if os.geteuid() == 0:
+            shutil.chown(conf, "postgres", "postgres")
+            shutil.chown(copy, "postgres", "postgres")
+        return copy
 
     def _as_owner(self, argv: list[str]) -> list[str]:
         if os.geteuid() == 0:
@@ -53,8 +70,6 @@ class PostgresServer:
         self.root.mkdir(parents=True, exist_ok=True)
         if os.geteuid() == 0:
             shutil.chown(self.root, "postgres", "postgres")
-        else:
-            self.user = getpass.getuser()
         run(
             self._as_owner(
                 [
@@ -93,6 +108,7 @@ class PostgresServer:
                 "full_page_writes=off",
                 "-c",
                 "max_connections=200",
+                *self.args,
             ]
         )
         # SIGINT is PostgreSQL's "fast" shutdown: it does not wait for clients to leave.

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -14,18 +14,30 @@ from tests.harness.process import Daemon
 
 
 class RedisServer:
-    """``url`` stays the same across ``stop()``/``start()``: the port is kept."""
+    """``url`` stays the same across ``stop()``/``start()``: the port is kept.
 
-    def __init__(self, root: Path, log_dir: Path) -> None:
+    ``args`` come last, over the defaults (a compose file's: TLS only on ``port``, say);
+    ``url`` is then how a client reaches it.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        log_dir: Path,
+        *,
+        port: int | None = None,
+        args: Sequence[str] = (),
+        url: str | None = None,
+    ) -> None:
         binary = shutil.which("redis-server")
         if binary is None:
             raise RuntimeError("redis-server is missing: run scripts/install-test-deps.sh")
-        self.port = free_port()
-        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.port = port or free_port()
+        self.url = url or f"redis://127.0.0.1:{self.port}/0"
         root.mkdir(parents=True, exist_ok=True)
         argv = [binary, "--bind", "127.0.0.1", "--port", str(self.port), "--dir", str(root)]
         # No RDB snapshots and no AOF: a restart starts empty, like a broker that lost state.
-        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no"]
+        argv += ["--save", "", "--appendonly", "no", "--daemonize", "no", *args]
         self.daemon = Daemon(f"redis-{self.port}", argv, log_dir / f"redis-{self.port}.log")
 
     def start(self) -> None:
