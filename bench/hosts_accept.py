@@ -5,10 +5,11 @@
 The same 50 targets twice, in two rollhook installs side by side (each its own web
 process, PostgreSQL database and Redis database, on one Redis and one PostgreSQL
 server): spread over 5 hosts (``h0``..``h4``, 10 each), and all on one host (``local``).
-No worker and no beat runs during a burst, so the web process has the machine to itself
-but for this script, as it has when the workers run on their own hosts. Rounds alternate
-between the two installs (which goes first alternates too), each a burst of ``--pushes``
-signed GitHub pushes per target (distinct commits, the 8.8 KB payload of bench/ingress.py,
+No worker and no beat runs during a burst, so the web process shares the machine only
+with this script, Redis and PostgreSQL (and whatever else runs on it), as when the workers
+run on their own hosts. Rounds alternate between the two installs (which goes first
+alternates too), each a burst of ``--pushes`` signed GitHub pushes per target (each a new
+head commit id, made up: nothing here fetches it; the 8.8 KB payload of bench/ingress.py;
 16 at a time over keep-alive connections, bodies signed beforehand).
 
 After each burst the script checks that every push is a stored event with its job, and
