@@ -10,6 +10,9 @@ data directory). Every target is first deployed (1.0.0, not measured); then one 
 GitHub push per target is sent at once (to 2.0.0) and the script prints, per host, the
 time from the event (stored, on the database's clock) to the deployment ending healthy,
 and the web process's rate of accepted webhooks during the burst. Figures, not pass/fail.
+
+``--accept-only`` measures the web process alone instead (bench/hosts_accept.py): the same
+50 targets on 5 hosts and on one, no worker running during the bursts.
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from bench.hosts_accept import run as accept_only
 from bench.rollout_setup import start_infra
 from tests.harness.engine import PrivateEngine
 from tests.harness.postgres import PostgresServer
@@ -41,7 +45,16 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--hosts", type=int, default=5)
     parser.add_argument("--per-host", type=int, default=10)
+    parser.add_argument(
+        "--accept-only",
+        action="store_true",
+        help="the web process alone, 1 host against 5 (bench/hosts_accept.py); no deployments",
+    )
+    parser.add_argument("--rounds", type=int, default=3, help="--accept-only: rounds per layout")
+    parser.add_argument("--pushes", type=int, default=20, help="--accept-only: per target, round")
     args = parser.parse_args()
+    if args.accept_only:
+        return accept_only(args.rounds, args.pushes)
     with ExitStack() as stack:
         infra = start_infra(stack)
         logs = infra.root / "logs"

@@ -75,7 +75,7 @@ class Outcome:
     cpu: dict[str, list[float]]  # CPU seconds each server's processes used in a round + tail
     accepted: int  # 202s from rollhook, warm-up and checks included
     records: Records
-    queue: tuple[int, int]  # Redis deploy queue: (messages, jobs)
+    queue: tuple[int, int]  # Redis housekeeping queue (process_jobs): (messages, jobs)
     commits: tuple[float, float]  # (commits, events) by rollhook's writer
     loads: tuple[float, float]  # 1-minute load average before and after
 
@@ -312,7 +312,7 @@ def report(args: argparse.Namespace, outcome: Outcome, command: str, body_size: 
     )
     say(
         f"commits: {commits:.0f}, {events / commits if commits else 0:.1f} events each; "
-        f"outbox: {records.jobs} jobs, {records.dispatched} dispatched; Redis deploy queue: "
+        f"outbox: {records.jobs} jobs, {records.dispatched} dispatched; Redis housekeeping queue: "
         f"{outcome.queue[1]} jobs in {outcome.queue[0]} messages"
     )
 

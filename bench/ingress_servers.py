@@ -21,12 +21,12 @@ from pathlib import Path
 import httpx
 import redis
 
+from rollhook.broker import HOUSEKEEPING_QUEUE
 from tests.harness.ports import free_port
 from tests.harness.process import Daemon
 
 REPO = Path(__file__).resolve().parent.parent
 PAYLOAD = Path("/work/shared/payloads/github-push.json")
-DEPLOY_QUEUE = "deploy"
 APP_FACTORY = "service.app:create_app"
 
 # The target the payload matches: its repository (Codertocat/Hello-World) and branch.
@@ -142,10 +142,11 @@ class Records:
 
 
 def queued_in_redis(url: str) -> tuple[int, int]:
-    """(messages, jobs) in the deploy queue, read as a worker would receive them."""
+    """(messages, jobs) in the queue the web process publishes jobs to (process_jobs goes
+    to housekeeping, which every worker takes), read as a worker would receive them."""
     messages = jobs = 0
     with redis.Redis.from_url(url) as client:
-        for raw in client.lrange(DEPLOY_QUEUE, 0, -1):
+        for raw in client.lrange(HOUSEKEEPING_QUEUE, 0, -1):
             messages += 1
             args = json.loads(base64.b64decode(json.loads(raw)["body"]))[0]
             batch = args[0]
