@@ -53,6 +53,9 @@ CENTRAL = "central.example.lan"  # the README's and compose file's name for the 
 TLS_DIR = "/etc/rollhook/tls/"  # where the README's URLs find ca.pem
 PASSWORD = "rollhook-password-for-tests"
 
+# Redis, PostgreSQL and the processes with TLS: about 25 s, left out of `make test-unit`.
+pytestmark = pytest.mark.slow
+
 
 def readme_url(name: str) -> str:
     """The README's ``NAME='...'`` line under "Several hosts"."""
