@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -114,8 +115,17 @@ class Up:
         return took
 
     def kill(self) -> None:
+        """SIGKILL ``rollhook up`` and every process below it: each runs in a session of
+        its own, so a signal to ``up``'s group alone would leave them running (a worker
+        would go on polling and healing its targets through the tests that follow)."""
         if self.proc is not None and self.proc.poll() is None:
+            below = self.descendants()
             os.killpg(self.proc.pid, signal.SIGKILL)
+            for pid in still_running(below):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(pid, signal.SIGKILL)  # a session leader: its pool too
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
             self.proc.wait()
         self._close()
 
