@@ -15,7 +15,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -37,23 +37,9 @@ def _argv(
 ) -> list[str]:
     python = sys.executable
     if command == "web":
-        return [
-            python,
-            "-m",
-            "uvicorn",
-            "--factory",
-            "service.app:create_app",
-            "--host",
-            host,
-            "--port",
-            str(port),
-            "--no-server-header",
-            # Whose X-Forwarded-For to believe is ROLLHOOK_TRUSTED_PROXIES' call alone.
-            "--no-proxy-headers",
-            # Bounds what slow clients can hold (each may buffer up to the body cap).
-            "--limit-concurrency",
-            "256",
-        ]
+        # uvicorn with the Procfile's options under its process manager: a SIGHUP
+        # replaces the web processes without refusing a connection (service/serve.py).
+        return [python, "-m", "service.serve", "--host", host, "--port", str(port)]
     if command == "worker":
         return [
             python,
@@ -81,9 +67,8 @@ def processes(targets: Mapping[str, Target], public_host: str | None = None) -> 
     return ("web", "worker", "beat", "proxy") if proxied else ("web", "worker", "beat")
 
 
-def prepare() -> tuple[Settings, dict[str, Target]]:
-    """Fail fast, with one line, before any process starts; migrate once."""
-    settings = load_settings()
+def checked_targets(settings: Settings) -> dict[str, Target]:
+    """The targets file, loaded and checked as the processes will need it (or ConfigError)."""
     targets = load_targets(settings.config)
     for problem in several_hosts_problems(
         targets,
@@ -91,6 +76,13 @@ def prepare() -> tuple[Settings, dict[str, Target]]:
         sqlite_records=settings.records_url().startswith("sqlite"),
     ):
         raise ConfigError(problem)
+    return targets
+
+
+def prepare() -> tuple[Settings, dict[str, Target]]:
+    """Fail fast, with one line, before any process starts; migrate once."""
+    settings = load_settings()
+    targets = checked_targets(settings)
     prepare_data_dir(settings.data_dir)
     engine = make_engine(settings.records_url())
     try:
@@ -114,12 +106,16 @@ def run_process(args: argparse.Namespace) -> int:
         os.environ["ROLLHOOK_WORKER_HOST"] = worker_host
         argv = _argv(args.command, settings, host, port, worker_host)
         os.execv(argv[0], argv)
+    from cli.reload import Reloader
+
     names = processes(targets, settings.public_host)
     supervisor = Supervisor({name: _argv(name, settings, host, port) for name in names})
     supervisor.start()
     others = ", ".join(names[1:-1]) + f" and {names[-1]}"
     print(f"rollhook up: web on http://{host}:{port}, {others} started", flush=True)
-    return supervisor.run(settings)
+    # Editing the targets file (or a SIGHUP) applies it to the running processes.
+    reloader = Reloader(supervisor, settings, targets, lambda n: _argv(n, settings, host, port))
+    return supervisor.run(settings, tick=reloader.tick)
 
 
 class Supervisor:
@@ -131,6 +127,8 @@ class Supervisor:
         self.commands = commands
         self.log_dir = log_dir
         self.children: dict[str, subprocess.Popen[bytes]] = {}
+        # Replaced processes still finishing their work (a worker's running deployment).
+        self.retiring: dict[str, subprocess.Popen[bytes]] = {}
         self.echo = threading.Event()
         self.echo.set()
         self.done = threading.Event()
@@ -138,24 +136,48 @@ class Supervisor:
 
     def start(self) -> None:
         for name, argv in self.commands.items():
-            child = subprocess.Popen(
-                argv,
-                stdout=subprocess.PIPE,
-                stderr=subprocess.STDOUT,
-                # Their own sessions: a terminal's Ctrl-C reaches this supervisor only,
-                # which then stops them in order (a worker hit directly would wait for
-                # its tasks).
-                start_new_session=True,
-            )
-            self.children[name] = child
-            stream = child.stdout  # a pipe, as asked above
-            threading.Thread(target=self._pipe, args=(name, stream), daemon=True).start()
+            self.children[name] = self.spawn(name, argv)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGTERM, self._stop)
 
+    def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
+        child = subprocess.Popen(
+            argv,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            # Their own sessions: a terminal's Ctrl-C reaches this supervisor only,
+            # which then stops them in order (a worker hit directly would wait for
+            # its tasks).
+            start_new_session=True,
+        )
+        stream = child.stdout  # a pipe, as asked above
+        threading.Thread(target=self._pipe, args=(name, stream), daemon=True).start()
+        return child
+
+    def signal(self, name: str, sig: signal.Signals) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(self.children[name].pid, sig)
+
+    def retire(self, name: str, argv: list[str]) -> None:
+        """Start a new ``name`` beside the old one, then let the old one finish its work
+        (SIGTERM: a worker's warm shutdown ends its running task first) and end."""
+        old = self.children[name]
+        self.children[name] = self.spawn(name, argv)
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(old.pid, signal.SIGTERM)
+        self.retiring[f"old {name} ({old.pid})"] = old
+
+    def restart(self, name: str, argv: list[str] | None) -> None:
+        """Stop ``name`` (if it runs), then start it again with ``argv`` (unless None)."""
+        old = self.children.pop(name, None)
+        if old is not None:
+            stop_children({name: old})
+        if argv is not None:
+            self.children[name] = self.spawn(name, argv)
+
     def _stop(self, *_: object) -> None:
         if self.done.is_set():  # a second Ctrl-C: no more patience
-            for child in self.children.values():
+            for child in [*self.children.values(), *self.retiring.values()]:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(child.pid, signal.SIGKILL)
         self.done.set()
@@ -178,14 +200,23 @@ class Supervisor:
             if log is not None:
                 log.close()
 
-    def run(self, settings: Settings, name: str = "rollhook up") -> int:
-        """Wait for Ctrl-C or a process's end; stop them all; the exit code."""
+    def run(
+        self,
+        settings: Settings,
+        name: str = "rollhook up",
+        tick: Callable[[], None] | None = None,
+    ) -> int:
+        """Wait for Ctrl-C or a process's end, calling ``tick`` every half second; stop
+        them all; the exit code."""
         gc.freeze()  # the final collection of what is loaded would delay the exit (1-2 s)
         while not self.done.wait(0.5):
             if any(child.poll() is not None for child in self.children.values()):
                 break
+            self.retiring = {n: c for n, c in self.retiring.items() if c.poll() is None}
+            if tick is not None:
+                tick()
         failed = [n for n, c in self.children.items() if c.poll() not in (None, 0)]
-        stop_children(self.children)
+        stop_children({**self.children, **self.retiring})
         for line in end_interrupted_deployments(settings):
             print(f"{name}: {line}", flush=True)
         print(f"{name}: stopped", flush=True)

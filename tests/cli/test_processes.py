@@ -17,6 +17,7 @@ import pytest
 from cli.processes import _argv, processes
 from rollhook.settings import Settings
 from rollhook.targets import Target
+from service import serve
 from tests.harness.ports import free_port, port_open
 from tests.harness.webapp import WebApp
 from tests.stack import SECRETS
@@ -28,8 +29,9 @@ PROCFILE = Path(__file__).resolve().parents[2] / "Procfile"
 def test_the_web_process_never_trusts_forwarded_headers_by_itself() -> None:
     # uvicorn believes X-Forwarded-For from loopback peers unless told not to; only
     # ROLLHOOK_TRUSTED_PROXIES may decide whose address a client really has.
-    web = _argv("web", Settings(), "127.0.0.1", 8000)
-    assert "--no-proxy-headers" in web
+    assert _argv("web", Settings(), "127.0.0.1", 8000)[1:3] == ["-m", "service.serve"]
+    web = serve.config("127.0.0.1", 8000, 1)
+    assert web.proxy_headers is False
     procfile_web = next(
         line for line in PROCFILE.read_text().splitlines() if line.startswith("web:")
     )
@@ -38,8 +40,10 @@ def test_the_web_process_never_trusts_forwarded_headers_by_itself() -> None:
     readme_web = next(line for line in readme.splitlines() if line.startswith("| web |"))
     assert "--no-proxy-headers" in readme_web
     # A bound on connections held at once (each may buffer up to the body cap).
-    assert web[web.index("--limit-concurrency") + 1] == "256"
+    assert web.limit_concurrency == 256
     assert "--limit-concurrency 256" in procfile_web
+    assert web.server_header is False
+    assert "--no-server-header" in procfile_web
 
 
 def test_the_worker_consumes_every_queue() -> None:
