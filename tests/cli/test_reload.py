@@ -18,6 +18,8 @@ import pytest
 import yaml
 
 from tests.cli.upstack import Up, still_running
+from tests.harness.ports import free_port, port_open
+from tests.harness.webapp import WebApp
 from tests.stack import SECRETS
 
 API = {"Authorization": f"Bearer {SECRETS['ROLLHOOK_API_TOKEN']}"}
@@ -194,3 +196,43 @@ def test_the_old_worker_finishes_its_running_task_before_it_ends(tmp_path: Path)
     finally:
         hang.release()
         up.kill()
+
+
+@pytest.mark.slow
+def test_the_proxy_follows_the_targets_that_have_proxy(tmp_path: Path) -> None:
+    app = WebApp("blue")
+    app.start()
+    first, second = free_port(), free_port()
+    target = _target("app") | {"health": {"url": f"http://127.0.0.1:{app.port}/"}}
+    config = tmp_path / "rollhook.yml"
+
+    def proxied(listen: int) -> str:
+        spec = {"proxy": {"listen": f"127.0.0.1:{listen}", "port": app.port, "hold": "5s"}}
+        return yaml.safe_dump({"targets": {"app": target | spec}})
+
+    def serves(listen: int) -> bool:
+        try:
+            return httpx.get(f"http://127.0.0.1:{listen}/", timeout=10).text == "blue /"
+        except httpx.HTTPError:
+            return False
+
+    up = Up(tmp_path, yaml.safe_dump({"targets": {"app": target}}))
+    try:
+        up.start()
+        up.wait_ready()
+        config.write_text(proxied(first))
+        _wait_for("the proxy", lambda: serves(first), up)
+        assert _count(up, "rollhook up: proxy started") == 1, up.text
+
+        config.write_text(proxied(second))  # new routes: the proxy restarts with them
+        _wait_for("the new route", lambda: serves(second), up)
+        assert _count(up, "proxy restarted for the new routes") == 1, up.text
+        assert not port_open(first)
+
+        config.write_text(yaml.safe_dump({"targets": {"app": target}}))
+        _wait_for("the proxy's end", lambda: _count(up, "proxy stopped") == 1, up)
+        assert not port_open(second)
+        assert up.interrupt() < 10, up.text
+    finally:
+        up.kill()
+        app.stop()
