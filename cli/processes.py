@@ -110,11 +110,11 @@ def run_process(args: argparse.Namespace) -> int:
 
     names = processes(targets, settings.public_host)
     supervisor = Supervisor({name: _argv(name, settings, host, port) for name in names})
+    # Editing the targets file (or a SIGHUP) applies it to the running processes.
+    reloader = Reloader(supervisor, settings, targets, lambda n: _argv(n, settings, host, port))
     supervisor.start()
     others = ", ".join(names[1:-1]) + f" and {names[-1]}"
     print(f"rollhook up: web on http://{host}:{port}, {others} started", flush=True)
-    # Editing the targets file (or a SIGHUP) applies it to the running processes.
-    reloader = Reloader(supervisor, settings, targets, lambda n: _argv(n, settings, host, port))
     return supervisor.run(settings, tick=reloader.tick)
 
 
@@ -135,10 +135,10 @@ class Supervisor:
         self._width = max(6, *(len(name) + 1 for name in commands))
 
     def start(self) -> None:
-        for name, argv in self.commands.items():
-            self.children[name] = self.spawn(name, argv)
         signal.signal(signal.SIGINT, self._stop)
         signal.signal(signal.SIGTERM, self._stop)
+        for name, argv in self.commands.items():
+            self.children[name] = self.spawn(name, argv)
 
     def spawn(self, name: str, argv: list[str]) -> subprocess.Popen[bytes]:
         child = subprocess.Popen(
@@ -161,18 +161,23 @@ class Supervisor:
     def retire(self, name: str, argv: list[str]) -> None:
         """Start a new ``name`` beside the old one, then let the old one finish its work
         (SIGTERM: a worker's warm shutdown ends its running task first) and end."""
+        if self.done.is_set():
+            return  # stopping: everything ends anyway
         old = self.children[name]
         self.children[name] = self.spawn(name, argv)
         with contextlib.suppress(ProcessLookupError):
             os.kill(old.pid, signal.SIGTERM)
         self.retiring[f"old {name} ({old.pid})"] = old
 
-    def restart(self, name: str, argv: list[str] | None) -> None:
+    def restart(self, name: str, argv: list[str] | None, grace: float = STOP_GRACE) -> None:
         """Stop ``name`` (if it runs), then start it again with ``argv`` (unless None)."""
-        old = self.children.pop(name, None)
+        if self.done.is_set():
+            return  # stopping: everything ends anyway
+        old = self.children.get(name)  # listed while it stops: a second Ctrl-C kills it
         if old is not None:
-            stop_children({name: old})
-        if argv is not None:
+            stop_children({name: old}, grace)
+            del self.children[name]
+        if argv is not None and not self.done.is_set():
             self.children[name] = self.spawn(name, argv)
 
     def _stop(self, *_: object) -> None:
@@ -209,14 +214,16 @@ class Supervisor:
         """Wait for Ctrl-C or a process's end, calling ``tick`` every half second; stop
         them all; the exit code."""
         gc.freeze()  # the final collection of what is loaded would delay the exit (1-2 s)
-        while not self.done.wait(0.5):
-            if any(child.poll() is not None for child in self.children.values()):
-                break
-            self.retiring = {n: c for n, c in self.retiring.items() if c.poll() is None}
-            if tick is not None:
-                tick()
-        failed = [n for n, c in self.children.items() if c.poll() not in (None, 0)]
-        stop_children({**self.children, **self.retiring})
+        try:
+            while not self.done.wait(0.5):
+                if any(child.poll() is not None for child in self.children.values()):
+                    break
+                self.retiring = {n: c for n, c in self.retiring.items() if c.poll() is None}
+                if tick is not None:
+                    tick()
+        finally:  # whatever ended the loop, no process outlives this one
+            failed = [n for n, c in self.children.items() if c.poll() not in (None, 0)]
+            stop_children({**self.children, **self.retiring})
         for line in end_interrupted_deployments(settings):
             print(f"{name}: {line}", flush=True)
         print(f"{name}: stopped", flush=True)

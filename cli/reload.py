@@ -26,10 +26,10 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from cli.processes import Supervisor, checked_targets, processes
-from rollhook.settings import ConfigError, Settings
+from cli.processes import STOP_GRACE, Supervisor, checked_targets, processes
+from rollhook.settings import Settings
 from rollhook.targets import Target
-from workers.proxy.process import plan
+from workers.proxy.process import STOP_TIMEOUT, plan
 
 SETTLE = 1.0  # seconds a change must stand still before it is read
 
@@ -64,6 +64,7 @@ class Reloader:
         self._argv_of = argv_of
         self._stamp = _stamp(self._path)
         self._running = _digest(self._path)  # what the processes were started with
+        self._refused: str | None = None  # the last content said to have problems
         self._changed_at: float | None = None
         self._asked = threading.Event()
         signal.signal(signal.SIGHUP, lambda *_: self._asked.set())
@@ -82,21 +83,21 @@ class Reloader:
         if self._changed_at is None or now - self._changed_at < SETTLE:
             return
         self._changed_at = None
-        if stamp is not None and _digest(self._path) != self._running:
+        if stamp is not None and _digest(self._path) not in (self._running, self._refused):
             self.reload(f"{self._path} changed: applying it")
 
     def reload(self, why: str) -> None:
         digest = _digest(self._path)
         try:
             targets = checked_targets(self._settings)
-        except ConfigError as exc:
-            self._running = digest  # said once; the next edit is looked at again
+        except Exception as exc:  # noqa: BLE001 - whatever the file holds, what runs stays
+            self._refused = digest  # said once; the next edit is looked at again
             self._say(
                 f"{self._path} not applied: {exc} (the processes keep the configuration "
                 "they have; see `rollhook check-config`)"
             )
             return
-        self._running = digest
+        self._running, self._refused = digest, None
         supervisor, argv_of = self._supervisor, self._argv_of
         self._say(
             f"{why} (web without refusing a connection, a new worker while the old one "
@@ -106,11 +107,13 @@ class Reloader:
         supervisor.retire("worker", argv_of("worker"))
         supervisor.restart("beat", argv_of("beat"))
         proxied = "proxy" in processes(targets, self._settings.public_host)
+        # Caddy may take its own stop timeout to let requests through it finish.
+        grace = max(STOP_GRACE, STOP_TIMEOUT + 5)
         if proxied != ("proxy" in supervisor.children):
-            supervisor.restart("proxy", argv_of("proxy") if proxied else None)
+            supervisor.restart("proxy", argv_of("proxy") if proxied else None, grace)
             self._say("proxy started" if proxied else "proxy stopped: no target has `proxy`")
         elif proxied and plan(targets) != plan(self._targets):
-            supervisor.restart("proxy", argv_of("proxy"))
+            supervisor.restart("proxy", argv_of("proxy"), grace)
             self._say("proxy restarted for the new routes: connections through it were cut")
         self._targets = targets
 

@@ -766,9 +766,11 @@ def _proxy_clashes(targets: dict[str, Target]) -> list[str]:
 def load_targets(path: Path) -> dict[str, Target]:
     """Load and validate the targets file, or raise ConfigError with every problem."""
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as exc:
         raise ConfigError(f"ROLLHOOK_CONFIG: cannot read {path}: {exc.strerror}") from exc
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"ROLLHOOK_CONFIG: {path} is not UTF-8 text (byte {exc.start})") from None
     targets, problems = parse_targets(text)
     if problems:
         raise ConfigError("; ".join(problems))

@@ -132,6 +132,12 @@ def test_an_edited_targets_file_is_applied_while_every_connection_is_answered(up
     time.sleep(2)
     assert _count(up, "rollhook.yml not applied: ") == 1, up.text
     assert _targets(up) == ["app", "blog"]
+    # Put back as it runs: nothing to apply. Then bytes that are not text: refused.
+    config.write_text(_config("app", "blog"))
+    time.sleep(3)
+    assert _count(up, "changed: applying it") == 1, up.text
+    config.write_bytes(b"targets:\n  app: \xff\n")
+    _wait_for("the second refusal", lambda: _count(up, "is not UTF-8 text") == 1, up, 30)
 
     # Fixed again, then asked by SIGHUP: both applied.
     config.write_text(_config("app"))
@@ -222,16 +228,16 @@ def test_the_proxy_follows_the_targets_that_have_proxy(tmp_path: Path) -> None:
         up.wait_ready()
         config.write_text(proxied(first))
         _wait_for("the proxy", lambda: serves(first), up)
-        assert _count(up, "rollhook up: proxy started") == 1, up.text
+        _wait_for("its line", lambda: _count(up, "rollhook up: proxy started") == 1, up, 10)
 
         config.write_text(proxied(second))  # new routes: the proxy restarts with them
         _wait_for("the new route", lambda: serves(second), up)
-        assert _count(up, "proxy restarted for the new routes") == 1, up.text
-        assert not port_open(first)
+        _wait_for("its line", lambda: _count(up, "proxy restarted for the new ") == 1, up, 10)
+        assert not port_open(first), up.text
 
         config.write_text(yaml.safe_dump({"targets": {"app": target}}))
         _wait_for("the proxy's end", lambda: _count(up, "proxy stopped") == 1, up)
-        assert not port_open(second)
+        assert not port_open(second), up.text
         assert up.interrupt() < 10, up.text
     finally:
         up.kill()
