@@ -59,7 +59,7 @@ if [[ -z ${ROLLHOOK_CONFIG:-} ]]; then
             "Write your own (rollhook init adopts what runs here), or try \`make demo\`."
     fi
 fi
-echo "rollhook: targets file $ROLLHOOK_CONFIG"
+echo "rollhook: targets file $ROLLHOOK_CONFIG (a saved change is applied while rollhook runs)"
 scripts/rollhook check-config
 cat <<MSG
 rollhook: next, in another terminal: rollhook status (the API token is read from
