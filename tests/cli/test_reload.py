@@ -163,17 +163,40 @@ class Hang:
         self.server = socket.create_server(("127.0.0.1", 0))
         self.url = f"http://127.0.0.1:{self.server.getsockname()[1]}/acme/infra.git"
         self.held: list[socket.socket] = []
-        threading.Thread(target=self._accept, daemon=True).start()
+        self._released = False
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._accept, daemon=True)
+        self._thread.start()
 
     def _accept(self) -> None:
         with contextlib.suppress(OSError):
             while True:
-                self.held.append(self.server.accept()[0])
+                conn = self.server.accept()[0]
+                with self._lock:
+                    if self._released:
+                        conn.close()
+                        return
+                    self.held.append(conn)
 
     def release(self) -> None:
+        """Close the held connections and the listener; the accept thread has ended on return.
+
+        shutdown() first, which wakes the blocked accept(), and close() only once the thread
+        is gone: close() alone leaves the thread blocked in accept() on a file descriptor
+        number that is free again. The next server of the session (the fault suite's git
+        server or registry proxy) gets that number, and an accept() restarted by the kernel
+        (a stop and continue, a ptrace attach) then takes that server's next client and
+        drops it: a git fetch or an image pull failing in a later test."""
+        with self._lock:
+            self._released = True
+        with contextlib.suppress(OSError):
+            self.server.shutdown(socket.SHUT_RDWR)
+        self._thread.join(timeout=10)
+        assert not self._thread.is_alive(), "the accept thread did not end"
         self.server.close()
-        for conn in self.held:
-            conn.close()
+        with self._lock:
+            for conn in self.held:
+                conn.close()
 
 
 @pytest.mark.slow

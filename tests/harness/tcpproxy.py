@@ -5,17 +5,24 @@ each request of a kept-alive HTTP connection); ``chunks`` counts them, which tel
 that a client is talking to the server right now. ``stop()`` drops every open connection
 and refuses new ones until ``start()`` binds the same port again. Nothing is parsed:
 what goes through is the server's own protocol.
+
+Each connection's fate is logged (logger ``tests.harness.tcpproxy``, DEBUG; a client
+dropped because the server could not be reached, WARNING), with the ports, so that a
+failed pull shows in pytest's captured log whether it went through the proxy at all.
 """
 
 from __future__ import annotations
 
 import contextlib
+import logging
 import socket
 import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
+
+log = logging.getLogger(__name__)
 
 
 class TcpProxy:
@@ -25,6 +32,7 @@ class TcpProxy:
         self.latency = 0.0
         self.chunks = 0
         self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
         self._open: set[socket.socket] = set()
         self._lock = threading.Lock()
 
@@ -39,15 +47,22 @@ class TcpProxy:
         listener.listen(64)
         self.port = listener.getsockname()[1]
         self._listener = listener
-        threading.Thread(target=self._accept, args=(listener,), daemon=True).start()
+        log.debug("proxy :%d -> :%d listening", self.port, self.upstream[1])
+        self._acceptor = threading.Thread(target=self._accept, args=(listener,), daemon=True)
+        self._acceptor.start()
         return self
 
     def stop(self) -> None:
         """Go down: open connections are cut, new ones refused."""
         listener, self._listener = self._listener, None
+        log.debug("proxy :%d stopping (%d open sockets cut)", self.port, len(self._open))
         if listener is not None:
             with contextlib.suppress(OSError):
                 listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
+            # Closed once no thread can call accept() on it: a file descriptor number given
+            # back while a thread may still use it is soon another server's.
+            if self._acceptor is not None:
+                self._acceptor.join(timeout=15)
             listener.close()
         with self._lock:
             cut, self._open = self._open, set()
@@ -65,21 +80,41 @@ class TcpProxy:
     def _accept(self, listener: socket.socket) -> None:
         while True:
             try:
-                client, _ = listener.accept()
-            except OSError:
+                client, peer = listener.accept()
+            except OSError as exc:
+                log.debug("proxy :%d accept ended: %r", self.port, exc)
                 return  # stopped
+            log.debug("proxy :%d accepted client :%d", self.port, peer[1])
             try:
                 server = socket.create_connection(self.upstream, timeout=10)
-            except OSError:
+            except OSError as exc:
+                log.warning(
+                    "proxy :%d client :%d closed: upstream :%d unreachable: %r",
+                    self.port,
+                    peer[1],
+                    self.upstream[1],
+                    exc,
+                )
                 _close(client)
                 continue
+            log.debug(
+                "proxy :%d client :%d via :%d -> upstream :%d",
+                self.port,
+                peer[1],
+                server.getsockname()[1],
+                self.upstream[1],
+            )
             server.settimeout(None)
             with self._lock:
                 self._open |= {client, server}
             for src, dst, upstream in ((client, server, True), (server, client, False)):
-                threading.Thread(target=self._pump, args=(src, dst, upstream), daemon=True).start()
+                pump = threading.Thread(
+                    target=self._pump, args=(src, dst, upstream, peer[1]), daemon=True
+                )
+                pump.start()
 
-    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool) -> None:
+    def _pump(self, src: socket.socket, dst: socket.socket, upstream: bool, client: int) -> None:
+        why = "EOF"
         try:
             while data := src.recv(65536):
                 if upstream:
@@ -87,9 +122,17 @@ class TcpProxy:
                     if self.latency:
                         time.sleep(self.latency)
                 dst.sendall(data)
-        except OSError:
-            pass
+        except OSError as exc:
+            why = repr(exc)
         finally:
+            log.debug(
+                "proxy :%d client :%d %s ended: %s (chunks %d)",
+                self.port,
+                client,
+                "client->upstream" if upstream else "upstream->client",
+                why,
+                self.chunks,
+            )
             with self._lock:
                 self._open -= {src, dst}
             _close(src)

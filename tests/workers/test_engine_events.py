@@ -204,6 +204,11 @@ class Relay:
 
     def cut(self) -> None:
         if self._listener is not None:
+            # shutdown() wakes the thread blocked in accept(): after close() alone it would
+            # stay there, and a restarted accept() would take the next client of whatever
+            # socket gets the freed file descriptor number (tests/cli/test_reload.py, Hang).
+            with contextlib.suppress(OSError):
+                self._listener.shutdown(socket.SHUT_RDWR)
             self._listener.close()
             self.path.unlink(missing_ok=True)
         for sock in self._open:
