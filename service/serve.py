@@ -28,6 +28,8 @@ from uvicorn.config import STARTUP_FAILURE  # noqa: E402
 from uvicorn.supervisors import Multiprocess  # noqa: E402
 from uvicorn.supervisors.multiprocess import Process  # noqa: E402
 
+from rollhook.numbers import whole_number  # noqa: E402
+
 APP = "service.app:create_app"
 # A new web process must be serving within this many seconds (uvicorn's default is 5):
 # at a SIGHUP the old one is kept when its successor is not ready in time.
@@ -38,6 +40,7 @@ PING_TIMEOUT = 10
 # Exit codes of a web process that could not start: an import error (1), a bad setting
 # or targets file (2, service/app.py), uvicorn's own startup failure (3).
 START_FAILURES = {1, 2, STARTUP_FAILURE}
+MAX_WEB_PROCESSES = 256
 
 log = logging.getLogger("uvicorn.error")
 
@@ -92,10 +95,15 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--port", type=int, default=8000)
     args = parser.parse_args(argv)
     concurrency = os.environ.get("WEB_CONCURRENCY") or "1"
-    if not concurrency.isdigit() or int(concurrency) < 1:
-        print(f"rollhook: WEB_CONCURRENCY: {concurrency!r} is not a number", file=sys.stderr)
+    workers = whole_number(concurrency, 1, MAX_WEB_PROCESSES)
+    if workers is None:
+        print(
+            f"rollhook: WEB_CONCURRENCY: {concurrency!r} is not a whole number"
+            f" from 1 to {MAX_WEB_PROCESSES}",
+            file=sys.stderr,
+        )
         return 2
-    settings = config(args.host, args.port, int(concurrency))
+    settings = config(args.host, args.port, workers)
     manager = Manager(settings, sockets=[settings.bind_socket()])
     manager.signal_queue.extend(_early_hups)
     manager.run()

@@ -14,6 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.requests import Request
 from starlette.responses import Response
 
+from rollhook.numbers import whole_number
 from rollhook.records import deployments, hosts, notifications
 from rollhook.records import sync as sync_records
 from rollhook.records import targets as target_records
@@ -137,20 +138,6 @@ async def show_event(rt: Runtime, request: Request) -> Response:
     if event is None:
         return answers.not_found(f"no event {event_id!r}")
     return answers.reply(200, event)
-
-
-def whole_number(text: str, low: int, high: int) -> int | None:
-    """``text`` as a number from ``low`` to ``high`` written in ASCII digits, or None.
-
-    (str.isdigit takes '²' and int() refuses it; int() takes '\u0661' and ' 5'.)
-    """
-    if not (text.isascii() and text.isdigit()):
-        return None
-    significant = text.lstrip("0") or "0"
-    if len(significant) > len(str(high)):  # and int() never sees thousands of digits
-        return None
-    number = int(significant)
-    return number if low <= number <= high else None
 
 
 async def list_deployments(rt: Runtime, request: Request) -> Response:

@@ -8,6 +8,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from tests.harness.ports import free_port
 from tests.stack import SECRETS
 
@@ -39,7 +41,11 @@ def test_a_web_process_that_cannot_start_ends_rollhook_web(tmp_path: Path) -> No
     assert "could not start; stopping" in done.stderr
 
 
-def test_a_bad_web_concurrency_is_one_line(tmp_path: Path) -> None:
-    done = _serve(tmp_path, WEB_CONCURRENCY="two")
+@pytest.mark.parametrize("value", ["two", "0", "\u00b2", "257"])
+def test_a_bad_web_concurrency_is_one_line(tmp_path: Path, value: str) -> None:
+    # '²' passes str.isdigit and makes int() raise: once a traceback, not a line.
+    done = _serve(tmp_path, WEB_CONCURRENCY=value)
     assert done.returncode == 2
-    assert done.stderr.strip() == "rollhook: WEB_CONCURRENCY: 'two' is not a number"
+    assert done.stderr.strip() == (
+        f"rollhook: WEB_CONCURRENCY: {value!r} is not a whole number from 1 to 256"
+    )
