@@ -32,6 +32,8 @@ from rollhook.targets import Target
 from workers.proxy.process import STOP_TIMEOUT, plan
 
 SETTLE = 1.0  # seconds a change must stand still before it is read
+# Caddy may take its own stop timeout to let requests through it finish.
+PROXY_GRACE = max(STOP_GRACE, STOP_TIMEOUT + 5)
 
 
 def _stamp(path: Path) -> tuple[int, int, int] | None:
@@ -107,13 +109,11 @@ class Reloader:
         supervisor.retire("worker", argv_of("worker"))
         supervisor.restart("beat", argv_of("beat"))
         proxied = "proxy" in processes(targets, self._settings.public_host)
-        # Caddy may take its own stop timeout to let requests through it finish.
-        grace = max(STOP_GRACE, STOP_TIMEOUT + 5)
         if proxied != ("proxy" in supervisor.children):
-            supervisor.restart("proxy", argv_of("proxy") if proxied else None, grace)
+            supervisor.restart("proxy", argv_of("proxy") if proxied else None, PROXY_GRACE)
             self._say("proxy started" if proxied else "proxy stopped: no target has `proxy`")
         elif proxied and plan(targets) != plan(self._targets):
-            supervisor.restart("proxy", argv_of("proxy"), grace)
+            supervisor.restart("proxy", argv_of("proxy"), PROXY_GRACE)
             self._say("proxy restarted for the new routes: connections through it were cut")
         self._targets = targets
 
