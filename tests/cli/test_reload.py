@@ -18,7 +18,7 @@ import pytest
 import yaml
 
 from tests.cli.upstack import Up, still_running
-from tests.harness.ports import free_port, port_open
+from tests.harness.ports import free_port, port_open, stop_listening
 from tests.harness.webapp import WebApp
 from tests.stack import SECRETS
 
@@ -179,21 +179,12 @@ class Hang:
                     self.held.append(conn)
 
     def release(self) -> None:
-        """Close the held connections and the listener; the accept thread has ended on return.
-
-        shutdown() first, which wakes the blocked accept(), and close() only once the thread
-        is gone: close() alone leaves the thread blocked in accept() on a file descriptor
-        number that is free again. The next server of the session (the fault suite's git
-        server or registry proxy) gets that number, and an accept() restarted by the kernel
-        (a stop and continue, a ptrace attach) then takes that server's next client and
-        drops it: a git fetch or an image pull failing in a later test."""
+        """Close the held connections and the listener; the accept thread has ended on return
+        (see stop_listening: a thread left in accept() takes a later server's clients)."""
         with self._lock:
             self._released = True
-        with contextlib.suppress(OSError):
-            self.server.shutdown(socket.SHUT_RDWR)
-        self._thread.join(timeout=10)
-        assert not self._thread.is_alive(), "the accept thread did not end"
-        self.server.close()
+        ended = stop_listening(self.server, self._thread, timeout=10)
+        assert ended, "the accept thread did not end"
         with self._lock:
             for conn in self.held:
                 conn.close()

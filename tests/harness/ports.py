@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import threading
 import time
@@ -60,3 +61,20 @@ def wait_for_port(port: int, host: str = "127.0.0.1", timeout: float = 30.0) -> 
         if time.monotonic() > deadline:
             raise TimeoutError(f"nothing listens on {host}:{port} after {timeout:.0f}s")
         time.sleep(0.05)
+
+
+def stop_listening(listener: socket.socket, acceptor: threading.Thread, timeout: float) -> bool:
+    """Close a listening socket that ``acceptor`` sits in ``accept()`` on; whether it ended.
+
+    shutdown() first, which wakes the blocked accept(), and close() only once the thread
+    is gone: close() alone leaves the thread blocked in accept() on a file descriptor
+    number that is free again. The next server of the session gets that number, and an
+    accept() restarted by the kernel (a stop and continue, a ptrace attach) then takes
+    that server's next client and drops it: a git fetch or an image pull failing in a
+    later test (found with tests/cli/test_reload.py's Hang and the fault suite).
+    """
+    with contextlib.suppress(OSError):
+        listener.shutdown(socket.SHUT_RDWR)
+    acceptor.join(timeout)
+    listener.close()
+    return not acceptor.is_alive()

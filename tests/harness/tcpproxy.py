@@ -22,6 +22,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Self
 
+from tests.harness.ports import stop_listening
+
 log = logging.getLogger(__name__)
 
 
@@ -56,14 +58,8 @@ class TcpProxy:
         """Go down: open connections are cut, new ones refused."""
         listener, self._listener = self._listener, None
         log.debug("proxy :%d stopping (%d open sockets cut)", self.port, len(self._open))
-        if listener is not None:
-            with contextlib.suppress(OSError):
-                listener.shutdown(socket.SHUT_RDWR)  # wakes the accept() below
-            # Closed once no thread can call accept() on it: a file descriptor number given
-            # back while a thread may still use it is soon another server's.
-            if self._acceptor is not None:
-                self._acceptor.join(timeout=15)
-            listener.close()
+        if listener is not None and self._acceptor is not None:
+            stop_listening(listener, self._acceptor, timeout=15)
         with self._lock:
             cut, self._open = self._open, set()
         for sock in cut:

@@ -17,6 +17,7 @@ import docker
 import pytest
 
 from tests.harness.engine import PrivateEngine
+from tests.harness.ports import stop_listening
 from workers.engine_events import ContainerEvent, EngineEvents, Reconnected
 
 Item = ContainerEvent | Reconnected
@@ -194,22 +195,19 @@ class Relay:
     def __init__(self, path: Path, target: str) -> None:
         self.path, self.target = path, target
         self._listener: socket.socket | None = None
+        self._acceptor: threading.Thread | None = None
         self._open: list[socket.socket] = []
 
     def restore(self) -> None:
         self._listener = socket.socket(socket.AF_UNIX)
         self._listener.bind(str(self.path))
         self._listener.listen(16)
-        threading.Thread(target=self._accept, args=(self._listener,), daemon=True).start()
+        self._acceptor = threading.Thread(target=self._accept, args=(self._listener,), daemon=True)
+        self._acceptor.start()
 
     def cut(self) -> None:
-        if self._listener is not None:
-            # shutdown() wakes the thread blocked in accept(): after close() alone it would
-            # stay there, and a restarted accept() would take the next client of whatever
-            # socket gets the freed file descriptor number (tests/cli/test_reload.py, Hang).
-            with contextlib.suppress(OSError):
-                self._listener.shutdown(socket.SHUT_RDWR)
-            self._listener.close()
+        if self._listener is not None and self._acceptor is not None:
+            stop_listening(self._listener, self._acceptor, timeout=10)
             self.path.unlink(missing_ok=True)
         for sock in self._open:
             with contextlib.suppress(OSError):
